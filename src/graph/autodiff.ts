@@ -1,0 +1,131 @@
+/**
+ * Reverse-mode differentiation of a built graph.
+ *
+ * The driver visits only nodes that lie on a path from a requested value to the loss: values that do not depend
+ * on any requested value (frozen weights, and everything computed only from them) get no gradient, so no
+ * backward is built below the lowest trainable value. It sums fan-out, and it is the one place where broadcasting
+ * is undone: a rule may return a gradient in the output's broadcast shape and the driver sums it back.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * import { matmul, mul, reduceSum } from "./build.ts";
+ * import { gradients } from "./autodiff.ts";
+ * const g = new Graph();
+ * const x = g.input("x", g.float, [2, 3]);
+ * const w = g.input("w", g.float, [3, 1]);
+ * const loss = reduceSum(mul(matmul(x, w), 2), [0, 1]);
+ * const [dW] = gradients(loss, [w]);
+ * if (dW.shape.join() !== "3,1") throw new Error(`unexpected ${dW.shape}`);
+ * ```
+ *
+ * @module
+ */
+
+import { fullLike, reduceSum, reshape, sum } from "./build.ts";
+import { describe, type Graph, GraphError, graphOf, type Node, type Value } from "./graph.ts";
+import { isFloat } from "./dtype.ts";
+import type { OpType } from "./ops.ts";
+import { formatShape, sameShape } from "./shape.ts";
+import { NON_DIFFERENTIABLE, VJP, type VjpRule } from "./vjp.ts";
+
+/** Options of {@link gradients}. */
+export interface GradientOptions {
+  /** Gradient flowing into `loss` (default: ones shaped like it). */
+  seed?: Value;
+  /** Return zeros for a requested value the loss does not depend on, instead of throwing. */
+  allowUnused?: boolean;
+}
+
+/** Sums a gradient in a broadcast shape back to `target`'s shape. */
+export function unbroadcast(d: Value, target: Value): Value {
+  if (sameShape(d.shape, target.shape)) return d;
+  const lead = d.shape.length - target.shape.length;
+  const axes: number[] = [];
+  d.shape.forEach((dim, i) => {
+    if (i < lead || (target.shape[i - lead] === 1 && dim !== 1)) axes.push(i);
+  });
+  const reduced = axes.length ? reduceSum(d, axes, true) : d;
+  return sameShape(reduced.shape, target.shape) ? reduced : reshape(reduced, target.shape);
+}
+
+/** Values that depend on any of `sources`, in float dtypes (the ones that can carry a gradient). */
+function dependents(g: Graph, sources: readonly Value[]): Set<Value> {
+  const set = new Set(sources);
+  for (const node of g.nodes) {
+    if (node.inputs.some((v) => set.has(v))) {
+      for (const y of node.outputs) if (isFloat(y.dtype)) set.add(y);
+    }
+  }
+  return set;
+}
+
+/** Nodes from which `loss` can be reached, in graph order. */
+function ancestors(g: Graph, loss: Value, live: Set<Value>): Node[] {
+  const needed = new Set([loss]);
+  const out: Node[] = [];
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const node = g.nodes[i];
+    if (!node.outputs.some((y) => needed.has(y))) continue;
+    if (!node.inputs.some((v) => live.has(v))) continue;
+    out.push(node);
+    for (const v of node.inputs) needed.add(v);
+  }
+  return out.reverse();
+}
+
+/**
+ * Builds the gradients of `loss` with respect to each of `wrt`, appending the backward nodes to the graph.
+ * Throws when the loss does not depend on a requested value (unless `allowUnused`).
+ */
+export function gradients(loss: Value, wrt: readonly Value[], options: GradientOptions = {}): Value[] {
+  const g = graphOf(loss, ...wrt);
+  for (const w of wrt) {
+    if (!isFloat(w.dtype)) {
+      throw new GraphError(`cannot differentiate with respect to ${describe(w)}: not a float`);
+    }
+  }
+  const live = dependents(g, wrt);
+  const grads = new Map<Value, Value[]>();
+  const push = (v: Value, d: Value) => grads.set(v, [...(grads.get(v) ?? []), d]);
+  const total = (v: Value): Value | null => {
+    const parts = grads.get(v);
+    return parts ? sum(...parts) : null;
+  };
+  push(loss, options.seed ?? (loss.shape.length === 0 ? g.scalar(1, loss.dtype) : fullLike(loss, 1)));
+
+  for (const node of ancestors(g, loss, live).reverse()) {
+    const dY = node.outputs.map(total);
+    if (dY.every((d) => d === null)) continue;
+    const rule = VJP[node.op];
+    if (rule === NON_DIFFERENTIABLE) {
+      throw new GraphError(
+        `node '${node.name}' (${node.op}) is not differentiable but lies between loss and wrt`,
+      );
+    }
+    const dX = g.scope(`grad(${node.name})`, () => (rule as VjpRule<OpType>)(node, dY));
+    node.inputs.forEach((x, i) => {
+      const d = dX[i];
+      if (!d || !live.has(x)) return;
+      if (d.dtype !== x.dtype) {
+        throw new GraphError(
+          `rule of node '${node.name}' (${node.op}) gave input ${i} a ${d.dtype} gradient`,
+        );
+      }
+      const fitted = g.scope(`grad(${node.name})`, () => unbroadcast(d, x));
+      if (!sameShape(fitted.shape, x.shape)) {
+        throw new GraphError(
+          `rule of node '${node.name}' gave ${describe(x)} a gradient of shape ${formatShape(fitted.shape)}`,
+        );
+      }
+      push(x, fitted);
+    });
+  }
+
+  return wrt.map((w) => {
+    const d = total(w);
+    if (d) return d;
+    if (options.allowUnused) return fullLike(w, 0);
+    throw new GraphError(`loss ${describe(loss)} does not depend on ${describe(w)}`);
+  });
+}

@@ -1,0 +1,140 @@
+/**
+ * Running serialized graphs with onnxruntime-node.
+ *
+ * A model's external data must lie in the model file's own folder (onnxruntime rejects absolute paths, `..` and
+ * symlinks that leave it), so there are two ways to load one: write the model file beside its data and pass the
+ * path, or pass the bytes with `externalData` mapping each location to its bytes in memory.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph/graph.ts";
+ * import { add } from "../graph/build.ts";
+ * import { serialize } from "../graph/serialize.ts";
+ * import { createSession, hostTensor } from "./session.ts";
+ * const g = new Graph({ float: "float64" });
+ * const x = g.input("x", "float64", [2]);
+ * const session = await createSession(serialize(g, { y: add(x, 1) }));
+ * const { y } = await session.run({ x: hostTensor("float64", [2], [1, 2]) });
+ * if (y.data[1] !== 3) throw new Error(`expected 3, got ${y.data[1]}`);
+ * await session.release();
+ * ```
+ *
+ * @module
+ */
+
+import * as ort from "onnxruntime-node";
+import { allocate, type DType, type HostArray, toHostArray } from "../graph/dtype.ts";
+
+/** A tensor in host memory. */
+export interface HostTensor {
+  readonly dtype: DType;
+  readonly dims: readonly number[];
+  readonly data: HostArray;
+}
+
+/** Makes a host tensor from numbers (or an existing array of the right type). */
+export function hostTensor(
+  dtype: DType,
+  dims: readonly number[],
+  data?: ArrayLike<number> | HostArray,
+): HostTensor {
+  const n = dims.reduce((a, b) => a * b, 1);
+  const array = data === undefined
+    ? allocate(dtype, n)
+    : ArrayBuffer.isView(data)
+    ? data as HostArray
+    : toHostArray(dtype, data as ArrayLike<number>);
+  if (array.length !== n) {
+    throw new Error(`tensor of shape [${dims}] needs ${n} elements, got ${array.length}`);
+  }
+  return { dtype, dims, data: array };
+}
+
+/** Options of {@link createSession}. */
+export interface SessionOptions {
+  /** Intra-op threads (default: the number of cores; more than that halves MatMul throughput). */
+  threads?: number;
+  /** Bytes for external-data locations, when the model is given as bytes. */
+  externalData?: Readonly<Record<string, Uint8Array>>;
+  /** Execution providers in order of preference (default `["cpu"]`). */
+  providers?: string[];
+}
+
+const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
+  float32: "float32",
+  float64: "float64",
+  int64: "int64",
+  int32: "int32",
+  bool: "bool",
+  uint8: "uint8",
+  float16: "float16",
+};
+
+function toOrt(t: HostTensor): ort.Tensor {
+  const type = ORT_TYPE[t.dtype];
+  if (!type) throw new Error(`onnxruntime-node cannot take ${t.dtype} tensors as inputs`);
+  return new ort.Tensor(type, t.data as ort.Tensor.DataType, t.dims);
+}
+
+function fromOrt(t: ort.Tensor): HostTensor {
+  return { dtype: t.type as DType, dims: t.dims, data: t.data as HostArray };
+}
+
+/** A loaded model. */
+export class Session {
+  readonly #session: ort.InferenceSession;
+
+  constructor(session: ort.InferenceSession) {
+    this.#session = session;
+  }
+
+  /** Names of the model's inputs. */
+  get inputNames(): readonly string[] {
+    return this.#session.inputNames;
+  }
+
+  /** Names of the model's outputs. */
+  get outputNames(): readonly string[] {
+    return this.#session.outputNames;
+  }
+
+  /** Runs the model; returns the requested outputs (default: all). */
+  async run(
+    feeds: Readonly<Record<string, HostTensor>>,
+    fetches?: string[],
+  ): Promise<Record<string, HostTensor>> {
+    const missing = this.#session.inputNames.filter((n) => !(n in feeds));
+    if (missing.length) throw new Error(`missing inputs: ${missing.join(", ")}`);
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
+    const out = fetches ? await this.#session.run(ortFeeds, fetches) : await this.#session.run(ortFeeds);
+    const result: Record<string, HostTensor> = {};
+    for (const [name, t] of Object.entries(out)) result[name] = fromOrt(t);
+    return result;
+  }
+
+  /** Frees the native session. */
+  async release(): Promise<void> {
+    await this.#session.release();
+  }
+}
+
+/** Loads a model from bytes or from a file path (external data then resolves beside the file). */
+export async function createSession(
+  model: Uint8Array | string,
+  options: SessionOptions = {},
+): Promise<Session> {
+  const opts: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: options.threads ?? navigator.hardwareConcurrency,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+    executionProviders: options.providers ?? ["cpu"],
+  };
+  if (options.externalData) {
+    opts.externalData = Object.entries(options.externalData).map(([path, data]) => ({ path, data }));
+  }
+  const session = typeof model === "string"
+    ? await ort.InferenceSession.create(model, opts)
+    : await ort.InferenceSession.create(model, opts);
+  return new Session(session);
+}
