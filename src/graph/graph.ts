@@ -266,4 +266,3 @@ export function graphOf(...values: Value[]): Graph {
   }
   return g;
 }
-

@@ -1,0 +1,146 @@
+/**
+ * Optimizers as graph fragments: a train step's outputs are only the loss, the updated parameters and their
+ * optimizer slots, so nothing else crosses back to JavaScript.
+ *
+ * The learning rate and the 1-based step number are scalar graph inputs (schedules are pure functions of the step,
+ * evaluated on the host: see {@link ./schedule.ts}).
+ *
+ * @module
+ */
+
+import { add, div, minimum, mul, pow, reduceSum, sqrt, sub, sum } from "../graph/build.ts";
+import type { Value } from "../graph/graph.ts";
+
+/** A parameter, its gradient and its optimizer slots (in the optimizer's `slots` order). */
+export interface ParamState {
+  readonly param: Value;
+  readonly grad: Value;
+  readonly slots: readonly Value[];
+}
+
+/** A parameter's updated value and slots. */
+export interface ParamUpdate {
+  readonly param: Value;
+  readonly slots: readonly Value[];
+}
+
+/** Scalar inputs of an update: learning rate and 1-based step number (floats). */
+export interface StepInputs {
+  readonly lr: Value;
+  readonly step: Value;
+}
+
+/** An optimizer: named slots per parameter and the update that advances them. */
+export interface Optimizer {
+  readonly name: string;
+  /** Names of the per-parameter state tensors, each shaped like the parameter. */
+  readonly slots: readonly string[];
+  /** Largest global gradient norm before clipping scales gradients down (undefined: no clipping). */
+  readonly maxGradNorm?: number;
+  update(states: readonly ParamState[], inputs: StepInputs): ParamUpdate[];
+}
+
+/** Options of {@link adamw}; defaults follow PyTorch's `AdamW`. */
+export interface AdamWOptions {
+  /** Default 0.9. */
+  beta1?: number;
+  /** Default 0.999. */
+  beta2?: number;
+  /** Default 1e-8. */
+  eps?: number;
+  /** Decoupled weight decay (default 0.01). */
+  weightDecay?: number;
+  /** Global-norm gradient clipping (default none). */
+  maxGradNorm?: number;
+}
+
+/** Options of {@link sgd}. */
+export interface SgdOptions {
+  /** Default 0 (plain SGD, no slots). */
+  momentum?: number;
+  /** L2 penalty added to the gradient, as PyTorch's `SGD` (default 0). */
+  weightDecay?: number;
+  /** Global-norm gradient clipping (default none). */
+  maxGradNorm?: number;
+}
+
+function checkRange(name: string, value: number, lo: number, hi: number): number {
+  if (!(value >= lo && value < hi)) throw new Error(`'${name}' must be in [${lo}, ${hi}), got ${value}`);
+  return value;
+}
+
+/**
+ * AdamW (Loshchilov & Hutter) with bias correction and decoupled weight decay:
+ * m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; p ← p − lr·(m̂ / (√v̂ + ε) + λ·p), m̂ = m/(1−β1ᵗ), v̂ = v/(1−β2ᵗ).
+ */
+export function adamw(options: AdamWOptions = {}): Optimizer {
+  const b1 = checkRange("beta1", options.beta1 ?? 0.9, 0, 1);
+  const b2 = checkRange("beta2", options.beta2 ?? 0.999, 0, 1);
+  const eps = checkRange("eps", options.eps ?? 1e-8, 0, Infinity);
+  const wd = checkRange("weightDecay", options.weightDecay ?? 0.01, 0, Infinity);
+  return {
+    name: "adamw",
+    slots: ["m", "v"],
+    maxGradNorm: options.maxGradNorm,
+    update(states, { lr, step }) {
+      const c1 = sub(1, pow(lr.graph.scalar(b1, lr.dtype), step)); // 1 − β1ᵗ
+      const c2 = sub(1, pow(lr.graph.scalar(b2, lr.dtype), step));
+      return states.map(({ param: p, grad: g, slots: [m, v] }) => {
+        const m1 = add(mul(m, b1), mul(g, 1 - b1));
+        const v1 = add(mul(v, b2), mul(mul(g, g), 1 - b2));
+        const direction = div(div(m1, c1), add(sqrt(div(v1, c2)), eps));
+        const decayed = wd ? add(direction, mul(p, wd)) : direction;
+        return { param: sub(p, mul(decayed, lr)), slots: [m1, v1] };
+      });
+    },
+  };
+}
+
+/** SGD with optional momentum (PyTorch convention: buf ← μ·buf + g; p ← p − lr·buf) and L2 weight decay. */
+export function sgd(options: SgdOptions = {}): Optimizer {
+  const mu = checkRange("momentum", options.momentum ?? 0, 0, 1);
+  const wd = checkRange("weightDecay", options.weightDecay ?? 0, 0, Infinity);
+  return {
+    name: "sgd",
+    slots: mu ? ["momentum"] : [],
+    maxGradNorm: options.maxGradNorm,
+    update(states, { lr }) {
+      return states.map(({ param: p, grad, slots }) => {
+        const g = wd ? add(grad, mul(p, wd)) : grad;
+        if (!mu) return { param: sub(p, mul(g, lr)), slots: [] };
+        const buf = add(mul(slots[0], mu), g);
+        return { param: sub(p, mul(buf, lr)), slots: [buf] };
+      });
+    },
+  };
+}
+
+/** The global L2 norm of several gradients (a scalar). */
+export function globalNorm(grads: readonly Value[]): Value {
+  return sqrt(sum(...grads.map((d) => reduceSum(mul(d, d), d.shape.map((_, i) => i)))));
+}
+
+/**
+ * Scales gradients by min(1, maxNorm / (norm + 1e-6)) as PyTorch's `clip_grad_norm_`, and returns the norm
+ * measured before clipping.
+ */
+export function clipByGlobalNorm(grads: readonly Value[], maxNorm: number): { grads: Value[]; norm: Value } {
+  if (!(maxNorm > 0)) throw new Error(`'maxGradNorm' must be positive, got ${maxNorm}`);
+  const norm = globalNorm(grads);
+  const scale = minimum(div(maxNorm, add(norm, 1e-6)), 1);
+  return { grads: grads.map((d) => mul(d, scale)), norm };
+}
+
+/** Clips (when the optimizer asks for it) and applies the update; also returns the pre-clip gradient norm. */
+export function applyOptimizer(
+  optimizer: Optimizer,
+  states: readonly ParamState[],
+  inputs: StepInputs,
+): { updates: ParamUpdate[]; gradNorm: Value } {
+  if (optimizer.maxGradNorm === undefined) {
+    return { updates: optimizer.update(states, inputs), gradNorm: globalNorm(states.map((s) => s.grad)) };
+  }
+  const { grads, norm } = clipByGlobalNorm(states.map((s) => s.grad), optimizer.maxGradNorm);
+  const clipped = states.map((s, i) => ({ ...s, grad: grads[i] }));
+  return { updates: optimizer.update(clipped, inputs), gradNorm: norm };
+}

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { matmul, mul, reduceMean, sub } from "../../src/graph/build.ts";
+import { Graph, type Value } from "../../src/graph/graph.ts";
+import { serialize } from "../../src/graph/serialize.ts";
+import { createSession, type HostTensor, hostTensor } from "../../src/runtime/session.ts";
+import { adamw, applyOptimizer, type Optimizer, sgd } from "../../src/train/optim.ts";
+import { cosineSchedule } from "../../src/train/schedule.ts";
+import { buildTrainStep, TrainLoop } from "../../src/train/step.ts";
+import { Rng } from "../../src/util/random.ts";
+
+/** A plain TypeScript AdamW (PyTorch semantics) with global-norm clipping, on flat arrays. */
+function referenceAdamW(
+  params: number[][],
+  grads: number[][],
+  m: number[][],
+  v: number[][],
+  t: number,
+  lr: number,
+  o: { beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number },
+) {
+  const norm = Math.sqrt(grads.flat().reduce((s, x) => s + x * x, 0));
+  const scale = Math.min(1, o.maxGradNorm / (norm + 1e-6));
+  params.forEach((p, i) => {
+    for (let k = 0; k < p.length; k++) {
+      const g = grads[i][k] * scale;
+      m[i][k] = o.beta1 * m[i][k] + (1 - o.beta1) * g;
+      v[i][k] = o.beta2 * v[i][k] + (1 - o.beta2) * g * g;
+      const mHat = m[i][k] / (1 - o.beta1 ** t), vHat = v[i][k] / (1 - o.beta2 ** t);
+      p[k] -= lr * (mHat / (Math.sqrt(vHat) + o.eps) + o.weightDecay * p[k]);
+    }
+  });
+  return norm;
+}
+
+/** Runs `optimizer` in a graph with gradients fed as inputs; returns a function doing one update. */
+async function optimizerGraph(optimizer: Optimizer, shapes: number[][], float: "float32" | "float64") {
+  const g = new Graph({ float });
+  const states = shapes.map((shape, i) => ({
+    param: g.input(`p${i}`, float, shape),
+    grad: g.input(`g${i}`, float, shape),
+    slots: optimizer.slots.map((s) => g.input(`p${i}/${s}`, float, shape)),
+  }));
+  const lr = g.input("lr", float, []), step = g.input("step", float, []);
+  const { updates, gradNorm } = applyOptimizer(optimizer, states, { lr, step });
+  const outputs: Record<string, Value> = { norm: gradNorm };
+  updates.forEach((u, i) => {
+    outputs[`p${i}'`] = u.param;
+    u.slots.forEach((s, j) => (outputs[`p${i}/${optimizer.slots[j]}'`] = s));
+  });
+  const session = await createSession(serialize(g, outputs));
+  return async (feeds: Record<string, HostTensor>) => await session.run(feeds);
+}
+
+for (const float of ["float64", "float32"] as const) {
+  Deno.test(`AdamW graph matches a plain TypeScript AdamW over 6 steps (${float}, clipping and decay active)`, async () => {
+    const o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1.5 };
+    const shapes = [[3, 4], [5]];
+    const run = await optimizerGraph(adamw(o), shapes, float);
+    const rng = new Rng(11);
+    const params = shapes.map((s) => rng.uniforms(s.reduce((a, b) => a * b), -1, 1));
+    const m = params.map((p) => p.map(() => 0)), v = params.map((p) => p.map(() => 0));
+    let state: Record<string, HostTensor> = {};
+    shapes.forEach((s, i) => {
+      state[`p${i}`] = hostTensor(float, s, params[i]);
+      state[`p${i}/m`] = hostTensor(float, s);
+      state[`p${i}/v`] = hostTensor(float, s);
+    });
+    const lrAt = cosineSchedule(0.05, 6, 2);
+    let clipped = 0;
+    for (let t = 1; t <= 6; t++) {
+      const grads = params.map((p) => p.map(() => rng.uniform(-1, 1)));
+      const feeds: Record<string, HostTensor> = {
+        ...state,
+        lr: hostTensor(float, [], [lrAt(t)]),
+        step: hostTensor(float, [], [t]),
+      };
+      grads.forEach((gr, i) => (feeds[`g${i}`] = hostTensor(float, shapes[i], gr)));
+      const out = await run(feeds);
+      const norm = referenceAdamW(params, grads, m, v, t, lrAt(t), o);
+      if (norm > o.maxGradNorm) clipped++;
+      assert.ok(Math.abs((out.norm.data[0] as number) - norm) <= 1e-6 * norm);
+      state = {};
+      shapes.forEach((s, i) => {
+        for (const [key, want] of [[`p${i}`, params[i]], [`p${i}/m`, m[i]], [`p${i}/v`, v[i]]] as const) {
+          const got = out[`${key}'`].data as Float64Array | Float32Array;
+          const err = Math.max(...want.map((w, k) => Math.abs(got[k] - w) / Math.max(1, Math.abs(w))));
+          assert.ok(err <= 1e-6, `${key} after step ${t}: error ${err}`);
+          state[key] = out[`${key}'`];
+        }
+      });
+    }
+    assert.ok(clipped > 0, "the test must exercise clipping");
+  });
+}
+
+Deno.test("SGD with momentum and weight decay matches PyTorch's update rule", async () => {
+  const run = await optimizerGraph(sgd({ momentum: 0.9, weightDecay: 0.01 }), [[4]], "float64");
+  let p = [1, -2, 0.5, 3], buf = [0, 0, 0, 0];
+  let state = { p0: hostTensor("float64", [4], p), "p0/momentum": hostTensor("float64", [4]) };
+  for (let t = 1; t <= 3; t++) {
+    const grad = [0.1 * t, -0.2, 0.3, -0.4 * t];
+    const out = await run({
+      ...state,
+      g0: hostTensor("float64", [4], grad),
+      lr: hostTensor("float64", [], [0.1]),
+      step: hostTensor("float64", [], [t]),
+    });
+    buf = buf.map((b, k) => 0.9 * b + grad[k] + 0.01 * p[k]);
+    p = p.map((x, k) => x - 0.1 * buf[k]);
+    p.forEach((x, k) => assert.ok(Math.abs((out["p0'"].data[k] as number) - x) < 1e-12));
+    state = { p0: out["p0'"], "p0/momentum": out["p0/momentum'"] };
+  }
+});
+
+Deno.test("a train step graph with in-graph AdamW fits a linear model", async () => {
+  const g = new Graph();
+  const x = g.input("x", "float32", ["N", 3]);
+  const y = g.input("y", "float32", ["N", 1]);
+  const w = g.input("w", "float32", [3, 1]);
+  const err = sub(matmul(x, w), y);
+  const step = buildTrainStep(reduceMean(mul(err, err), [0, 1]), [w], adamw({ weightDecay: 0 }));
+  const loop = new TrainLoop(await createSession(serialize(g, step.outputs)), step, {
+    w: hostTensor("float32", [3, 1]),
+  });
+  const rng = new Rng(3), truth = [0.5, -1, 2];
+  const xs = rng.uniforms(24, -1, 1);
+  const ys = [...Array(8).keys()].map((n) => truth.reduce((s, t, k) => s + t * xs[n * 3 + k], 0));
+  const batch = { x: hostTensor("float32", [8, 3], xs), y: hostTensor("float32", [8, 1], ys) };
+  const first = (await loop.step(batch, 0.05)).loss;
+  let last = first;
+  for (let i = 0; i < 300; i++) last = (await loop.step(batch, 0.05)).loss;
+  assert.ok(last < first * 1e-3, `loss went from ${first} to ${last}`);
+  const got = Array.from(loop.params().w.data as Float32Array);
+  got.forEach((v, k) => assert.ok(Math.abs(v - truth[k]) < 0.02, `w[${k}] = ${v}, want ${truth[k]}`));
+  assert.equal(loop.steps, 301);
+});
+
+Deno.test("optimizer options are validated with the offending value", () => {
+  assert.throws(() => adamw({ beta1: 1 }), /'beta1' must be in \[0, 1\), got 1/);
+  assert.throws(() => sgd({ momentum: -0.5 }), /'momentum' must be in \[0, 1\), got -0.5/);
+});
