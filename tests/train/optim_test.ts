@@ -80,7 +80,7 @@ for (const float of ["float64", "float32"] as const) {
       if (norm > o.maxGradNorm) clipped++;
       assert.ok(Math.abs((out.norm.data[0] as number) - norm) <= 1e-6 * norm);
       state = {};
-      shapes.forEach((s, i) => {
+      shapes.forEach((_, i) => {
         for (const [key, want] of [[`p${i}`, params[i]], [`p${i}/m`, m[i]], [`p${i}/v`, v[i]]] as const) {
           const got = out[`${key}'`].data as Float64Array | Float32Array;
           const err = Math.max(...want.map((w, k) => Math.abs(got[k] - w) / Math.max(1, Math.abs(w))));

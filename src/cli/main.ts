@@ -1,0 +1,44 @@
+/**
+ * `deno task flexora <command>`: the command-line entry point.
+ *
+ * @module
+ */
+
+import { type Command, type Io, runCommand } from "./command.ts";
+import { version } from "./version.ts";
+
+/** Every command, in the order `--help` lists them. Later work adds finetune, serve, generate, score, … */
+export const COMMANDS: readonly Command[] = [version];
+
+const consoleIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
+
+function overview(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return [
+    "flexora: Flexora layer selection for LoRA on onnxruntime, and adapters hot-loaded into inference servers.",
+    "",
+    "Usage: deno task flexora <command> [options]",
+    "",
+    "Commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    "",
+    "Run 'deno task flexora <command> --help' for a command's options.",
+  ].join("\n");
+}
+
+/** Runs the CLI on `args`; returns the exit code. */
+export async function main(args: string[], io: Io = consoleIo): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    io.out(overview());
+    return name === undefined ? 2 : 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    io.err(`flexora: unknown command '${name}'. Commands: ${COMMANDS.map((c) => c.name).join(", ")}.`);
+    return 2;
+  }
+  return await runCommand(cmd, rest, io);
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
