@@ -35,6 +35,8 @@ export interface GradientOptions {
   seed?: Value;
   /** Return zeros for a requested value the loss does not depend on, instead of throwing. */
   allowUnused?: boolean;
+  /** Values treated as constants: no gradient flows through them (a stop-gradient). */
+  constants?: readonly Value[];
 }
 
 /** Sums a gradient in a broadcast shape back to `target`'s shape. */
@@ -49,13 +51,12 @@ export function unbroadcast(d: Value, target: Value): Value {
   return sameShape(reduced.shape, target.shape) ? reduced : reshape(reduced, target.shape);
 }
 
-/** Values that depend on any of `sources`, in float dtypes (the ones that can carry a gradient). */
-function dependents(g: Graph, sources: readonly Value[]): Set<Value> {
+/** Values that depend on any of `sources` other than through `constants`, in float dtypes. */
+function dependents(g: Graph, sources: readonly Value[], constants: ReadonlySet<Value>): Set<Value> {
   const set = new Set(sources);
   for (const node of g.nodes) {
-    if (node.inputs.some((v) => set.has(v))) {
-      for (const y of node.outputs) if (isFloat(y.dtype)) set.add(y);
-    }
+    if (!node.inputs.some((v) => set.has(v))) continue;
+    for (const y of node.outputs) if (isFloat(y.dtype) && !constants.has(y)) set.add(y);
   }
   return set;
 }
@@ -85,7 +86,7 @@ export function gradients(loss: Value, wrt: readonly Value[], options: GradientO
       throw new GraphError(`cannot differentiate with respect to ${describe(w)}: not a float`);
     }
   }
-  const live = dependents(g, wrt);
+  const live = dependents(g, wrt, new Set(options.constants));
   const grads = new Map<Value, Value[]>();
   const push = (v: Value, d: Value) => grads.set(v, [...(grads.get(v) ?? []), d]);
   const total = (v: Value): Value | null => {

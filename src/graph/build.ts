@@ -42,9 +42,21 @@ const binary =
     const [x, y] = lift(a, b);
     return apply1(graphOf(x, y), op, [x, y], {});
   };
-const unary =
-  (op: "Neg" | "Sqrt" | "Reciprocal" | "Exp" | "Log" | "Sigmoid" | "Tanh" | "Not" | "Identity") =>
-  (x: Value): Value => apply1(x.graph, op, [x], {});
+const unary = (
+  op:
+    | "Neg"
+    | "Sqrt"
+    | "Reciprocal"
+    | "Exp"
+    | "Log"
+    | "Sigmoid"
+    | "Tanh"
+    | "Sin"
+    | "Cos"
+    | "Not"
+    | "Identity",
+) =>
+(x: Value): Value => apply1(x.graph, op, [x], {});
 const comparison = (op: "Equal" | "Less" | "Greater") => (a: Operand, b: Operand): Value => {
   const [x, y] = lift(a, b);
   return apply1(graphOf(x, y), op, [x, y], {});
@@ -78,6 +90,10 @@ export const log: (x: Value) => Value = unary("Log");
 export const sigmoid: (x: Value) => Value = unary("Sigmoid");
 /** tanh x. */
 export const tanh: (x: Value) => Value = unary("Tanh");
+/** sin x. */
+export const sin: (x: Value) => Value = unary("Sin");
+/** cos x. */
+export const cos: (x: Value) => Value = unary("Cos");
 /** Logical not of a bool value. */
 export const not: (x: Value) => Value = unary("Not");
 /** A copy of x (used to give a value another name). */
@@ -259,9 +275,9 @@ export function pad(x: Value, pads: Value, shape: Shape): Value {
   return apply1(graphOf(x, pads), "Pad", [x, pads], { shape: [...shape] });
 }
 
-/** Lower (default) or upper triangle of the last two axes. */
-export function trilu(x: Value, upper = false): Value {
-  return apply1(x.graph, "Trilu", [x], { upper: upper ? 1 : 0 });
+/** Lower (default) or upper triangle of the last two axes, shifted by the int64 scalar diagonal `k` if given. */
+export function trilu(x: Value, upper = false, k?: Value): Value {
+  return apply1(x.graph, "Trilu", k ? [x, k] : [x], { upper: upper ? 1 : 0 });
 }
 
 /** The run-time shape of x as a 1-D int64 tensor. */

@@ -49,6 +49,8 @@ export interface OpAttrs {
   Log: NoAttrs;
   Sigmoid: NoAttrs;
   Tanh: NoAttrs;
+  Sin: NoAttrs;
+  Cos: NoAttrs;
   Not: NoAttrs;
   Identity: NoAttrs;
   Cast: { to: DType };
@@ -142,6 +144,8 @@ function sliceDim(dim: Dim, start: number, end: number): Dim {
     return Math.max(e - s, 0);
   }
   if (start >= 0 && end >= 0 && end < Number.MAX_SAFE_INTEGER) return end - start;
+  // The last -start entries; assumes the axis holds at least that many at run time.
+  if (start < 0 && end >= Number.MAX_SAFE_INTEGER) return -start;
   return `${dim}[${start}:${end >= Number.MAX_SAFE_INTEGER ? "" : end}]`;
 }
 
@@ -182,6 +186,8 @@ export const OP_DEFS: { readonly [K in OpType]: OpDef<K> } = {
   Log: { infer: unary(isFloat), onnxAttrs: [] },
   Sigmoid: { infer: unary(isFloat), onnxAttrs: [] },
   Tanh: { infer: unary(isFloat), onnxAttrs: [] },
+  Sin: { infer: unary(isFloat), onnxAttrs: [] },
+  Cos: { infer: unary(isFloat), onnxAttrs: [] },
   Not: { infer: unary(isBool), onnxAttrs: [] },
   Identity: { infer: unary(), onnxAttrs: [] },
   Cast: { infer: ([x], a) => [{ dtype: a.to, shape: x.shape }], onnxAttrs: ["to"] },
@@ -334,7 +340,15 @@ export const OP_DEFS: { readonly [K in OpType]: OpDef<K> } = {
     },
     onnxAttrs: [],
   },
-  Trilu: { infer: ([x]) => [{ dtype: x.dtype, shape: x.shape }], onnxAttrs: ["upper"] },
+  Trilu: {
+    infer: ([x, k]) => {
+      if (k && (k.dtype !== "int64" || k.shape.length !== 0)) {
+        throw new ShapeError(`k must be an int64 scalar`);
+      }
+      return [{ dtype: x.dtype, shape: x.shape }];
+    },
+    onnxAttrs: ["upper"],
+  },
   Shape: { infer: ([x]) => [{ dtype: "int64", shape: [x.shape.length] }], onnxAttrs: [] },
   ConstantOfShape: { infer: (_, a) => [{ dtype: a.dtype, shape: a.shape }], onnxAttrs: ["value"] },
 };

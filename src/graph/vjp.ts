@@ -16,6 +16,7 @@ import {
   add,
   cast,
   concat,
+  cos,
   div,
   equal,
   exp,
@@ -36,6 +37,7 @@ import {
   reduceSum,
   reshape,
   scatterND,
+  sin,
   split,
   sub,
   transpose,
@@ -177,6 +179,8 @@ export const VJP: VjpTable = {
   Log: ({ inputs: [x] }, dY) => [div(one(dY), x)],
   Sigmoid: ({ outputs: [y] }, dY) => [mul(one(dY), mul(y, sub(1, y)))],
   Tanh: ({ outputs: [y] }, dY) => [mul(one(dY), sub(1, mul(y, y)))],
+  Sin: ({ inputs: [x] }, dY) => [mul(one(dY), cos(x))],
+  Cos: ({ inputs: [x] }, dY) => [neg(mul(one(dY), sin(x)))],
   Identity: (_, dY) => [one(dY)],
   Cast: ({ inputs: [x] }, dY) => [isFloat(x.dtype) ? cast(one(dY), x.dtype) : null],
   MatMul: ({ inputs: [a, b] }, dY) => {
@@ -224,7 +228,7 @@ export const VJP: VjpTable = {
   ScatterND: NON_DIFFERENTIABLE,
   // Pad is emitted only by Slice's rule.
   Pad: NON_DIFFERENTIABLE,
-  Trilu: ({ attrs }, dY) => [trilu(one(dY), attrs.upper === 1)],
+  Trilu: ({ inputs: [, k], attrs }, dY) => [trilu(one(dY), attrs.upper === 1, k), null],
   Shape: NON_DIFFERENTIABLE,
   ConstantOfShape: NON_DIFFERENTIABLE,
 };

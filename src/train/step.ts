@@ -1,6 +1,10 @@
 /**
- * A training step as one graph: loss, gradients, and the optimizer update, with every updated tensor an output
+ * A training step as one graph: losses, gradients and optimizer updates, with every updated tensor an output
  * that feeds the matching input on the next step.
+ *
+ * A step may hold several update groups applied in order, each with its own loss, parameters, optimizer and
+ * learning-rate input; a later group's loss may use an earlier group's updated parameters (the Flexora search
+ * updates LoRA weights on a training batch, then gates on a validation batch at the new weights).
  *
  * @example
  * ```ts
@@ -30,19 +34,37 @@
  */
 
 import { gradients } from "../graph/autodiff.ts";
-import type { Value } from "../graph/graph.ts";
+import type { Graph, Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
 import { applyOptimizer, type Optimizer } from "./optim.ts";
 
-/** Names of the scalar inputs every train step has. */
-export const LR_INPUT = "optimizer/lr";
+/** Name of the 1-based step-number input every train step has. */
 export const STEP_INPUT = "optimizer/step";
+
+/** Name of a group's learning-rate input. */
+export function lrInput(group: string): string {
+  return `${group}/lr`;
+}
+
+/** Name of the input holding slot `slot` of parameter `param`. */
+export function slotName(param: string, slot: string): string {
+  return `${param}/${slot}`;
+}
+
+/** One update group of a built step. */
+export interface StepGroup {
+  readonly name: string;
+  /** Output names of the group's loss and pre-clip gradient norm. */
+  readonly loss: string;
+  readonly gradNorm: string;
+}
 
 /** The outputs of a train step graph and how they feed back. */
 export interface TrainStepGraph {
-  /** Graph outputs: `loss`, `grad_norm`, updated parameters and slots, and any extras. */
+  /** Graph outputs: each group's loss and gradient norm, updated parameters and slots, and any extras. */
   readonly outputs: Outputs;
+  readonly groups: readonly StepGroup[];
   /** Input names of the trained parameters. */
   readonly params: readonly string[];
   /** For each optimizer-slot input, the parameter it belongs to. */
@@ -51,49 +73,109 @@ export interface TrainStepGraph {
   readonly next: Readonly<Record<string, string>>;
 }
 
-/** Name of the input holding slot `slot` of parameter `param`. */
-export function slotName(param: string, slot: string): string {
-  return `${param}/${slot}`;
+/** Options of {@link TrainStepBuilder.update}. */
+export interface UpdateOptions {
+  /** Values treated as constants when differentiating this group's loss (a stop-gradient). */
+  constants?: readonly Value[];
 }
 
-/**
- * Differentiates `loss` with respect to `params` (graph inputs), applies `optimizer`, and names the outputs.
- * Declares the inputs {@link LR_INPUT}, {@link STEP_INPUT} and one per optimizer slot.
- */
+/** Builds a step of one or more update groups. */
+export class TrainStepBuilder {
+  readonly #g: Graph;
+  readonly #step: Value;
+  readonly #outputs: Record<string, Value> = {};
+  readonly #groups: StepGroup[] = [];
+  readonly #params: string[] = [];
+  readonly #slotOwner: Record<string, string> = {};
+  readonly #next: Record<string, string> = {};
+
+  constructor(g: Graph) {
+    this.#g = g;
+    this.#step = g.input(STEP_INPUT, g.float, []);
+  }
+
+  /**
+   * Differentiates `loss` with respect to `params` (graph inputs), applies `optimizer` with the learning rate
+   * input `<name>/lr`, and returns the updated parameters in `params` order.
+   */
+  update(
+    name: string,
+    loss: Value,
+    params: readonly Value[],
+    optimizer: Optimizer,
+    options: UpdateOptions = {},
+  ): Value[] {
+    const g = this.#g;
+    for (const p of params) {
+      if (!g.inputs.includes(p)) throw new Error(`parameter '${p.name}' must be a graph input to be trained`);
+    }
+    const lr = g.input(lrInput(name), g.float, []);
+    const grads = g.scope(
+      `${name}.backward`,
+      () => gradients(loss, params, { constants: options.constants }),
+    );
+    const states = params.map((param, i) => ({
+      param,
+      grad: grads[i],
+      slots: optimizer.slots.map((s) => g.input(slotName(param.name, s), param.dtype, param.shape)),
+    }));
+    const { updates, gradNorm } = g.scope(
+      `${name}.optimizer`,
+      () => applyOptimizer(optimizer, states, { lr, step: this.#step }),
+    );
+    const group = { name, loss: `${name}/loss`, gradNorm: `${name}/grad_norm` };
+    this.#outputs[group.loss] = loss;
+    this.#outputs[group.gradNorm] = gradNorm;
+    this.#groups.push(group);
+    states.forEach((s, i) => {
+      this.#params.push(s.param.name);
+      this.#feed(s.param, updates[i].param);
+      s.slots.forEach((slot, j) => {
+        this.#feed(slot, updates[i].slots[j]);
+        this.#slotOwner[slot.name] = s.param.name;
+      });
+    });
+    return updates.map((u) => u.param);
+  }
+
+  #feed(input: Value, value: Value): void {
+    this.#outputs[`next/${input.name}`] = value;
+    this.#next[input.name] = `next/${input.name}`;
+  }
+
+  /** The finished step, with `extra` outputs added. */
+  finish(extra: Outputs = {}): TrainStepGraph {
+    return {
+      outputs: { ...this.#outputs, ...extra },
+      groups: [...this.#groups],
+      params: [...this.#params],
+      slotOwner: { ...this.#slotOwner },
+      next: { ...this.#next },
+    };
+  }
+}
+
+/** A step with one update group named "train". */
 export function buildTrainStep(
   loss: Value,
   params: readonly Value[],
   optimizer: Optimizer,
   extra: Outputs = {},
 ): TrainStepGraph {
-  const g = loss.graph;
-  for (const p of params) {
-    if (!g.inputs.includes(p)) throw new Error(`parameter '${p.name}' must be a graph input to be trained`);
-  }
-  const lr = g.input(LR_INPUT, g.float, []);
-  const step = g.input(STEP_INPUT, g.float, []);
-  const grads = g.scope("backward", () => gradients(loss, params));
-  const states = params.map((param, i) => ({
-    param,
-    grad: grads[i],
-    slots: optimizer.slots.map((s) => g.input(slotName(param.name, s), param.dtype, param.shape)),
-  }));
-  const { updates, gradNorm } = g.scope("optimizer", () => applyOptimizer(optimizer, states, { lr, step }));
-  const outputs: Record<string, Value> = { loss, grad_norm: gradNorm, ...extra };
-  const next: Record<string, string> = {};
-  const slotOwner: Record<string, string> = {};
-  const feed = (input: Value, value: Value) => {
-    outputs[`next/${input.name}`] = value;
-    next[input.name] = `next/${input.name}`;
-  };
-  states.forEach((s, i) => {
-    feed(s.param, updates[i].param);
-    s.slots.forEach((slot, j) => {
-      feed(slot, updates[i].slots[j]);
-      slotOwner[slot.name] = s.param.name;
-    });
-  });
-  return { outputs, params: params.map((p) => p.name), slotOwner, next };
+  const builder = new TrainStepBuilder(loss.graph);
+  builder.update("train", loss, params, optimizer);
+  return builder.finish(extra);
+}
+
+/** Losses and pre-clip gradient norms of one step, by group. */
+export interface StepResult {
+  /** The first group's loss and gradient norm. */
+  readonly loss: number;
+  readonly gradNorm: number;
+  readonly losses: Readonly<Record<string, number>>;
+  readonly gradNorms: Readonly<Record<string, number>>;
+  /** Every output that is not state, such as extras. */
+  readonly outputs: Readonly<Record<string, HostTensor>>;
 }
 
 /** Host side of training: keeps parameters and slots, and runs steps that feed them back. */
@@ -103,16 +185,22 @@ export class TrainLoop {
   #state: Record<string, HostTensor> = {};
   #step = 0;
 
-  /** `initial` gives every parameter; slots start at zero. */
-  constructor(session: Session, graph: TrainStepGraph, initial: Readonly<Record<string, HostTensor>>) {
+  /** `initial` gives every parameter; slots start at zero unless given too (a resumed run). */
+  constructor(
+    session: Session,
+    graph: TrainStepGraph,
+    initial: Readonly<Record<string, HostTensor>>,
+    steps = 0,
+  ) {
     this.#session = session;
     this.#graph = graph;
+    this.#step = steps;
     for (const name of graph.params) {
       if (!initial[name]) throw new Error(`no initial value for parameter '${name}'`);
       this.#state[name] = initial[name];
     }
     for (const [slot, owner] of Object.entries(graph.slotOwner)) {
-      this.#state[slot] = hostTensor(initial[owner].dtype, initial[owner].dims);
+      this.#state[slot] = initial[slot] ?? hostTensor(initial[owner].dtype, initial[owner].dims);
     }
   }
 
@@ -121,26 +209,46 @@ export class TrainLoop {
     return this.#step;
   }
 
-  /** Runs one step on `batch` with learning rate `lr`; returns the loss and the gradient norm before clipping. */
+  /**
+   * Runs one step on `batch`. `lr` is the learning rate of a single group, or one per group name.
+   */
   async step(
     batch: Readonly<Record<string, HostTensor>>,
-    lr: number,
-  ): Promise<{ loss: number; gradNorm: number }> {
+    lr: number | Readonly<Record<string, number>>,
+  ): Promise<StepResult> {
     const dtype = Object.values(this.#state)[0]?.dtype ?? "float32";
     const scalar = (v: number) => hostTensor(dtype, [], [v]);
-    const out = await this.#session.run({
+    const feeds: Record<string, HostTensor> = {
       ...batch,
       ...this.#state,
-      [LR_INPUT]: scalar(lr),
       [STEP_INPUT]: scalar(this.#step + 1),
-    });
+    };
+    for (const group of this.#graph.groups) {
+      const rate = typeof lr === "number" ? lr : lr[group.name];
+      if (rate === undefined) throw new Error(`no learning rate for update group '${group.name}'`);
+      feeds[lrInput(group.name)] = scalar(rate);
+    }
+    const out = await this.#session.run(feeds);
     for (const [input, output] of Object.entries(this.#graph.next)) this.#state[input] = out[output];
     this.#step++;
-    return { loss: Number(out.loss.data[0]), gradNorm: Number(out.grad_norm.data[0]) };
+    const losses: Record<string, number> = {}, gradNorms: Record<string, number> = {};
+    for (const group of this.#graph.groups) {
+      losses[group.name] = Number(out[group.loss].data[0]);
+      gradNorms[group.name] = Number(out[group.gradNorm].data[0]);
+    }
+    const first = this.#graph.groups[0].name;
+    const stateOutputs = new Set(Object.values(this.#graph.next));
+    const outputs = Object.fromEntries(Object.entries(out).filter(([k]) => !stateOutputs.has(k)));
+    return { loss: losses[first], gradNorm: gradNorms[first], losses, gradNorms, outputs };
   }
 
   /** Current parameter values by input name. */
   params(): Record<string, HostTensor> {
     return Object.fromEntries(this.#graph.params.map((p) => [p, this.#state[p]]));
+  }
+
+  /** Parameters and optimizer slots by input name (what a checkpoint saves). */
+  state(): Record<string, HostTensor> {
+    return { ...this.#state };
   }
 }

@@ -4,6 +4,7 @@ import * as b from "../../src/graph/build.ts";
 import { gradients } from "../../src/graph/autodiff.ts";
 import { Graph, type Value } from "../../src/graph/graph.ts";
 import { serialize } from "../../src/graph/serialize.ts";
+import { createSession, hostTensor } from "../../src/runtime/session.ts";
 import { checkGradients } from "./gradcheck.ts";
 
 /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w. */
@@ -78,4 +79,17 @@ Deno.test("integer inputs cannot be differentiated", () => {
     () => gradients(loss, [ids]),
     /cannot differentiate with respect to 'ids' int64 \[4\]: not a float/,
   );
+});
+
+Deno.test("constants stop the gradient: d/dx of x·c with c = 2x held constant is c, not 4x", async () => {
+  const g = new Graph({ float: "float64" });
+  const x = g.input("x", "float64", [3]);
+  const held = b.mul(x, 2);
+  const loss = b.reduceSum(b.mul(x, held), [0]);
+  const [stopped] = gradients(loss, [x], { constants: [held] });
+  const [full] = gradients(loss, [x]);
+  const session = await createSession(serialize(g, { stopped, full }));
+  const out = await session.run({ x: hostTensor("float64", [3], [1, -2, 0.5]) });
+  assert.deepEqual(Array.from(out.stopped.data as Float64Array), [2, -4, 1]);
+  assert.deepEqual(Array.from(out.full.data as Float64Array), [4, -8, 2]);
 });

@@ -46,6 +46,8 @@ check("Exp", `[${A},${B}]`, b.exp, [{ shape: [A, B] }]);
 check("Log", `[${A},${B}]`, b.log, [{ shape: [A, B], range: pos }]);
 check("Sigmoid", `[${A},${B}]`, b.sigmoid, [{ shape: [A, B], range: [-3, 3] }]);
 check("Tanh", `[${A},${B}]`, b.tanh, [{ shape: [A, B], range: [-2, 2] }]);
+check("Sin", `[${A},${B}]`, b.sin, [{ shape: [A, B], range: [-3, 3] }]);
+check("Cos", `[${A},${B}]`, b.cos, [{ shape: [A, B], range: [-3, 3] }]);
 check("Identity", `[${A}]`, b.identity, [{ shape: [A] }]);
 check("Cast", "float64 → float64", (x) => apply1(x.graph, "Cast", [x], { to: "float64" }), [{
   shape: [A, B],
@@ -118,6 +120,11 @@ check("Gather", "axis 1", (d, i) => b.gather(d, i, 1), [{ shape: [A, 4, C] }, {
 }]);
 check("Trilu", "lower, batched", (x) => b.trilu(x), [{ shape: [A, 4, 4] }]);
 check("Trilu", "upper", (x) => b.trilu(x, true), [{ shape: [3, 3] }]);
+check("Trilu", "lower, diagonal shifted by 2", (x, k) => b.trilu(x, false, k), [{ shape: [3, 5] }, {
+  shape: [],
+  dtype: "int64",
+  values: [2],
+}]);
 
 Deno.test("every differentiable op has a finite-difference check", () => {
   const missing = (Object.keys(VJP) as OpType[]).filter((op) =>
