@@ -1,0 +1,121 @@
+/**
+ * Text generation with a KV cache: one prefill run over the prompt, then one decode run per token, greedy or
+ * sampled (temperature, top-p, seeded), until a stop token or the token limit.
+ *
+ * @module
+ */
+
+import type { Session } from "../runtime/session.ts";
+import { type HostTensor, hostTensor } from "../runtime/session.ts";
+import { Rng } from "../util/random.ts";
+import type { ModelConfig } from "./config.ts";
+
+/** Options of {@link generate}. */
+export interface GenerateOptions {
+  /** Tokens to generate at most. */
+  maxTokens: number;
+  /** Pick the most likely token (default when no temperature is given). */
+  greedy?: boolean;
+  /** Sampling temperature (> 0). */
+  temperature?: number;
+  /** Nucleus sampling: keep the most likely tokens whose probabilities add up to `topP` (default 1). */
+  topP?: number;
+  /** Seed of the sampler (default 0). */
+  seed?: number;
+  /** Token ids that end generation (they are not returned). */
+  stop?: readonly number[];
+  /** Extra inputs of the step graph, such as LoRA weights and gate logits. */
+  adapterInputs?: Readonly<Record<string, HostTensor>>;
+  /** Called with each new token. */
+  onToken?: (id: number) => void;
+}
+
+/** Checks generation options; messages name the option and the value. */
+export function validateGenerateOptions(o: GenerateOptions): void {
+  if (!Number.isInteger(o.maxTokens) || o.maxTokens < 0) {
+    throw new Error(`'maxTokens' must be an integer >= 0, got ${o.maxTokens}`);
+  }
+  if (o.temperature !== undefined && !(o.temperature > 0)) {
+    throw new Error(`'temperature' must be > 0, got ${o.temperature}`);
+  }
+  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) {
+    throw new Error(`'topP' must be in (0, 1], got ${o.topP}`);
+  }
+}
+
+/** Index of the largest value. */
+export function argmax(xs: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < xs.length; i++) if (xs[i] > xs[best]) best = i;
+  return best;
+}
+
+/** Probabilities from logits at a temperature (softmax, computed stably in float64). */
+export function softmaxAt(logits: ArrayLike<number>, temperature = 1): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
+  const p = new Float64Array(logits.length);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp((logits[i] - max) / temperature);
+  for (let i = 0; i < p.length; i++) p[i] /= sum;
+  return p;
+}
+
+/** Draws a token from logits with temperature and top-p. */
+export function sample(logits: ArrayLike<number>, temperature: number, topP: number, rng: Rng): number {
+  const p = softmaxAt(logits, temperature);
+  const order = [...p.keys()].sort((a, b) => p[b] - p[a]);
+  let kept = 0, mass = 0;
+  while (kept < order.length && (kept === 0 || mass < topP)) mass += p[order[kept++]];
+  let u = rng.next() * mass;
+  for (let i = 0; i < kept; i++) {
+    u -= p[order[i]];
+    if (u <= 0) return order[i];
+  }
+  return order[kept - 1];
+}
+
+/** Generates up to `maxTokens` ids after `prompt` with a step-graph session (batch of one). */
+export async function generate(
+  session: Session,
+  cfg: ModelConfig,
+  prompt: readonly number[],
+  options: GenerateOptions,
+): Promise<number[]> {
+  validateGenerateOptions(options);
+  if (prompt.length === 0) throw new Error("the prompt must hold at least one token");
+  const rng = new Rng(options.seed ?? 0);
+  const sampled = options.temperature !== undefined && !options.greedy;
+  const emptyKv = hostTensor("float32", [1, cfg.numKvHeads, 0, cfg.headDim]);
+  let past: Record<string, HostTensor> = {};
+  for (let l = 0; l < cfg.numLayers; l++) {
+    past[`past_key_values.${l}.key`] = emptyKv;
+    past[`past_key_values.${l}.value`] = emptyKv;
+  }
+  const out: number[] = [];
+  let fresh = [...prompt], cached = 0;
+  while (out.length < options.maxTokens) {
+    const T = fresh.length;
+    const result = await session.run({
+      ...past,
+      ...options.adapterInputs,
+      input_ids: hostTensor("int64", [1, T], fresh),
+      position_ids: hostTensor("int64", [1, T], fresh.map((_, i) => cached + i)),
+      attention_mask: hostTensor("int64", [1, cached + T], new Array(cached + T).fill(1)),
+      last_index: hostTensor("int64", [1], [T - 1]),
+    });
+    const logits = result.logits.data as Float32Array;
+    const next = sampled ? sample(logits, options.temperature!, options.topP ?? 1, rng) : argmax(logits);
+    if (options.stop?.includes(next)) break;
+    out.push(next);
+    options.onToken?.(next);
+    past = {};
+    for (let l = 0; l < cfg.numLayers; l++) {
+      past[`past_key_values.${l}.key`] = result[`present.${l}.key`];
+      past[`past_key_values.${l}.value`] = result[`present.${l}.value`];
+    }
+    cached += T;
+    fresh = [next];
+  }
+  return out;
+}

@@ -1,0 +1,108 @@
+/**
+ * The inference graphs of a model: a step graph (prefill and decode with a KV cache) and a scoring graph
+ * (per-token log-likelihoods). LoRA weights and gates are graph inputs, so an adapter is swapped by feeding other
+ * tensors to the same session.
+ *
+ * Input names follow Hugging Face: `input_ids`, `position_ids`, `attention_mask`, `past_key_values.{l}.key`.
+ * Legend as in {@link ./llama.ts}.
+ *
+ * @module
+ */
+
+import { flatten, gather, mul, neg, reshape, softmax, softmaxCrossEntropy } from "../graph/build.ts";
+import { Graph, type Value } from "../graph/graph.ts";
+import type { Outputs } from "../graph/serialize.ts";
+import type { ModelConfig } from "./config.ts";
+import { decoder, type DecoderInputs, type KvPair, lmHead, type LoraBinding } from "./llama.ts";
+import { type LoraConfig, loraShapes } from "./lora.ts";
+import type { WeightStore } from "./weights.ts";
+
+/** Name of the gate-logits input [L]. */
+export const GATE_LOGITS = "flexora.gate_logits";
+
+/** A built graph and its named outputs. */
+export interface BuiltGraph {
+  readonly graph: Graph;
+  readonly outputs: Outputs;
+}
+
+/** What an adapter contributes to a graph: its config and whether per-layer gates are applied. */
+export interface AdapterSpec {
+  readonly config: LoraConfig;
+  /** Add a gate-logits input and multiply each layer's branches by N·softmax(logits)_l. */
+  readonly gated?: boolean;
+}
+
+/** Declares LoRA parameter inputs (and gate logits) and returns the binding the decoder takes. */
+export function loraInputs(g: Graph, cfg: ModelConfig, adapter: AdapterSpec): LoraBinding {
+  const params = new Map<string, Value>();
+  for (const [name, shape] of loraShapes(cfg, adapter.config)) {
+    params.set(name, g.input(name, g.float, shape));
+  }
+  if (!adapter.gated) return { config: adapter.config, params };
+  return {
+    config: adapter.config,
+    params,
+    gates: gateValues(g.input(GATE_LOGITS, g.float, [cfg.numLayers])),
+  };
+}
+
+/** Gates g = N·softmax(logits): all 1 when the logits are equal. */
+export function gateValues(logits: Value): Value {
+  return mul(softmax(logits, 0), Number(logits.shape[0]));
+}
+
+/** Token inputs without a cache: ids, positions and mask, all [B, T] int64. */
+export function tokenInputs(g: Graph): DecoderInputs {
+  return {
+    ids: g.input("input_ids", "int64", ["B", "T"]),
+    positions: g.input("position_ids", "int64", ["B", "T"]),
+    keyMask: g.input("attention_mask", "int64", ["B", "T"]),
+  };
+}
+
+/**
+ * Prefill and decode in one graph: T new tokens after P cached ones (P = 0 to prefill). Outputs `logits` [B, V]
+ * at the flat positions `last_index` [B] (row b's last real token is b·T + length_b − 1) and
+ * `present.{l}.key|value` [B, KV, P+T, Dh].
+ */
+export function buildStepGraph(cfg: ModelConfig, weights: WeightStore, adapter?: AdapterSpec): BuiltGraph {
+  const g = new Graph({ name: "step" });
+  const kvShape = ["B", cfg.numKvHeads, "P", cfg.headDim];
+  const past: KvPair[] = Array.from({ length: cfg.numLayers }, (_, l) => ({
+    key: g.input(`past_key_values.${l}.key`, g.float, kvShape),
+    value: g.input(`past_key_values.${l}.value`, g.float, kvShape),
+  }));
+  const ids = g.input("input_ids", "int64", ["B", "T"]);
+  const inputs: DecoderInputs = {
+    ids,
+    positions: g.input("position_ids", "int64", ["B", "T"]),
+    keyMask: g.input("attention_mask", "int64", ["B", "P+T"]),
+    past,
+  };
+  const lastIndex = g.input("last_index", "int64", ["B"]);
+  const lora = adapter ? loraInputs(g, cfg, adapter) : undefined;
+  const { hidden, present } = decoder(cfg, weights, inputs, lora);
+  const last = gather(flatten(hidden, 1), lastIndex); // [B, D]
+  const outputs: Record<string, Value> = { logits: lmHead(cfg, weights, last) };
+  present.forEach((kv, l) => {
+    outputs[`present.${l}.key`] = kv.key;
+    outputs[`present.${l}.value`] = kv.value;
+  });
+  return { graph: g, outputs };
+}
+
+/**
+ * Per-token log-likelihoods: output `token_logprobs` [B, T] holds log p(targets[b, t] | tokens ≤ t), and 0 where
+ * the target is -100 (ignored).
+ */
+export function buildScoringGraph(cfg: ModelConfig, weights: WeightStore, adapter?: AdapterSpec): BuiltGraph {
+  const g = new Graph({ name: "score" });
+  const inputs = tokenInputs(g);
+  const targets = g.input("targets", "int64", ["B", "T"]);
+  const lora = adapter ? loraInputs(g, cfg, adapter) : undefined;
+  const { hidden } = decoder(cfg, weights, inputs, lora);
+  const logits = lmHead(cfg, weights, flatten(hidden, 1)); // [B*T, V]
+  const { loss } = softmaxCrossEntropy(logits, flatten(targets, 0), { reduction: "none" }); // [B*T]
+  return { graph: g, outputs: { token_logprobs: reshape(neg(loss), ["B", "T"]) } };
+}

@@ -1,0 +1,199 @@
+/**
+ * The Llama-family decoder (llama, mistral, qwen2) as graph code: RMSNorm, rotate-half RoPE, grouped-query
+ * attention with an optional KV cache, SwiGLU, and LoRA branches scaled by per-layer gates.
+ *
+ * Legend: B batch, T new tokens, P cached tokens, S = P + T keys, D model width, H heads, KV key/value heads,
+ * rep = H / KV, Dh head size, I intermediate width, V vocab, L layers, R LoRA rank.
+ *
+ * @module
+ */
+
+import {
+  add,
+  and,
+  cast,
+  concat,
+  full,
+  gather,
+  greater,
+  matmul,
+  mul,
+  reciprocal,
+  reduceMean,
+  reshape,
+  sigmoid,
+  slice,
+  softmax,
+  sqrt,
+  transpose,
+  transposeLast2,
+  trilu,
+  unsqueeze,
+  where,
+} from "../graph/build.ts";
+import type { Value } from "../graph/graph.ts";
+import type { Dim } from "../graph/shape.ts";
+import type { ModelConfig } from "./config.ts";
+import { type LoraConfig, loraNames, loraScale, type TargetModule } from "./lora.ts";
+import { applyRope, ropeTables } from "./rope.ts";
+import type { WeightStore } from "./weights.ts";
+
+/** A layer's cached keys and values, each [B, KV, P, Dh]. */
+export interface KvPair {
+  readonly key: Value;
+  readonly value: Value;
+}
+
+/** Inputs of one decoder pass. */
+export interface DecoderInputs {
+  /** Token ids [B, T] (int64). */
+  readonly ids: Value;
+  /** Positions [B, T] (int64). */
+  readonly positions: Value;
+  /** 1 where key s is a real token, 0 for padding, [B, S] (int64); S = P + T. */
+  readonly keyMask: Value;
+  /** Cached keys and values per layer. */
+  readonly past?: readonly KvPair[];
+}
+
+/** LoRA parameters (graph values by name) and optional gate values [L]. */
+export interface LoraBinding {
+  readonly config: LoraConfig;
+  readonly params: ReadonlyMap<string, Value>;
+  /** Gate g_l per layer [L]; each layer's branches are multiplied by its gate. */
+  readonly gates?: Value;
+}
+
+/** What a decoder pass computes. */
+export interface DecoderOutputs {
+  /** Final-normed hidden states [B, T, D]. */
+  readonly hidden: Value;
+  /** Keys and values of past and new tokens per layer, [B, KV, S, Dh]. */
+  readonly present: KvPair[];
+}
+
+/** Large negative score for masked keys: exp() of it is 0 in float32 and float64. */
+const MASKED = -1e9;
+
+/** RMSNorm over the last axis: x / √(mean(x²) + ε) · w. */
+export function rmsNorm(x: Value, w: Value, eps: number): Value {
+  return mul(mul(x, reciprocal(sqrt(add(reduceMean(mul(x, x), [-1], true), eps)))), w);
+}
+
+/** The decoder's computation, from token ids to final-normed hidden states. */
+export function decoder(
+  cfg: ModelConfig,
+  weights: WeightStore,
+  inputs: DecoderInputs,
+  lora?: LoraBinding,
+): DecoderOutputs {
+  const g = inputs.ids.graph;
+  const w = (name: string) => weights.weight(g, name);
+  const [B, T] = inputs.ids.shape;
+  const tables = g.scope("model.rotary_emb", () => ropeTables(inputs.positions, cfg));
+  const allowed = g.scope("model.mask", () => attentionMask(inputs));
+  const scale = lora ? loraScale(lora.config) : 0;
+
+  let x = g.scope("model.embed_tokens", () => gather(w("model.embed_tokens.weight"), inputs.ids)); // [B, T, D]
+  const present: KvPair[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const prefix = `model.layers.${l}`;
+    const proj = (module: TargetModule, h: Value, bias: boolean): Value => {
+      const path = `${prefix}.${
+        module === "gate_proj" || module === "up_proj" || module === "down_proj" ? "mlp" : "self_attn"
+      }.${module}`;
+      return g.scope(path, () => {
+        let y = matmul(h, transpose(w(`${path}.weight`))); // W [out, in]
+        if (bias) y = add(y, w(`${path}.bias`));
+        const names = loraNames(l, module);
+        const a = lora?.params.get(names.a), b = lora?.params.get(names.b);
+        if (!a || !b) return y;
+        let k: Value | number = scale;
+        if (lora!.gates) k = mul(slice(lora!.gates, [l], [l + 1], [0]), scale); // [1]
+        return add(y, mul(matmul(matmul(h, transpose(a)), transpose(b)), k));
+      });
+    };
+    x = g.scope(prefix, () => {
+      const h = g.scope(
+        "input_layernorm",
+        () => rmsNorm(x, w(`${prefix}.input_layernorm.weight`), cfg.rmsNormEps),
+      );
+      const attn = g.scope(
+        "self_attn",
+        () =>
+          attention(
+            cfg,
+            h,
+            [B, T],
+            tables,
+            allowed,
+            inputs.past?.[l],
+            (m, v) => proj(m, v, m === "o_proj" ? cfg.oBias : cfg.qkvBias),
+          ),
+      );
+      present.push(attn.present);
+      const r = add(x, attn.out);
+      const h2 = g.scope(
+        "post_attention_layernorm",
+        () => rmsNorm(r, w(`${prefix}.post_attention_layernorm.weight`), cfg.rmsNormEps),
+      );
+      const mlp = g.scope("mlp", () => {
+        const gate = proj("gate_proj", h2, cfg.mlpBias);
+        return proj(
+          "down_proj",
+          mul(mul(gate, sigmoid(gate)), proj("up_proj", h2, cfg.mlpBias)),
+          cfg.mlpBias,
+        );
+      });
+      return add(r, mlp);
+    });
+  }
+  const hidden = g.scope("model.norm", () => rmsNorm(x, w("model.norm.weight"), cfg.rmsNormEps));
+  return { hidden, present };
+}
+
+/** Which keys each query may see: causal over past + new tokens, and not padding. [B, 1, 1, T, S] bool. */
+function attentionMask(inputs: DecoderInputs): Value {
+  const g = inputs.ids.graph;
+  const T = inputs.ids.shape[1];
+  const S = inputs.keyMask.shape[1];
+  const pastLen = inputs.past?.[0] ? reshape(g.shapeTensor([inputs.past[0].key.shape[2]]), []) : undefined;
+  const causal = greater(trilu(full(g, [T, S], 1), false, pastLen), 0); // [T, S]
+  const keys = unsqueeze(cast(inputs.keyMask, "bool"), [1, 2, 3]); // [B, 1, 1, 1, S]
+  return and(causal, keys);
+}
+
+/** Grouped-query attention with RoPE; returns the output [B, T, D] and the keys/values for the cache. */
+function attention(
+  cfg: ModelConfig,
+  h: Value,
+  [B, T]: Dim[],
+  tables: { cos: Value; sin: Value },
+  allowed: Value,
+  past: KvPair | undefined,
+  proj: (module: TargetModule, h: Value) => Value,
+): { out: Value; present: KvPair } {
+  const { numHeads: H, numKvHeads: KV, headDim: Dh } = cfg;
+  const heads = (x: Value, n: number) => transpose(reshape(x, [B, T, n, Dh]), [0, 2, 1, 3]); // [B, n, T, Dh]
+  const q = applyRope(heads(proj("q_proj", h), H), tables);
+  let k = applyRope(heads(proj("k_proj", h), KV), tables);
+  let v = heads(proj("v_proj", h), KV);
+  if (past) {
+    k = concat([past.key, k], 2); // [B, KV, S, Dh]
+    v = concat([past.value, v], 2);
+  }
+  // Queries grouped by the key/value head they share: [B, KV, rep, T, Dh] against [B, KV, 1, S, Dh].
+  const q5 = reshape(q, [B, KV, H / KV, T, Dh]);
+  const scores = mul(matmul(q5, transposeLast2(unsqueeze(k, [2]))), 1 / Math.sqrt(Dh)); // [B, KV, rep, T, S]
+  const probs = softmax(where(allowed, scores, MASKED));
+  const ctx = matmul(probs, unsqueeze(v, [2])); // [B, KV, rep, T, Dh]
+  const merged = reshape(transpose(reshape(ctx, [B, H, T, Dh]), [0, 2, 1, 3]), [B, T, H * Dh]);
+  return { out: proj("o_proj", merged), present: { key: k, value: v } };
+}
+
+/** Logits [..., V] from hidden states, with the tied embedding or `lm_head.weight`. */
+export function lmHead(cfg: ModelConfig, weights: WeightStore, hidden: Value): Value {
+  const g = hidden.graph;
+  const name = cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  return g.scope("lm_head", () => matmul(hidden, transpose(weights.weight(g, name))));
+}
