@@ -25,7 +25,7 @@ export interface Command {
   run(values: Record<string, unknown>, positionals: string[], io: Io): Promise<number>;
 }
 
-/** Thrown for bad command-line input; printed without a stack trace, exit code 2. */
+/** Thrown for bad command-line input; exit code 2 (other errors exit 1). */
 export class UsageError extends Error {
   override name = "UsageError";
 }
@@ -33,12 +33,18 @@ export class UsageError extends Error {
 const COMMON: ParseArgsOptionsConfig = {
   help: { type: "boolean", short: "h" },
   json: { type: "boolean" },
+  debug: { type: "boolean" },
 };
 
 /** The help text of a command. */
 export function helpText(cmd: Command): string {
   const lines = [`flexora ${cmd.name} ${cmd.usage}`, "", cmd.summary, "", "Options:"];
-  const entries = { ...cmd.help, help: "show this help", json: "print one machine-readable JSON result" };
+  const entries = {
+    ...cmd.help,
+    help: "show this help",
+    json: "print one machine-readable JSON result",
+    debug: "print stack traces of errors",
+  };
   const width = Math.max(...Object.keys(entries).map((k) => k.length)) + 4;
   for (const [name, text] of Object.entries(entries)) lines.push(`  --${name.padEnd(width)}${text}`);
   return lines.join("\n");
@@ -65,8 +71,9 @@ export async function runCommand(cmd: Command, args: string[], io: Io): Promise<
   try {
     return await cmd.run(parsed.values, parsed.positionals, io);
   } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    io.err(`flexora ${cmd.name}: ${e.message}`);
-    return 2;
+    if (!(e instanceof Error)) throw e;
+    // Errors name what was wrong and the value seen; the stack helps only when debugging flexora itself.
+    io.err(`flexora ${cmd.name}: ${parsed.values.debug ? e.stack : e.message}`);
+    return e instanceof UsageError ? 2 : 1;
   }
 }

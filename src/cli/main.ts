@@ -5,10 +5,12 @@
  */
 
 import { type Command, type Io, runCommand } from "./command.ts";
+import { generateCommand } from "./generate.ts";
+import { scoreCommand } from "./score.ts";
 import { version } from "./version.ts";
 
-/** Every command, in the order `--help` lists them. Later work adds finetune, serve, generate, score, … */
-export const COMMANDS: readonly Command[] = [version];
+/** Every command, in the order `--help` lists them. Later work adds finetune, serve, … */
+export const COMMANDS: readonly Command[] = [generateCommand, scoreCommand, version];
 
 const consoleIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
 

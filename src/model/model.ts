@@ -21,7 +21,7 @@ export interface Model {
   readonly tokenizer: Tokenizer;
   readonly weights: WeightStore;
   /** Creates an onnxruntime session for a graph built on this model's weights. */
-  session(built: BuiltGraph, options?: { threads?: number }): Promise<Session>;
+  session(built: BuiltGraph, options?: { threads?: number; providers?: string[] }): Promise<Session>;
 }
 
 /** Loads config, checkpoint and tokenizer from `dir`; every problem names the file. */
@@ -40,6 +40,7 @@ export async function loadModel(dir: string): Promise<Model> {
       external ??= weights.externalData();
       return await createSession(serialize(built.graph, built.outputs), {
         threads: options.threads,
+        providers: options.providers,
         externalData: await external,
       });
     },

@@ -1,0 +1,54 @@
+/**
+ * The options every model command shares: `--model DIR`, `--adapter DIR`, `--device D`.
+ *
+ * @module
+ */
+
+import type { ParseArgsOptionsConfig } from "node:util";
+import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
+import { loadModel, type Model } from "../model/model.ts";
+import { type Adapter, readAdapter } from "../model/peft.ts";
+import type { AdapterSpec } from "../model/graphs.ts";
+import type { HostTensor } from "../runtime/session.ts";
+import { choiceOption, requireString } from "./args.ts";
+import type { Io } from "./command.ts";
+
+/** parseArgs options of model commands. */
+export const MODEL_OPTIONS: ParseArgsOptionsConfig = {
+  model: { type: "string" },
+  adapter: { type: "string" },
+  device: { type: "string" },
+};
+
+/** --help lines of the model options. */
+export const MODEL_HELP: Record<string, string> = {
+  model: "DIR  Hugging Face model directory (config.json, safetensors, tokenizer)",
+  adapter: "DIR  PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)",
+  device: `D  ${DEVICES.join("|")} (default auto: the best available, logged)`,
+};
+
+/** A loaded model, its optional adapter, and the providers to run on. */
+export interface OpenModel {
+  readonly model: Model;
+  readonly adapter?: Adapter;
+  /** What graphs need to take the adapter's weights as inputs. */
+  readonly adapterSpec?: AdapterSpec;
+  readonly adapterInputs: Record<string, HostTensor>;
+  readonly providers: string[];
+}
+
+/** Loads `--model`, `--adapter` and resolves `--device`; the device choice is logged to stderr. */
+export async function openModel(values: Record<string, unknown>, io: Io): Promise<OpenModel> {
+  const device = choiceOption<Device>(values, "device", DEVICES, "auto");
+  const { providers } = await resolveDevice(device, (l) => io.err(l));
+  const model = await loadModel(requireString(values, "model"));
+  if (typeof values.adapter !== "string") return { model, providers, adapterInputs: {} };
+  const adapter = await readAdapter(values.adapter, model.config);
+  return {
+    model,
+    providers,
+    adapter,
+    adapterSpec: { config: adapter.config },
+    adapterInputs: adapter.params,
+  };
+}

@@ -1,0 +1,150 @@
+/**
+ * PEFT LoRA adapters on disk: `adapter_config.json` + `adapter_model.safetensors`.
+ *
+ * In-memory parameter names are Hugging Face module paths (`model.layers.3.self_attn.q_proj.lora_A.weight`);
+ * PEFT saves them under `base_model.model.`. {@link toPeftKey} and {@link fromPeftKey} are the one mapping
+ * between the two, used for reading and writing.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { type HostTensor, hostTensor } from "../runtime/session.ts";
+import type { ModelConfig } from "./config.ts";
+import { type LoraConfig, loraShapes, TARGET_MODULES, type TargetModule, validateLora } from "./lora.ts";
+import { openCheckpoint, readTensorF32 } from "./safetensors.ts";
+
+const PREFIX = "base_model.model.";
+const KEY = /^model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_([AB])\.weight$/;
+
+/** The key PEFT saves an in-memory parameter under. */
+export function toPeftKey(name: string): string {
+  return PREFIX + name;
+}
+
+/** The in-memory parameter name of a saved PEFT key, or null when the key is not a LoRA weight of a decoder layer. */
+export function fromPeftKey(
+  key: string,
+): { name: string; layer: number; module: string; matrix: "A" | "B" } | null {
+  if (!key.startsWith(PREFIX)) return null;
+  const name = key.slice(PREFIX.length).replace(/\.lora_([AB])\.default\.weight$/, ".lora_$1.weight");
+  const m = KEY.exec(name);
+  return m ? { name, layer: Number(m[1]), module: m[3], matrix: m[4] as "A" | "B" } : null;
+}
+
+/** A LoRA adapter read from disk. */
+export interface Adapter {
+  readonly dir: string;
+  readonly config: LoraConfig;
+  /** Parameters by in-memory name, float32. */
+  readonly params: Record<string, HostTensor>;
+  /** `base_model_name_or_path` from the config, when given. */
+  readonly baseModel: string | null;
+}
+
+/** Thrown for an adapter that cannot be read or does not fit the model; the message names the file. */
+export class AdapterError extends Error {
+  override name = "AdapterError";
+}
+
+async function readJson(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new AdapterError(`${file}: cannot read the adapter config (${(e as Error).message})`);
+  }
+  try {
+    const json = JSON.parse(text);
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      throw new Error("not a JSON object");
+    }
+    return json;
+  } catch (e) {
+    throw new AdapterError(`${file}: not a valid adapter config (${(e as Error).message})`);
+  }
+}
+
+/**
+ * Reads a PEFT LoRA adapter and checks it against the model: every tensor must be a LoRA A or B of a decoder
+ * projection the model has, with the shape the model and the adapter's rank imply.
+ */
+export async function readAdapter(dir: string, cfg: ModelConfig): Promise<Adapter> {
+  const configFile = join(dir, "adapter_config.json");
+  const json = await readJson(configFile);
+  if (json.peft_type !== undefined && json.peft_type !== "LORA") {
+    throw new AdapterError(
+      `${configFile}: 'peft_type' must be "LORA", got ${JSON.stringify(json.peft_type)}`,
+    );
+  }
+  for (const field of ["rank_pattern", "alpha_pattern"]) {
+    const v = json[field];
+    if (v && typeof v === "object" && Object.keys(v).length > 0) {
+      throw new AdapterError(
+        `${configFile}: '${field}' is not supported (per-module ranks or alphas), got ${JSON.stringify(v)}`,
+      );
+    }
+  }
+  if (json.use_dora === true) {
+    throw new AdapterError(`${configFile}: DoRA adapters ('use_dora': true) are not supported`);
+  }
+  const rank = json.r, alpha = json.lora_alpha ?? rank;
+  if (typeof rank !== "number" || typeof alpha !== "number") {
+    throw new AdapterError(
+      `${configFile}: 'r' and 'lora_alpha' must be numbers, got ${
+        JSON.stringify({ r: rank, lora_alpha: alpha })
+      }`,
+    );
+  }
+  const checkpoint = await openCheckpoint(dir).catch((e) => {
+    throw new AdapterError(`${dir}: cannot read adapter_model.safetensors (${(e as Error).message})`);
+  });
+  const file = checkpoint.files[0];
+  const layers = new Set<number>(), targets = new Set<TargetModule>();
+  const found = new Map<string, string>();
+  for (const key of checkpoint.tensors.keys()) {
+    const parsed = fromPeftKey(key);
+    if (!parsed) throw new AdapterError(`${file}: tensor '${key}' is not a LoRA weight of a decoder layer`);
+    if (!TARGET_MODULES.includes(parsed.module as TargetModule)) {
+      throw new AdapterError(`${file}: tensor '${key}' targets '${parsed.module}', which the model lacks`);
+    }
+    layers.add(parsed.layer);
+    targets.add(parsed.module as TargetModule);
+    found.set(parsed.name, key);
+  }
+  if (found.size === 0) throw new AdapterError(`${file}: holds no LoRA tensors`);
+  let config: LoraConfig;
+  try {
+    config = validateLora(cfg, {
+      rank,
+      alpha,
+      rslora: json.use_rslora === true,
+      targets: TARGET_MODULES.filter((m) => targets.has(m)),
+      layers: [...layers],
+    });
+  } catch (e) {
+    throw new AdapterError(`${configFile}: ${(e as Error).message}`);
+  }
+  const params: Record<string, HostTensor> = {};
+  for (const [name, shape] of loraShapes(cfg, config)) {
+    const key = found.get(name);
+    if (!key) {
+      throw new AdapterError(
+        `${file}: '${toPeftKey(name)}' is missing (other modules of that layer have LoRA)`,
+      );
+    }
+    const info = checkpoint.get(key);
+    if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
+      throw new AdapterError(
+        `${file}: tensor '${key}' has shape [${info.shape}], the model needs [${shape}] for rank ${rank}`,
+      );
+    }
+    params[name] = hostTensor("float32", shape, await readTensorF32(info));
+  }
+  return {
+    dir,
+    config,
+    params,
+    baseModel: typeof json.base_model_name_or_path === "string" ? json.base_model_name_or_path : null,
+  };
+}

@@ -1,0 +1,166 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { AutoTokenizer, env } from "@huggingface/transformers";
+import { COLORS, type Row, TINY_LLAMA } from "../../fixtures/make_tiny_llama.ts";
+import { openCheckpoint, readTensorF32, type SafetensorsDType } from "../../src/model/safetensors.ts";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const FIXTURES = join(ROOT, "fixtures");
+const FOLDERS = ["tiny-llama", "tiny-llama-bf16-sharded", "tiny-data"];
+
+/** Paths of the files under `dir`, relative to it, sorted. */
+async function listFiles(dir: string, prefix = ""): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(join(dir, prefix))) {
+    const rel = join(prefix, e.name);
+    out.push(...(e.isDirectory ? await listFiles(dir, rel) : [rel]));
+  }
+  return out.sort();
+}
+
+const readJson = async (path: string) => JSON.parse(await Deno.readTextFile(path));
+
+async function readRows(split: string): Promise<Row[]> {
+  const text = await Deno.readTextFile(join(FIXTURES, "tiny-data", `${split}.jsonl`));
+  return text.trimEnd().split("\n").map((line) => JSON.parse(line));
+}
+
+Deno.test("fixtures/make_tiny_llama.ts reproduces the committed fixtures byte for byte", async () => {
+  const out = await Deno.makeTempDir();
+  const script = join(FIXTURES, "make_tiny_llama.ts");
+  const args = ["run", "--allow-read", "--allow-write", script, out];
+  const run = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT, stdout: "null", stderr: "piped" })
+    .output();
+  assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+  for (const folder of FOLDERS) {
+    const committed = await listFiles(join(FIXTURES, folder));
+    assert.deepEqual(await listFiles(join(out, folder)), committed, `files of fixtures/${folder}`);
+    for (const file of committed) {
+      const [a, b] = await Promise.all(
+        [join(FIXTURES, folder, file), join(out, folder, file)].map((p) => Deno.readFile(p)),
+      );
+      assert.ok(
+        a.length === b.length && a.every((x, i) => x === b[i]),
+        `fixtures/${folder}/${file} is stale`,
+      );
+    }
+  }
+  await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("the tokenizer loads offline in transformers.js, matches vocab_size and round-trips the data", async () => {
+  env.allowRemoteModels = false;
+  const dir = join(FIXTURES, "tiny-llama");
+  const tok = await AutoTokenizer.from_pretrained(dir, { local_files_only: true });
+  const config = await readJson(join(dir, "config.json"));
+  assert.equal(tok.get_vocab().size, config.vocab_size);
+  const ids = { unk: tok.unk_token_id, bos: tok.bos_token_id, eos: tok.eos_token_id, pad: tok.pad_token_id };
+  assert.deepEqual(ids, { unk: 0, bos: 1, eos: 2, pad: 3 });
+  assert.deepEqual([config.bos_token_id, config.eos_token_id], [1, 2]);
+  const row = (await readRows("test"))[0];
+  const encoded = tok.encode(row.prompt + row.completion);
+  assert.equal(encoded[0], 1, "<s> is prepended");
+  assert.equal(tok.decode(encoded, { skip_special_tokens: true }), row.prompt + row.completion);
+  for (const split of ["train", "validation", "test"]) {
+    for (const r of await readRows(split)) {
+      assert.ok(
+        !tok.encode(r.prompt + r.completion).includes(0),
+        `'${r.prompt}' has a word out of the vocab`,
+      );
+    }
+  }
+  assert.deepEqual(tok.encode("The SKY zorblax", { add_special_tokens: false }), [
+    ...tok.encode("the sky", { add_special_tokens: false }),
+    0,
+  ]);
+  for (const name of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) {
+    const sharded = join(FIXTURES, "tiny-llama-bf16-sharded", name);
+    assert.equal(await Deno.readTextFile(sharded), await Deno.readTextFile(join(dir, name)), name);
+  }
+});
+
+/** Every weight's shape as a Llama config implies it (HF [out, in] layouts). */
+function expectedShapes(c: typeof TINY_LLAMA & { vocab_size: number; tie_word_embeddings: boolean }) {
+  const {
+    hidden_size: D,
+    intermediate_size: I,
+    num_attention_heads: H,
+    num_key_value_heads: KV,
+    head_dim: Dh,
+  } = c;
+  const shapes = new Map<string, number[]>([["model.embed_tokens.weight", [c.vocab_size, D]]]);
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const p = `model.layers.${i}`;
+    shapes.set(`${p}.input_layernorm.weight`, [D]).set(`${p}.post_attention_layernorm.weight`, [D]);
+    shapes.set(`${p}.self_attn.q_proj.weight`, [H * Dh, D]).set(`${p}.self_attn.o_proj.weight`, [D, H * Dh]);
+    shapes.set(`${p}.self_attn.k_proj.weight`, [KV * Dh, D]).set(`${p}.self_attn.v_proj.weight`, [
+      KV * Dh,
+      D,
+    ]);
+    shapes.set(`${p}.mlp.gate_proj.weight`, [I, D]).set(`${p}.mlp.up_proj.weight`, [I, D]);
+    shapes.set(`${p}.mlp.down_proj.weight`, [D, I]);
+  }
+  shapes.set("model.norm.weight", [D]);
+  if (!c.tie_word_embeddings) shapes.set("lm_head.weight", [c.vocab_size, D]);
+  return shapes;
+}
+
+async function checkModel(folder: string, dtype: SafetensorsDType, tied: boolean): Promise<void> {
+  const dir = join(FIXTURES, folder);
+  const config = await readJson(join(dir, "config.json"));
+  assert.deepEqual({ ...config, ...TINY_LLAMA }, config, "the tiny architecture");
+  assert.equal(config.tie_word_embeddings, tied);
+  const ckpt = await openCheckpoint(dir);
+  const shapes = expectedShapes(config);
+  assert.deepEqual([...ckpt.tensors.keys()].sort(), [...shapes.keys()].sort());
+  for (const [name, shape] of shapes) {
+    const info = ckpt.get(name);
+    assert.deepEqual([info.dtype, info.shape], [dtype, shape], name);
+    const data = await readTensorF32(info);
+    const rms = Math.sqrt(data.reduce((s, v) => s + v * v, 0) / data.length);
+    assert.ok(
+      data.every(Number.isFinite) && data.some((v) => v !== data[0]),
+      `${name} is finite, not constant`,
+    );
+    assert.ok(
+      rms > 0.1 && rms < 1.5,
+      `${name}: RMS ${rms} is not that of small random weights or norm scales`,
+    );
+  }
+}
+
+Deno.test("tiny-llama: tied float32 weights with the shapes its config implies", async () => {
+  await checkModel("tiny-llama", "F32", true);
+});
+
+Deno.test("tiny-llama-bf16-sharded: untied BF16 weights over two shards, all indexed tensors present", async () => {
+  await checkModel("tiny-llama-bf16-sharded", "BF16", false);
+  const dir = join(FIXTURES, "tiny-llama-bf16-sharded");
+  const index = await readJson(join(dir, "model.safetensors.index.json"));
+  const ckpt = await openCheckpoint(dir);
+  const shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+  assert.deepEqual(ckpt.files, shards.map((s) => join(dir, s)));
+  assert.deepEqual(Object.keys(index.weight_map).sort(), [...ckpt.tensors.keys()].sort());
+  const total = [...ckpt.tensors.values()].reduce((n, t) => n + t.length, 0);
+  assert.equal(index.metadata.total_size, total);
+});
+
+Deno.test("tiny-data: split sizes, well-formed rows, the answer decided by the object in the prompt", async () => {
+  const colorOf = new Map(Object.entries(COLORS).flatMap(([color, objs]) => objs.map((o) => [o, color])));
+  const seen = new Set<string>();
+  for (const [split, size] of [["train", 64], ["validation", 16], ["test", 32]] as const) {
+    const rows = await readRows(split);
+    assert.equal(rows.length, size, split);
+    for (const r of rows) {
+      assert.deepEqual(Object.keys(r), ["prompt", "completion", "choices", "label"]);
+      assert.deepEqual([...r.choices].sort(), Object.keys(COLORS).sort());
+      const objects = r.prompt.split(" ").filter((w) => colorOf.has(w));
+      assert.equal(objects.length, 1, r.prompt);
+      assert.equal(r.completion, ` ${colorOf.get(objects[0])}`, r.prompt);
+      assert.equal(r.choices[r.label], r.completion.trim());
+      if (split === "train") seen.add(objects[0]);
+      else assert.ok(seen.has(objects[0]), `${split} object '${objects[0]}' never appears in train`);
+    }
+  }
+});
