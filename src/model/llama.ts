@@ -91,7 +91,7 @@ export function decoder(
   const w = (name: string) => weights.weight(g, name);
   const [B, T] = inputs.ids.shape;
   const tables = g.scope("model.rotary_emb", () => ropeTables(inputs.positions, cfg));
-  const allowed = g.scope("model.mask", () => attentionMask(inputs));
+  const allowed = g.scope("model.mask", () => attentionMask(cfg, inputs));
   const scale = lora ? loraScale(lora.config) : 0;
 
   let x = g.scope("model.embed_tokens", () => gather(w("model.embed_tokens.weight"), inputs.ids)); // [B, T, D]
@@ -152,15 +152,24 @@ export function decoder(
   return { hidden, present };
 }
 
-/** Which keys each query may see: causal over past + new tokens, and not padding. [B, 1, 1, T, S] bool. */
-function attentionMask(inputs: DecoderInputs): Value {
+/**
+ * Which keys each query may see: causal over past + new tokens (key s ≤ P + t), within the sliding window when
+ * the model has one (s > P + t − W), and not padding. [B, 1, 1, T, S] bool.
+ */
+function attentionMask(cfg: ModelConfig, inputs: DecoderInputs): Value {
   const g = inputs.ids.graph;
   const T = inputs.ids.shape[1];
   const S = inputs.keyMask.shape[1];
-  const pastLen = inputs.past?.[0] ? reshape(g.shapeTensor([inputs.past[0].key.shape[2]]), []) : undefined;
-  const causal = greater(trilu(full(g, [T, S], 1), false, pastLen), 0); // [T, S]
+  const pastLen = inputs.past?.[0]
+    ? reshape(g.shapeTensor([inputs.past[0].key.shape[2]]), [])
+    : g.scalar(0, "int64"); // P as an int64 scalar
+  const ones = full(g, [T, S], 1);
+  let allowed = greater(trilu(ones, false, pastLen), 0); // [T, S]
+  if (cfg.slidingWindow !== null) {
+    allowed = and(allowed, greater(trilu(ones, true, add(pastLen, 1 - cfg.slidingWindow)), 0));
+  }
   const keys = unsqueeze(cast(inputs.keyMask, "bool"), [1, 2, 3]); // [B, 1, 1, 1, S]
-  return and(causal, keys);
+  return and(allowed, keys);
 }
 
 /** Grouped-query attention with RoPE; returns the output [B, T, D] and the keys/values for the cache. */

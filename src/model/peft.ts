@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { type HostTensor, hostTensor } from "../runtime/session.ts";
 import type { ModelConfig } from "./config.ts";
 import { type LoraConfig, loraShapes, TARGET_MODULES, type TargetModule, validateLora } from "./lora.ts";
-import { openCheckpoint, readTensorF32 } from "./safetensors.ts";
+import { openCheckpoint, readTensorF32, writeSafetensors } from "./safetensors.ts";
 
 const PREFIX = "base_model.model.";
 const KEY = /^model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_([AB])\.weight$/;
@@ -147,4 +147,58 @@ export async function readAdapter(dir: string, cfg: ModelConfig): Promise<Adapte
     params,
     baseModel: typeof json.base_model_name_or_path === "string" ? json.base_model_name_or_path : null,
   };
+}
+
+/** Options of {@link writeAdapter}. */
+export interface WriteAdapterOptions {
+  /** `base_model_name_or_path` (default: null). */
+  baseModel?: string | null;
+  /** Extra fields merged into `adapter_config.json` (such as `layers_to_transform`). */
+  extraConfig?: Record<string, unknown>;
+}
+
+/**
+ * Writes a PEFT LoRA adapter atomically: both files go to a temporary sibling folder that is renamed to `dir`
+ * once complete, so a reader never sees half an adapter. `dir` must not exist yet.
+ */
+export async function writeAdapter(
+  dir: string,
+  config: LoraConfig,
+  params: Readonly<Record<string, HostTensor>>,
+  options: WriteAdapterOptions = {},
+): Promise<void> {
+  try {
+    await Deno.stat(dir);
+    throw new AdapterError(`${dir}: already exists; adapters are written to new folders`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const tmp = `${dir}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.mkdir(tmp, { recursive: true });
+  try {
+    const tensors = Object.entries(params).map(([name, t]) => ({
+      name: toPeftKey(name),
+      dtype: "F32" as const,
+      shape: t.dims,
+      data: t.data instanceof Float32Array ? t.data : Float32Array.from(t.data as Float64Array),
+    }));
+    await writeSafetensors(join(tmp, "adapter_model.safetensors"), tensors, { format: "pt" });
+    const json = {
+      peft_type: "LORA",
+      task_type: "CAUSAL_LM",
+      base_model_name_or_path: options.baseModel ?? null,
+      r: config.rank,
+      lora_alpha: config.alpha,
+      use_rslora: config.rslora,
+      target_modules: [...config.targets],
+      lora_dropout: 0,
+      bias: "none",
+      ...options.extraConfig,
+    };
+    await Deno.writeTextFile(join(tmp, "adapter_config.json"), JSON.stringify(json, null, 2) + "\n");
+    await Deno.rename(tmp, dir);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
 }
