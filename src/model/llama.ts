@@ -31,7 +31,7 @@ import {
   unsqueeze,
   where,
 } from "../graph/build.ts";
-import type { Value } from "../graph/graph.ts";
+import type { Graph, Value } from "../graph/graph.ts";
 import type { Dim } from "../graph/shape.ts";
 import type { ModelConfig } from "./config.ts";
 import { type LoraConfig, loraNames, loraScale, type TargetModule } from "./lora.ts";
@@ -200,9 +200,13 @@ function attention(
   return { out: proj("o_proj", merged), present: { key: k, value: v } };
 }
 
-/** Logits [..., V] from hidden states, with the tied embedding or `lm_head.weight`. */
+/** The LM head's weight [V, D]: the tied embedding or `lm_head.weight`. */
+export function lmHeadWeight(cfg: ModelConfig, weights: WeightStore, g: Graph): Value {
+  return weights.weight(g, cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+}
+
+/** Logits [..., V] from hidden states. */
 export function lmHead(cfg: ModelConfig, weights: WeightStore, hidden: Value): Value {
   const g = hidden.graph;
-  const name = cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-  return g.scope("lm_head", () => matmul(hidden, transpose(weights.weight(g, name))));
+  return g.scope("lm_head", () => matmul(hidden, transpose(lmHeadWeight(cfg, weights, g))));
 }

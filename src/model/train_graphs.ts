@@ -9,14 +9,15 @@
  * @module
  */
 
-import { flatten, softmaxCrossEntropy } from "../graph/build.ts";
+import { flatten } from "../graph/build.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Optimizer } from "../train/optim.ts";
 import { TrainStepBuilder, type TrainStepGraph } from "../train/step.ts";
 import { IGNORE } from "./batch.ts";
 import type { ModelConfig } from "./config.ts";
 import { type AdapterSpec, GATE_LOGITS, gateValues, loraInputs } from "./graphs.ts";
-import { decoder, type DecoderInputs, lmHead, type LoraBinding } from "./llama.ts";
+import { decoder, type DecoderInputs, lmHeadWeight, type LoraBinding } from "./llama.ts";
+import { DEFAULT_VOCAB_CHUNK, lmHeadLoss, type LossWithBackward } from "./lm_loss.ts";
 import type { LoraConfig } from "./lora.ts";
 import type { WeightStore } from "./weights.ts";
 
@@ -33,16 +34,38 @@ export function batchInputs(g: Graph, prefix = ""): { inputs: DecoderInputs; lab
   };
 }
 
-/** Mean cross-entropy of the next-token predictions over labels that are not ignored. */
+/**
+ * Mean cross-entropy of the next-token predictions over labels that are not ignored, with the LM head in
+ * vocabulary chunks of `vocabChunk` classes (see {@link lmHeadLoss}).
+ */
 export function lmLoss(
   cfg: ModelConfig,
   weights: WeightStore,
   batch: { inputs: DecoderInputs; labels: Value },
   lora?: LoraBinding,
-): Value {
+  vocabChunk: number = DEFAULT_VOCAB_CHUNK,
+): LossWithBackward {
+  const g = batch.labels.graph;
   const { hidden } = decoder(cfg, weights, batch.inputs, lora);
-  const logits = lmHead(cfg, weights, flatten(hidden, 1)); // [B*T, V]
-  return softmaxCrossEntropy(logits, flatten(batch.labels, 0), { ignoreIndex: IGNORE }).loss;
+  return g.scope(
+    "lm_head",
+    () =>
+      lmHeadLoss(
+        flatten(hidden, 1),
+        lmHeadWeight(cfg, weights, g),
+        flatten(batch.labels, 0),
+        vocabChunk,
+        IGNORE,
+      ),
+  );
+}
+
+/** Options of the training graphs. */
+export interface TrainGraphOptions {
+  /** Compute type (default float32; float64 for gradient checks). */
+  float?: "float32" | "float64";
+  /** LM-head classes per chunk (default {@link DEFAULT_VOCAB_CHUNK}). */
+  vocabChunk?: number;
 }
 
 /** A built training graph. */
@@ -57,13 +80,14 @@ export function buildLoraTrainStep(
   weights: WeightStore,
   adapter: AdapterSpec,
   optimizer: Optimizer,
-  float: "float32" | "float64" = "float32",
+  options: TrainGraphOptions = {},
 ): TrainGraph {
-  const g = new Graph({ name: "lora_train", float });
+  const g = new Graph({ name: "lora_train", float: options.float });
   const batch = batchInputs(g);
   const lora = loraInputs(g, cfg, adapter);
   const builder = new TrainStepBuilder(g);
-  builder.update("lora", lmLoss(cfg, weights, batch, lora), [...lora.params.values()], optimizer);
+  const { loss, backward } = lmLoss(cfg, weights, batch, lora, options.vocabChunk);
+  builder.update("lora", loss, [...lora.params.values()], optimizer, { backwardFrom: backward });
   return { graph: g, step: builder.finish() };
 }
 
@@ -86,20 +110,28 @@ export function buildSearchStep(
   weights: WeightStore,
   lora: LoraConfig,
   optimizers: SearchOptimizers,
-  float: "float32" | "float64" = "float32",
+  options: TrainGraphOptions = {},
 ): TrainGraph {
-  const g = new Graph({ name: "flexora_search", float });
+  const g = new Graph({ name: "flexora_search", float: options.float });
   const train = batchInputs(g);
   const val = batchInputs(g, "val/");
   const binding = loraInputs(g, cfg, { config: lora, gated: true });
   const logits = g.inputs.find((v) => v.name === GATE_LOGITS)!;
   const builder = new TrainStepBuilder(g);
   const params = [...binding.params.values()];
-  const trainLoss = g.scope("train", () => lmLoss(cfg, weights, train, binding));
-  const updated = builder.update("lora", trainLoss, params, optimizers.lora);
+  const trainLoss = g.scope("train", () => lmLoss(cfg, weights, train, binding, options.vocabChunk));
+  const updated = builder.update("lora", trainLoss.loss, params, optimizers.lora, {
+    backwardFrom: trainLoss.backward,
+  });
   // The validation pass sees the updated weights; they are constants for the gate gradient (first order).
   const atUpdated = new Map([...binding.params.keys()].map((name, i) => [name, updated[i]]));
-  const valLoss = g.scope("val", () => lmLoss(cfg, weights, val, { ...binding, params: atUpdated }));
-  builder.update("gates", valLoss, [logits], optimizers.gates, { constants: updated });
+  const valLoss = g.scope(
+    "val",
+    () => lmLoss(cfg, weights, val, { ...binding, params: atUpdated }, options.vocabChunk),
+  );
+  builder.update("gates", valLoss.loss, [logits], optimizers.gates, {
+    constants: updated,
+    backwardFrom: valLoss.backward,
+  });
   return { graph: g, step: builder.finish({ gates: gateValues(logits) }) };
 }

@@ -77,6 +77,11 @@ export interface TrainStepGraph {
 export interface UpdateOptions {
   /** Values treated as constants when differentiating this group's loss (a stop-gradient). */
   constants?: readonly Value[];
+  /**
+   * Start backward at `value` with upstream gradient `seed` instead of at the loss: for losses whose own backward
+   * is built by hand (the chunked LM head).
+   */
+  backwardFrom?: { readonly value: Value; readonly seed: Value };
 }
 
 /** Builds a step of one or more update groups. */
@@ -110,9 +115,10 @@ export class TrainStepBuilder {
       if (!g.inputs.includes(p)) throw new Error(`parameter '${p.name}' must be a graph input to be trained`);
     }
     const lr = g.input(lrInput(name), g.float, []);
+    const start = options.backwardFrom ?? { value: loss, seed: undefined };
     const grads = g.scope(
       `${name}.backward`,
-      () => gradients(loss, params, { constants: options.constants }),
+      () => gradients(start.value, params, { constants: options.constants, seed: start.seed }),
     );
     const states = params.map((param, i) => ({
       param,

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { serialize } from "../../src/graph/serialize.ts";
+import { liveNodes } from "../../src/graph/validate.ts";
 import { batchFeeds, type Sequence } from "../../src/model/batch.ts";
 import { GATE_LOGITS } from "../../src/model/graphs.ts";
 import { buildScoringGraph } from "../../src/model/graphs.ts";
@@ -101,4 +102,22 @@ Deno.test("stories260K: a Flexora search step updates LoRA on train and the gate
     "gates are N·softmax(logits): only differences matter",
   );
   assert.ok(Number.isFinite(first.losses.gates) && Number.isFinite(first.losses.lora));
+});
+
+Deno.test("with a chunked LM head, no value of the train step holds logits for the whole vocabulary", () => {
+  const V = model.config.vocabSize;
+  const whole = (chunk: number) => {
+    const { graph, step } = buildLoraTrainStep(model.config, model.weights, { config: lora }, adamw(), {
+      vocabChunk: chunk,
+    });
+    const live = liveNodes(graph, Object.values(step.outputs));
+    return live.flatMap((n) => n.outputs).filter((v) =>
+      v.shape.length === 2 && v.shape.includes(V) && v.shape.some((d) => typeof d === "string")
+    );
+  };
+  assert.ok(
+    whole(V).length > 0,
+    "the unchunked head must hold [N, V] logits (else this test proves nothing)",
+  );
+  assert.deepEqual(whole(128).map((v) => v.name), []);
 });
