@@ -2,9 +2,9 @@
  * flexora: Flexora (automatic layer selection for LoRA) on onnxruntime, and adapters hot-loaded into running
  * inference servers.
  *
- * This entry point exports the foundation: the ONNX graph builder, reverse-mode autodiff, in-graph optimizers,
- * learning-rate schedules and the onnxruntime session wrapper. Models, the Flexora pipeline and the sidecar build
- * on them.
+ * This entry point exports the ONNX graph builder, reverse-mode autodiff, in-graph optimizers, learning-rate
+ * schedules, the onnxruntime session wrapper, and the model engine (Hugging Face checkpoints, the Llama-family
+ * decoder with gated LoRA, generation and scoring). The Flexora pipeline and the sidecar build on them.
  *
  * @example
  * ```ts
@@ -25,6 +25,8 @@
 
 export * from "./src/graph/mod.ts";
 export * from "./src/train/mod.ts";
+export * from "./src/model/mod.ts";
+export { type Device, DeviceError, DEVICES, resolveDevice } from "./src/runtime/device.ts";
 export {
   createSession,
   type HostTensor,

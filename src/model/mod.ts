@@ -1,0 +1,68 @@
+/**
+ * The model engine: Hugging Face checkpoints, the Llama-family decoder with gated LoRA, and its graphs.
+ *
+ * @module
+ */
+
+export { batchFeeds, countTargets, IGNORE, type Sequence } from "./batch.ts";
+export {
+  type Architecture,
+  ConfigError,
+  type ModelConfig,
+  parseConfig,
+  readConfig,
+  type RopeScaling,
+} from "./config.ts";
+export { generate, type GenerateOptions } from "./generate.ts";
+export {
+  type AdapterSpec,
+  buildScoringGraph,
+  buildStepGraph,
+  type BuiltGraph,
+  GATE_LOGITS,
+  gateValues,
+  loraInputs,
+} from "./graphs.ts";
+export {
+  decoder,
+  type DecoderInputs,
+  type DecoderOutputs,
+  lmHead,
+  type LoraBinding,
+  rmsNorm,
+} from "./llama.ts";
+export { DEFAULT_VOCAB_CHUNK, lmHeadLoss, type LossWithBackward } from "./lm_loss.ts";
+export {
+  initLora,
+  type LoraConfig,
+  LoraConfigError,
+  loraModules,
+  loraNames,
+  loraScale,
+  loraShapes,
+  modulePath,
+  TARGET_MODULES,
+  type TargetModule,
+  validateLora,
+} from "./lora.ts";
+export { loadModel, type Model } from "./model.ts";
+export { type Adapter, AdapterError, fromPeftKey, readAdapter, toPeftKey, writeAdapter } from "./peft.ts";
+export { type ChoiceRow, type ChoiceScore, type CompletionRow, Scorer, type ScorerOptions } from "./score.ts";
+export {
+  type Checkpoint,
+  openCheckpoint,
+  readTensorF32,
+  type TensorInfo,
+  writeSafetensors,
+} from "./safetensors.ts";
+export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+export {
+  batchInputs,
+  buildLoraTrainStep,
+  buildSearchStep,
+  lmLoss,
+  type SearchOptimizers,
+  type TrainGraph,
+  type TrainGraphOptions,
+} from "./train_graphs.ts";
+export { WeightStore } from "./weights.ts";
