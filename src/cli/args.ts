@@ -15,23 +15,21 @@ export function requireString(values: Values, name: string): string {
   return v;
 }
 
-/** An optional number option within [min, max]; `integer` demands an integer. */
+/** An optional number option within [min, max] (or > 0 with `positive`); `integer` demands an integer. */
 export function numberOption(
   values: Values,
   name: string,
-  { min = -Infinity, max = Infinity, integer = false } = {},
+  { min = -Infinity, max = Infinity, integer = false, positive = false } = {},
 ): number | undefined {
   const v = values[name];
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+  const low = positive ? n <= 0 : n < min;
+  if (v === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || low || n > max) {
     const what = integer ? "an integer" : "a number";
-    const range = min > -Infinity && max < Infinity
-      ? ` in [${min}, ${max}]`
-      : min > -Infinity
-      ? ` >= ${min}`
-      : "";
-    throw new UsageError(`--${name} must be ${what}${range}, got '${v}'`);
+    const lo = positive ? "> 0" : min > -Infinity ? `>= ${min}` : "";
+    const range = [lo, max < Infinity ? `<= ${max}` : ""].filter(Boolean).join(" and ");
+    throw new UsageError(`--${name} must be ${what}${range ? ` ${range}` : ""}, got '${v}'`);
   }
   return n;
 }

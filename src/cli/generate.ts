@@ -42,8 +42,8 @@ export const generateCommand: Command = {
     }
     const maxTokens = numberOption(values, "max-tokens", { min: 0, integer: true });
     if (maxTokens === undefined) throw new UsageError("--max-tokens is required");
-    const temperature = numberOption(values, "temperature", { min: Number.MIN_VALUE });
-    const topP = numberOption(values, "top-p", { min: Number.MIN_VALUE, max: 1 });
+    const temperature = numberOption(values, "temperature", { positive: true });
+    const topP = numberOption(values, "top-p", { positive: true, max: 1 });
     const seed = numberOption(values, "seed", { integer: true });
     const { model, adapterSpec, adapterInputs, providers } = await openModel(values, io);
     const prompt = ids ?? model.tokenizer.encode(values.prompt as string);

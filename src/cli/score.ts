@@ -4,35 +4,35 @@
  * @module
  */
 
-import { readJsonl } from "../data/jsonl.ts";
+import { DataError, readJsonl } from "../data/jsonl.ts";
 import { buildScoringGraph } from "../model/graphs.ts";
 import { type ChoiceRow, type CompletionRow, Scorer } from "../model/score.ts";
 import { requireString } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
 import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
 
-/** Splits rows into multiple-choice or completion rows; a row of neither form is an error naming file:line. */
+/** Splits rows into multiple-choice or completion rows; a row of neither form is a DataError naming file:line. */
 export function classifyRows(
   file: string,
   rows: { line: number; value: unknown }[],
 ): ChoiceRow[] | CompletionRow[] {
-  if (rows.length === 0) throw new UsageError(`${file}: no rows`);
+  if (rows.length === 0) throw new DataError(`${file}: no rows`);
   const choice: ChoiceRow[] = [], completion: CompletionRow[] = [];
   for (const { line, value } of rows) {
     const r = value as Record<string, unknown>;
     const where = `${file}:${line}`;
     if (typeof r !== "object" || r === null || typeof r.prompt !== "string") {
-      throw new UsageError(`${where}: expected an object with a string 'prompt'`);
+      throw new DataError(`${where}: expected an object with a string 'prompt'`);
     }
     if (Array.isArray(r.choices)) {
       if (r.choices.length < 2 || !r.choices.every((c) => typeof c === "string")) {
-        throw new UsageError(`${where}: 'choices' must be at least two strings`);
+        throw new DataError(`${where}: 'choices' must be at least two strings`);
       }
       if (
         r.label !== undefined &&
         !(Number.isInteger(r.label) && (r.label as number) >= 0 && (r.label as number) < r.choices.length)
       ) {
-        throw new UsageError(
+        throw new DataError(
           `${where}: 'label' must index 'choices' (0..${r.choices.length - 1}), got ${
             JSON.stringify(r.label)
           }`,
@@ -42,11 +42,11 @@ export function classifyRows(
     } else if (typeof r.completion === "string") {
       completion.push({ prompt: r.prompt, completion: r.completion });
     } else {
-      throw new UsageError(`${where}: expected 'choices' (multiple choice) or a string 'completion'`);
+      throw new DataError(`${where}: expected 'choices' (multiple choice) or a string 'completion'`);
     }
   }
   if (choice.length && completion.length) {
-    throw new UsageError(`${file}: mixes multiple-choice and completion rows; score them in separate files`);
+    throw new DataError(`${file}: mixes multiple-choice and completion rows; score them in separate files`);
   }
   return choice.length ? choice : completion;
 }

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { type HostTensor, hostTensor } from "../runtime/session.ts";
 import type { ModelConfig } from "./config.ts";
 import { type LoraConfig, loraShapes, TARGET_MODULES, type TargetModule, validateLora } from "./lora.ts";
-import { openCheckpoint, readTensorF32, writeSafetensors } from "./safetensors.ts";
+import { readHeader, readTensorF32, type TensorInfo, writeSafetensors } from "./safetensors.ts";
 
 const PREFIX = "base_model.model.";
 const KEY = /^model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_([AB])\.weight$/;
@@ -29,7 +29,10 @@ export function fromPeftKey(
   if (!key.startsWith(PREFIX)) return null;
   const name = key.slice(PREFIX.length).replace(/\.lora_([AB])\.default\.weight$/, ".lora_$1.weight");
   const m = KEY.exec(name);
-  return m ? { name, layer: Number(m[1]), module: m[3], matrix: m[4] as "A" | "B" } : null;
+  if (!m) return null;
+  const mlp = m[3] === "gate_proj" || m[3] === "up_proj" || m[3] === "down_proj";
+  if ((m[2] === "mlp") !== mlp && TARGET_MODULES.includes(m[3] as TargetModule)) return null; // e.g. self_attn.gate_proj
+  return { name, layer: Number(m[1]), module: m[3], matrix: m[4] as "A" | "B" };
 }
 
 /** A LoRA adapter read from disk. */
@@ -96,21 +99,32 @@ export async function readAdapter(dir: string, cfg: ModelConfig): Promise<Adapte
       }`,
     );
   }
-  const checkpoint = await openCheckpoint(dir).catch((e) => {
-    throw new AdapterError(`${dir}: cannot read adapter_model.safetensors (${(e as Error).message})`);
+  const file = join(dir, "adapter_model.safetensors");
+  const header = await readHeader(file).catch((e) => {
+    throw new AdapterError(`${file}: cannot read the adapter weights (${(e as Error).message})`);
   });
-  const file = checkpoint.files[0];
   const layers = new Set<number>(), targets = new Set<TargetModule>();
-  const found = new Map<string, string>();
-  for (const key of checkpoint.tensors.keys()) {
-    const parsed = fromPeftKey(key);
-    if (!parsed) throw new AdapterError(`${file}: tensor '${key}' is not a LoRA weight of a decoder layer`);
+  const found = new Map<string, TensorInfo>();
+  for (const info of header.tensors) {
+    const parsed = fromPeftKey(info.name);
+    if (!parsed) {
+      throw new AdapterError(`${file}: tensor '${info.name}' is not a LoRA weight of a decoder layer`);
+    }
     if (!TARGET_MODULES.includes(parsed.module as TargetModule)) {
-      throw new AdapterError(`${file}: tensor '${key}' targets '${parsed.module}', which the model lacks`);
+      throw new AdapterError(
+        `${file}: tensor '${info.name}' targets '${parsed.module}', which the model lacks`,
+      );
+    }
+    if (parsed.layer >= cfg.numLayers) {
+      throw new AdapterError(
+        `${file}: tensor '${info.name}' is for layer ${parsed.layer}; the model has layers 0..${
+          cfg.numLayers - 1
+        }`,
+      );
     }
     layers.add(parsed.layer);
     targets.add(parsed.module as TargetModule);
-    found.set(parsed.name, key);
+    found.set(parsed.name, info);
   }
   if (found.size === 0) throw new AdapterError(`${file}: holds no LoRA tensors`);
   let config: LoraConfig;
@@ -127,19 +141,22 @@ export async function readAdapter(dir: string, cfg: ModelConfig): Promise<Adapte
   }
   const params: Record<string, HostTensor> = {};
   for (const [name, shape] of loraShapes(cfg, config)) {
-    const key = found.get(name);
-    if (!key) {
+    const info = found.get(name);
+    if (!info) {
       throw new AdapterError(
         `${file}: '${toPeftKey(name)}' is missing (other modules of that layer have LoRA)`,
       );
     }
-    const info = checkpoint.get(key);
+    const key = info.name;
     if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
       throw new AdapterError(
         `${file}: tensor '${key}' has shape [${info.shape}], the model needs [${shape}] for rank ${rank}`,
       );
     }
-    params[name] = hostTensor("float32", shape, await readTensorF32(info));
+    const data = await readTensorF32(info).catch((e) => {
+      throw new AdapterError(`${file}: cannot read tensor '${key}' (${(e as Error).message})`);
+    });
+    params[name] = hostTensor("float32", shape, data);
   }
   return {
     dir,

@@ -154,11 +154,11 @@ Deno.test("tiny-data: split sizes, well-formed rows, the answer decided by the o
     assert.equal(rows.length, size, split);
     for (const r of rows) {
       assert.deepEqual(Object.keys(r), ["prompt", "completion", "choices", "label"]);
-      assert.deepEqual([...r.choices].sort(), Object.keys(COLORS).sort());
+      assert.deepEqual([...r.choices].sort(), Object.keys(COLORS).map((c) => ` ${c}`).sort());
       const objects = r.prompt.split(" ").filter((w) => colorOf.has(w));
       assert.equal(objects.length, 1, r.prompt);
       assert.equal(r.completion, ` ${colorOf.get(objects[0])}`, r.prompt);
-      assert.equal(r.choices[r.label], r.completion.trim());
+      assert.equal(r.choices[r.label], r.completion);
       if (split === "train") seen.add(objects[0]);
       else assert.ok(seen.has(objects[0]), `${split} object '${objects[0]}' never appears in train`);
     }
