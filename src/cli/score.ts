@@ -8,7 +8,7 @@ import { DataError, readJsonl } from "../data/jsonl.ts";
 import { buildScoringGraph } from "../model/graphs.ts";
 import { type ChoiceRow, type CompletionRow, Scorer } from "../model/score.ts";
 import { requireString } from "./args.ts";
-import { type Command, UsageError } from "./command.ts";
+import type { Command } from "./command.ts";
 import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
 
 /** Splits rows into multiple-choice or completion rows; a row of neither form is a DataError naming file:line. */

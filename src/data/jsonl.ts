@@ -1,6 +1,13 @@
 /**
  * JSON Lines files: one JSON value per line; blank lines are skipped. Errors give `file:line` and the reason.
  *
+ * @example
+ * ```ts
+ * import { parseJsonl } from "./jsonl.ts";
+ * const rows = parseJsonl('{"text": "a"}\n\n{"text": "b"}\n', "mem.jsonl");
+ * if (rows[1].line !== 3) throw new Error("line numbers count blank lines");
+ * ```
+ *
  * @module
  */
 
@@ -15,14 +22,8 @@ export class DataError extends Error {
   override name = "DataError";
 }
 
-/** Reads every non-blank line of `file` as JSON. */
-export async function readJsonl(file: string): Promise<JsonlRow[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    throw new DataError(`${file}: cannot read (${(e as Error).message})`);
-  }
+/** Parses every non-blank line of `text` as JSON; `file` names the text in errors (`file:line`). */
+export function parseJsonl(text: string, file: string): JsonlRow[] {
   const rows: JsonlRow[] = [];
   text.split("\n").forEach((raw, i) => {
     if (raw.trim() === "") return;
@@ -33,4 +34,15 @@ export async function readJsonl(file: string): Promise<JsonlRow[]> {
     }
   });
   return rows;
+}
+
+/** Reads every non-blank line of `file` as JSON. */
+export async function readJsonl(file: string): Promise<JsonlRow[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new DataError(`${file}: cannot read (${(e as Error).message})`);
+  }
+  return parseJsonl(text, file);
 }
