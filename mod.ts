@@ -26,6 +26,8 @@
 export * from "./src/graph/mod.ts";
 export * from "./src/train/mod.ts";
 export * from "./src/model/mod.ts";
+export * from "./src/data/mod.ts";
+export * from "./src/flexora/mod.ts";
 export { type Device, DeviceError, DEVICES, resolveDevice } from "./src/runtime/device.ts";
 export {
   createSession,

@@ -25,6 +25,9 @@ export interface Command {
   run(values: Record<string, unknown>, positionals: string[], io: Io): Promise<number>;
 }
 
+/** The process's console (stdout and stderr). */
+export const consoleIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
+
 /** Thrown for bad command-line input; exit code 2 (other errors exit 1). */
 export class UsageError extends Error {
   override name = "UsageError";

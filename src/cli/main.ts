@@ -4,15 +4,21 @@
  * @module
  */
 
-import { type Command, type Io, runCommand } from "./command.ts";
+import { type Command, consoleIo, type Io, runCommand } from "./command.ts";
+import { compareCommand } from "./compare.ts";
+import { finetuneCommand } from "./finetune.ts";
 import { generateCommand } from "./generate.ts";
 import { scoreCommand } from "./score.ts";
 import { version } from "./version.ts";
 
 /** Every command, in the order `--help` lists them. Later work adds finetune, serve, … */
-export const COMMANDS: readonly Command[] = [generateCommand, scoreCommand, version];
-
-const consoleIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
+export const COMMANDS: readonly Command[] = [
+  finetuneCommand,
+  compareCommand,
+  generateCommand,
+  scoreCommand,
+  version,
+];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -172,6 +172,8 @@ export interface WriteAdapterOptions {
   baseModel?: string | null;
   /** Extra fields merged into `adapter_config.json` (such as `layers_to_transform`). */
   extraConfig?: Record<string, unknown>;
+  /** Further files to write into the adapter folder, by name (such as `flexora.json`). */
+  extraFiles?: Record<string, string>;
 }
 
 /**
@@ -213,6 +215,9 @@ export async function writeAdapter(
       ...options.extraConfig,
     };
     await Deno.writeTextFile(join(tmp, "adapter_config.json"), JSON.stringify(json, null, 2) + "\n");
+    for (const [name, text] of Object.entries(options.extraFiles ?? {})) {
+      await Deno.writeTextFile(join(tmp, name), text);
+    }
     await Deno.rename(tmp, dir);
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});

@@ -1,0 +1,259 @@
+/**
+ * `flexora finetune` (also `deno task finetune`): the whole Flexora pipeline, or a baseline, from the command line.
+ *
+ * With no arguments it runs on the project's own fixtures (a tiny random Llama and a small color task) with
+ * settings sized for them, and writes an adapter under `out/`.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadDataset } from "../data/dataset.ts";
+import { TARGET_MODULES, type TargetModule } from "../model/lora.ts";
+import { type FinetuneInput, resolveOptions } from "../flexora/options.ts";
+import { finetune, type FinetuneResult } from "../flexora/pipeline.ts";
+import { StoppedError } from "../flexora/progress.ts";
+import { numberOption } from "./args.ts";
+import { type Command, UsageError } from "./command.ts";
+import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
+import { progressReporter } from "./progress.ts";
+
+const FIXTURES = fileURLToPath(new URL("../../fixtures/", import.meta.url));
+
+/**
+ * Settings the no-argument run uses on the fixtures: every projection and larger learning rates, because the
+ * tiny random model learns the task slowly at the paper's settings (which are for 7B models).
+ */
+const ALL_MODULES = [...TARGET_MODULES];
+export const FIXTURE_SETTINGS: FinetuneInput = {
+  search: { loraLr: 1e-2, gateLr: 0.05, epochs: 3, lora: { targets: ALL_MODULES } },
+  retrain: { lr: 1e-2, epochs: 20, lora: { targets: ALL_MODULES } },
+  maxLength: 64,
+};
+
+type Values = Record<string, unknown>;
+
+/** Finetune options from parsed command-line values (`fixture`: start from the fixture settings). */
+export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
+  const num = (name: string, o: Parameters<typeof numberOption>[2] = {}) => numberOption(values, name, o);
+  const lora: Record<string, unknown> = {};
+  if (values.rank !== undefined) lora.rank = num("rank", { integer: true, min: 1 });
+  if (values.alpha !== undefined) lora.alpha = num("alpha", { positive: true });
+  if (values.rslora) lora.rslora = true;
+  if (values.targets !== undefined) {
+    const targets = String(values.targets).split(",").map((t) => t.trim());
+    const bad = targets.find((t) => !TARGET_MODULES.includes(t as TargetModule));
+    if (bad !== undefined) {
+      throw new UsageError(`--targets has '${bad}'; choose from ${TARGET_MODULES.join(", ")}`);
+    }
+    lora.targets = targets;
+  }
+  const base = fixture ? FIXTURE_SETTINGS : {};
+  const drop = <T extends Record<string, unknown>>(o: T) =>
+    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  return {
+    ...base,
+    ...drop({
+      method: values.method as FinetuneInput["method"],
+      select: values.select as string | undefined,
+      seed: num("seed", { integer: true }),
+      maxLength: num("max-length", { integer: true, min: 1 }),
+      valSize: num("val-size", { integer: true, min: 1 }),
+      checkpointEvery: num("checkpoint-every", { integer: true, min: 0 }),
+    }),
+    search: {
+      ...base.search,
+      ...drop({
+        loraLr: num("search-lr", { positive: true }),
+        gateLr: num("gate-lr", { positive: true }),
+        epochs: num("search-epochs", { integer: true, min: 1 }),
+        hypergradient: values.hypergradient as "first-order" | undefined,
+      }),
+      lora: { ...base.search?.lora, ...lora },
+    },
+    retrain: {
+      ...base.retrain,
+      ...drop({
+        lr: num("lr", { positive: true }),
+        epochs: num("epochs", { integer: true, min: 1 }),
+        batchSize: num("batch-size", { integer: true, min: 1 }),
+        warmupRatio: num("warmup-ratio", { min: 0, max: 1 }),
+        schedule: values.schedule as "cosine" | undefined,
+        earlyStoppingPatience: num("early-stopping", { integer: true, min: 0 }),
+      }),
+      lora: { ...base.retrain?.lora, ...lora },
+    },
+  };
+}
+
+/** The JSON summary printed by `--json`. */
+export function summary(r: FinetuneResult): Record<string, unknown> {
+  const last = r.retrain.epochs.at(-1);
+  return {
+    method: r.method,
+    adapter: r.adapterDir ?? null,
+    selectedLayers: r.layers,
+    gates: r.search ? { logits: r.search.logits, values: r.search.gates } : null,
+    ranking: r.selection?.ranking ?? null,
+    trainableParams: r.trainableParams,
+    test: last?.test ?? null,
+    validation: last?.validation ?? null,
+    epochs: r.retrain.epochs,
+    timings: r.timings,
+    truncated: r.truncated,
+    dropped: r.dropped,
+  };
+}
+
+export const finetuneCommand: Command = {
+  name: "finetune",
+  summary: "search gates, select layers, retrain LoRA on them and write a PEFT adapter (or a baseline)",
+  usage: "[--model DIR --data DATASET] [--out DIR] [--method flexora|lora|random-k] [--select RULE] " +
+    "[--resume DIR] [options] [--json]",
+  options: {
+    ...MODEL_OPTIONS,
+    data: { type: "string" },
+    out: { type: "string" },
+    method: { type: "string" },
+    select: { type: "string" },
+    rank: { type: "string" },
+    alpha: { type: "string" },
+    rslora: { type: "boolean" },
+    targets: { type: "string" },
+    "search-lr": { type: "string" },
+    "gate-lr": { type: "string" },
+    "search-epochs": { type: "string" },
+    hypergradient: { type: "string" },
+    lr: { type: "string" },
+    epochs: { type: "string" },
+    "batch-size": { type: "string" },
+    "warmup-ratio": { type: "string" },
+    schedule: { type: "string" },
+    "early-stopping": { type: "string" },
+    "val-file": { type: "string" },
+    "val-size": { type: "string" },
+    "max-length": { type: "string" },
+    seed: { type: "string" },
+    "checkpoint-every": { type: "string" },
+    "checkpoint-dir": { type: "string" },
+    resume: { type: "string" },
+    "pad-layers": { type: "boolean" },
+  },
+  help: {
+    ...MODEL_HELP,
+    model: "DIR  Hugging Face model directory (default: the fixture tiny Llama, with --data defaulting too)",
+    data: "DATASET  JSONL file or folder with train/validation/test files, or a benchmark folder",
+    out: "DIR  new folder for the adapter (default out/adapter-<time>)",
+    method:
+      "M  flexora (default), lora (all layers) or random-k (as many seeded random layers as --select top-k:K)",
+    select: "RULE  positive (logit > 0, default), top-k:K or threshold:T",
+    rank: "R  LoRA rank (default 8)",
+    alpha: "A  lora_alpha (default 16)",
+    rslora: "scale by alpha/sqrt(rank)",
+    targets: "LIST  comma-separated projections (default q_proj,v_proj)",
+    "search-lr": "LR  LoRA learning rate in the search (default 1e-4)",
+    "gate-lr": "LR  gate learning rate (default 0.01)",
+    "search-epochs": "N  search epochs (default 1)",
+    hypergradient: "H  first-order (default)",
+    lr: "LR  retraining peak learning rate (default 1e-4)",
+    epochs: "N  retraining epochs (default 3)",
+    "batch-size": "N  retraining batch size (default 8)",
+    "warmup-ratio": "F  warmup fraction (default 0.1)",
+    schedule: "S  cosine (default), linear or constant",
+    "early-stopping": "N  stop after N epochs without validation improvement (default off)",
+    "val-file": "FILE  validation examples (default: the dataset's validation split, else carved from train)",
+    "val-size": "N  examples carved from train for validation (default 200)",
+    "max-length": "N  longest sequence in tokens (default 512)",
+    seed: "S  seed of data order, init and carving (default 0)",
+    "checkpoint-every": "N  steps between checkpoints (default 50)",
+    "checkpoint-dir": "DIR  checkpoint folder (default <out>.checkpoints)",
+    resume: "DIR  continue the run whose checkpoints are in DIR, with its recorded settings",
+    "pad-layers": "write zero A/B for layers without LoRA (LoRAX, TGI)",
+  },
+  async run(values, _positionals, io) {
+    let args: Values = values;
+    if (typeof values.resume === "string") {
+      const run = JSON.parse(
+        await Deno.readTextFile(join(values.resume, "run.json")).catch(() => {
+          throw new UsageError(
+            `--resume ${values.resume}: no run.json there; is it a checkpoint folder of finetune?`,
+          );
+        }),
+      );
+      args = {
+        ...run.args,
+        resume: values.resume,
+        json: values.json,
+        device: values.device ?? run.args.device,
+      };
+    }
+    const fixture = args.model === undefined && args.data === undefined;
+    if (!fixture && (args.model === undefined || args.data === undefined)) {
+      throw new UsageError("give both --model and --data, or neither (to run on the fixtures)");
+    }
+    if (fixture) args = { ...args, model: join(FIXTURES, "tiny-llama"), data: join(FIXTURES, "tiny-data") };
+    const input = finetuneInput(args, fixture);
+    const resolved = resolveOptions(input); // validate before loading anything
+    const out = (args.out as string | undefined) ??
+      join("out", `adapter-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+    const checkpointDir = (args.resume as string | undefined) ??
+      (args["checkpoint-dir"] as string | undefined) ??
+      `${out}.checkpoints`;
+    await Deno.mkdir(checkpointDir, { recursive: true });
+    await Deno.writeTextFile(
+      join(checkpointDir, "run.json"),
+      JSON.stringify(
+        { args: { ...args, out, json: undefined, resume: undefined }, options: resolved },
+        null,
+        2,
+      ),
+    );
+    const { model } = await openModel(args, io);
+    const data = await loadDataset(args.data as string, { tokenizer: model.tokenizer });
+    const withVal = typeof args["val-file"] === "string"
+      ? {
+        ...data,
+        validation: (await loadDataset(args["val-file"] as string, { tokenizer: model.tokenizer })).train,
+      }
+      : data;
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    Deno.addSignalListener("SIGINT", stop);
+    try {
+      const result = await finetune(model, withVal, input, {
+        out,
+        checkpointDir,
+        resume: typeof args.resume === "string",
+        signal: controller.signal,
+        padLayers: args["pad-layers"] === true,
+        onProgress: progressReporter(io),
+        onWarning: (w) => io.err(`warning: ${w}`),
+      });
+      const s = summary(result);
+      if (values.json) io.out(JSON.stringify(s));
+      else {
+        io.out(
+          `adapter written to ${out}: layers [${result.layers}], ${result.trainableParams} trainable parameters`,
+        );
+        const test = result.retrain.epochs.at(-1)?.test;
+        if (test) {
+          io.out(
+            `test loss ${test.loss.toFixed(4)}${
+              test.accuracy !== undefined ? `, accuracy ${test.accuracy.toFixed(4)}` : ""
+            }`,
+          );
+        }
+      }
+      return 0;
+    } catch (e) {
+      if (!(e instanceof StoppedError)) throw e;
+      io.err(
+        `stopped: ${e.message}; checkpoint kept in ${checkpointDir}; continue with --resume ${checkpointDir}`,
+      );
+      return 130;
+    } finally {
+      Deno.removeSignalListener("SIGINT", stop);
+    }
+  },
+};

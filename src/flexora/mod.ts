@@ -1,0 +1,37 @@
+/**
+ * Flexora: gate search, layer selection, retraining, export, and the whole pipeline.
+ *
+ * @module
+ */
+
+export { CHECKPOINT_VERSION, type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+export { type ExportOptions, exportPeft, type FlexoraReport, modelHash, REPORT_VERSION } from "./export.ts";
+export {
+  defaultOptions,
+  type FinetuneInput,
+  type FinetuneOptions,
+  type LoraOptions,
+  OptionsError,
+  resolveOptions,
+  type RetrainOptions,
+  type SearchOptions,
+} from "./options.ts";
+export { finetune, type FinetuneHooks, type FinetuneResult, randomLayers } from "./pipeline.ts";
+export { DivergedError, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
+export {
+  type EpochMetrics,
+  type EvalMetrics,
+  type EvalRow,
+  evaluate,
+  retrain,
+  type RetrainData,
+  type RetrainResult,
+} from "./retrain.ts";
+export { type GateRecord, gatesOf, type SearchData, searchGates, type SearchResult } from "./search.ts";
+export {
+  formatSelection,
+  parseSelection,
+  type Selection,
+  type SelectionRule,
+  selectLayers,
+} from "./select.ts";

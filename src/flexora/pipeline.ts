@@ -1,0 +1,159 @@
+/**
+ * The whole pipeline in one call: data → gate search → layer selection → retraining → evaluation → PEFT export,
+ * or one of the baselines in the same harness (`lora` on every layer, `random-k` on seeded random layers).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { carveValidation, type Dataset, loadDataset } from "../data/dataset.ts";
+import type { Example } from "../data/example.ts";
+import { tokenizeExamples } from "../data/tokenize.ts";
+import { loadModel, type Model } from "../model/model.ts";
+import { Rng } from "../util/random.ts";
+import { type ExportOptions, exportPeft } from "./export.ts";
+import { type FinetuneInput, type FinetuneOptions, resolveOptions } from "./options.ts";
+import type { RunHooks } from "./progress.ts";
+import { retrain, type RetrainResult } from "./retrain.ts";
+import { searchGates, type SearchResult } from "./search.ts";
+import { formatSelection, type Selection, selectLayers } from "./select.ts";
+
+/** What {@link finetune} did. */
+export interface FinetuneResult {
+  readonly method: FinetuneOptions["method"];
+  readonly options: FinetuneOptions;
+  readonly layers: number[];
+  readonly search?: SearchResult;
+  readonly selection?: Selection;
+  readonly retrain: RetrainResult;
+  /** Trainable parameters of the retrained adapter. */
+  readonly trainableParams: number;
+  /** Seconds per stage. */
+  readonly timings: Record<string, number>;
+  /** Examples cut to maxLength, and dropped for having no completion tokens left, in train and validation. */
+  readonly truncated: number;
+  readonly dropped: number;
+  /** Where the adapter was written, when an output folder was given. */
+  readonly adapterDir?: string;
+}
+
+/** Hooks of {@link finetune}: progress, stop, checkpoints (one folder per stage under `checkpointDir`), output. */
+export interface FinetuneHooks extends RunHooks, ExportOptions {
+  /** Write the adapter here (a new folder). */
+  out?: string;
+  /** Called with warnings (empty selection, truncation). */
+  onWarning?: (message: string) => void;
+}
+
+/** `k` distinct layers out of `n`, seeded, ascending. */
+export function randomLayers(n: number, k: number, seed: number): number[] {
+  return new Rng(seed).shuffle([...Array(n).keys()]).slice(0, k).sort((a, b) => a - b);
+}
+
+/** Runs the whole pipeline on a model (or its folder) and a dataset (or its path). */
+export async function finetune(
+  modelOrDir: Model | string,
+  dataOrPath: Dataset | string,
+  input: FinetuneInput = {},
+  hooks: FinetuneHooks = {},
+): Promise<FinetuneResult> {
+  const options = resolveOptions(input);
+  const model = typeof modelOrDir === "string" ? await loadModel(modelOrDir) : modelOrDir;
+  const data = typeof dataOrPath === "string"
+    ? await loadDataset(dataOrPath, { tokenizer: model.tokenizer })
+    : dataOrPath;
+  const split = data.validation
+    ? { train: data.train, validation: data.validation }
+    : carveValidation(data.train, options.valSize, options.seed);
+  const tokenize = (examples: readonly Example[]) =>
+    tokenizeExamples(examples, model.tokenizer, { maxLength: options.maxLength, appendEos: true });
+  const train = tokenize(split.train), validation = tokenize(split.validation);
+  const truncated = train.truncated + validation.truncated, dropped = train.dropped + validation.dropped;
+  if (truncated || dropped) {
+    hooks.onWarning?.(
+      `maxLength ${options.maxLength}: ${truncated} examples truncated, ${dropped} dropped (no completion tokens left)`,
+    );
+  }
+  const stageHooks = (stage: string): RunHooks => ({
+    ...hooks,
+    checkpointDir: hooks.checkpointDir ? join(hooks.checkpointDir, stage) : undefined,
+  });
+  const timings: Record<string, number> = {};
+  const common = {
+    seed: options.seed,
+    weightDecay: options.weightDecay,
+    maxGradNorm: options.maxGradNorm,
+    checkpointEvery: options.checkpointEvery,
+  };
+  const L = model.config.numLayers;
+  let layers: number[], search: SearchResult | undefined, selection: Selection | undefined;
+  if (options.method === "flexora") {
+    search = await searchGates(model, { train: train.sequences, validation: validation.sequences }, {
+      ...options.search,
+      ...common,
+    }, stageHooks("search"));
+    timings.search = search.seconds;
+    selection = selectLayers(search.logits, options.select);
+    if (selection.warning) hooks.onWarning?.(selection.warning);
+    layers = selection.layers;
+  } else if (options.method === "lora") {
+    layers = [...Array(L).keys()];
+  } else {
+    if (options.select.kind !== "top-k") {
+      throw new Error(
+        `Cannot start training: method random-k needs the layer count as select top-k:K, got ${
+          formatSelection(options.select)
+        }`,
+      );
+    }
+    layers = randomLayers(L, Math.min(options.select.k, L), options.seed);
+  }
+  const retrained = await retrain(
+    model,
+    { train: train.sequences, validation: split.validation, test: data.test },
+    layers,
+    { ...options.retrain, ...common },
+    stageHooks("retrain"),
+  );
+  timings.retrain = retrained.seconds;
+  const trainableParams = Object.values(retrained.params).reduce((s, t) => s + t.data.length, 0);
+  let adapterDir: string | undefined;
+  if (hooks.out) {
+    const started = performance.now();
+    await exportPeft(hooks.out, model, retrained, {
+      method: options.method,
+      gates: search ? { logits: search.logits, values: search.gates } : undefined,
+      selectedLayers: layers,
+      ranking: selection?.ranking,
+      selectionRule: options.method === "flexora" ? formatSelection(options.select) : undefined,
+      metrics: {
+        search: search && { steps: search.steps, seconds: search.seconds, history: search.history },
+        retrain: {
+          steps: retrained.steps,
+          seconds: retrained.seconds,
+          epochs: retrained.epochs,
+          stoppedEarly: retrained.stoppedEarly,
+        },
+        trainableParams,
+      },
+      options,
+      seed: options.seed,
+      dataHash: data.hash,
+    }, hooks);
+    timings.export = (performance.now() - started) / 1000;
+    adapterDir = hooks.out;
+  }
+  return {
+    method: options.method,
+    options,
+    layers,
+    search,
+    selection,
+    retrain: retrained,
+    trainableParams,
+    timings,
+    truncated,
+    dropped,
+    adapterDir,
+  };
+}

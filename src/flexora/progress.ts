@@ -1,0 +1,54 @@
+/**
+ * Progress of long calls, and how they are stopped.
+ *
+ * @module
+ */
+
+/** One progress report. */
+export interface ProgressEvent {
+  readonly stage: "search" | "retrain" | "evaluate" | "export";
+  /** Updates done in this stage, and in all. */
+  readonly step: number;
+  readonly total: number;
+  /** Training loss of the last step, validation loss of the last gate step (search). */
+  readonly loss?: number;
+  readonly valLoss?: number;
+  /** Gate values per layer after the last step (search). */
+  readonly gates?: readonly number[];
+  /** Seconds since the stage started, and the estimate of what remains. */
+  readonly elapsed: number;
+  readonly eta: number;
+  /** A free-form line (evaluation results, warnings). */
+  readonly message?: string;
+}
+
+/** What long calls accept: a progress callback, an abort signal, and where to keep checkpoints. */
+export interface RunHooks {
+  onProgress?: (event: ProgressEvent) => void;
+  /** Stops the run between steps; the last state is checkpointed first when a checkpoint dir is set. */
+  signal?: AbortSignal;
+  /** Directory for this stage's checkpoint (written every `checkpointEvery` steps, at the end, and on stop). */
+  checkpointDir?: string;
+  /** Continue from the checkpoint in `checkpointDir`. */
+  resume?: boolean;
+}
+
+/** Thrown when a run is stopped through its signal; `checkpoint` says where its state was kept. */
+export class StoppedError extends Error {
+  override name = "StoppedError";
+  readonly checkpoint?: string;
+  constructor(message: string, checkpoint?: string) {
+    super(message);
+    this.checkpoint = checkpoint;
+  }
+}
+
+/** Thrown when the loss stops being finite; names the step and where the last good state was kept. */
+export class DivergedError extends Error {
+  override name = "DivergedError";
+}
+
+/** Seconds-based ETA from steps done so far. */
+export function eta(elapsed: number, done: number, total: number): number {
+  return done > 0 ? (elapsed / done) * (total - done) : 0;
+}

@@ -1,0 +1,186 @@
+/**
+ * Retraining: a fresh, seeded LoRA on only the selected layers (no gates), with a warmup-then-decay schedule,
+ * evaluated after each epoch; optional early stopping on validation loss.
+ *
+ * @module
+ */
+
+import { BatchPlan } from "../data/batches.ts";
+import { batchFeeds, type Sequence } from "../model/batch.ts";
+import { buildScoringGraph } from "../model/graphs.ts";
+import { initLora, type LoraConfig } from "../model/lora.ts";
+import type { Model } from "../model/model.ts";
+import { Scorer } from "../model/score.ts";
+import { buildLoraTrainStep } from "../model/train_graphs.ts";
+import type { HostTensor } from "../runtime/session.ts";
+import { adamw } from "../train/optim.ts";
+import { makeSchedule } from "../train/schedule.ts";
+import { TrainLoop } from "../train/step.ts";
+import { resumePoint, runStage } from "./loop.ts";
+import type { RetrainOptions } from "./options.ts";
+import type { RunHooks } from "./progress.ts";
+import { loraConfig } from "./search.ts";
+
+/** A row to evaluate: a completion, and choices with a label for multiple choice. */
+export interface EvalRow {
+  readonly prompt: string;
+  readonly completion: string;
+  readonly choices?: readonly string[];
+  readonly label?: number;
+}
+
+/** Training sequences and the rows to evaluate on. */
+export interface RetrainData {
+  readonly train: readonly Sequence[];
+  readonly validation?: readonly EvalRow[] | null;
+  readonly test?: readonly EvalRow[] | null;
+}
+
+/** Metrics of one evaluation. */
+export interface EvalMetrics {
+  /** Mean loss per completion token. */
+  readonly loss: number;
+  /** Multiple-choice accuracy, when the rows have choices and labels. */
+  readonly accuracy?: number;
+  readonly n: number;
+}
+
+/** Metrics after one epoch. */
+export interface EpochMetrics {
+  readonly epoch: number;
+  /** Mean training loss over the epoch's steps. */
+  readonly trainLoss: number;
+  readonly validation?: EvalMetrics;
+  readonly test?: EvalMetrics;
+}
+
+/** The retrained adapter and its record. */
+export interface RetrainResult {
+  readonly config: LoraConfig;
+  readonly params: Record<string, HostTensor>;
+  readonly epochs: EpochMetrics[];
+  readonly steps: number;
+  readonly seconds: number;
+  readonly stoppedEarly: boolean;
+}
+
+/** Loss (and accuracy for multiple choice) of `rows` under an adapter. */
+export async function evaluate(scorer: Scorer, rows: readonly EvalRow[]): Promise<EvalMetrics> {
+  const { nll } = await scorer.completions(rows);
+  const mc = rows.filter((r) => r.choices && r.label !== undefined);
+  if (mc.length === 0) return { loss: nll, n: rows.length };
+  const { accuracy } = await scorer.multipleChoice(
+    mc.map((r) => ({ prompt: r.prompt, choices: r.choices!, label: r.label })),
+  );
+  return { loss: nll, accuracy, n: rows.length };
+}
+
+/** Retrains on `layers`; see the module doc. */
+export async function retrain(
+  model: Model,
+  data: RetrainData,
+  layers: readonly number[],
+  options: RetrainOptions & {
+    seed: number;
+    weightDecay: number;
+    maxGradNorm: number;
+    checkpointEvery: number;
+  },
+  hooks: RunHooks = {},
+): Promise<RetrainResult> {
+  if (data.train.length === 0) {
+    throw new Error("retraining needs training examples; the train split is empty");
+  }
+  const lora = loraConfig(model, options.lora, layers);
+  const { graph, step } = buildLoraTrainStep(
+    model.config,
+    model.weights,
+    { config: lora },
+    adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm }),
+  );
+  const session = await model.session({ graph, outputs: step.outputs });
+  const scoring = await model.session(buildScoringGraph(model.config, model.weights, { config: lora }));
+  const plan = new BatchPlan(data.train, { batchSize: options.batchSize, seed: options.seed });
+  const perEpoch = plan.batchesPerEpoch, total = options.epochs * perEpoch;
+  const lrAt = makeSchedule({
+    kind: options.schedule,
+    lr: options.lr,
+    totalSteps: total,
+    warmupRatio: options.warmupRatio,
+  });
+  const pad = model.tokenizer.padTokenId ?? 0;
+
+  const resumed = await resumePoint("retrain", hooks);
+  const epochs: EpochMetrics[] = (resumed?.record.epochs as EpochMetrics[] | undefined) ?? [];
+  let epochLosses: number[] = (resumed?.record.epochLosses as number[] | undefined) ?? [];
+  const loop = new TrainLoop(
+    session,
+    step,
+    resumed?.tensors ?? initLora(model.config, lora, options.seed),
+    resumed?.step ?? 0,
+  );
+  let best = Infinity, sinceBest = 0, stoppedEarly = false;
+  const started = performance.now();
+  try {
+    await runStage(
+      loop,
+      {
+        stage: "retrain",
+        totalSteps: total,
+        stepsPerEpoch: perEpoch,
+        feeds: (s) => batchFeeds(plan.epoch(Math.floor(s / perEpoch))[s % perEpoch], pad),
+        lr: (s) => lrAt(s),
+        after: (_, result) => (epochLosses.push(result.loss), {}),
+        record: () => ({ epochs, epochLosses }),
+        endOfEpoch: async (s) => {
+          const scorer = new Scorer(scoring, model.tokenizer, { adapterInputs: loop.params() });
+          const metrics: EpochMetrics = {
+            epoch: Math.floor(s / perEpoch) + 1,
+            trainLoss: epochLosses.reduce((a, b) => a + b, 0) / epochLosses.length,
+            validation: data.validation?.length ? await evaluate(scorer, data.validation) : undefined,
+            test: data.test?.length ? await evaluate(scorer, data.test) : undefined,
+          };
+          epochs.push(metrics);
+          epochLosses = [];
+          hooks.onProgress?.({
+            stage: "evaluate",
+            step: s + 1,
+            total,
+            elapsed: (performance.now() - started) / 1000,
+            eta: 0,
+            message: describeEpoch(metrics),
+          });
+          if (!options.earlyStoppingPatience || !metrics.validation) return false;
+          if (metrics.validation.loss < best) [best, sinceBest] = [metrics.validation.loss, 0];
+          else sinceBest++;
+          stoppedEarly = sinceBest >= options.earlyStoppingPatience && s + 1 < total;
+          return stoppedEarly;
+        },
+      },
+      hooks,
+      options.checkpointEvery,
+    );
+  } finally {
+    await session.release();
+    await scoring.release();
+  }
+  return {
+    config: lora,
+    params: loop.params(),
+    epochs,
+    steps: loop.steps,
+    seconds: (performance.now() - started) / 1000,
+    stoppedEarly,
+  };
+}
+
+/** One line about an epoch's metrics. */
+export function describeEpoch(m: EpochMetrics): string {
+  const parts = [`epoch ${m.epoch}: train loss ${m.trainLoss.toFixed(4)}`];
+  if (m.validation) parts.push(`validation loss ${m.validation.loss.toFixed(4)}`);
+  if (m.test) {
+    parts.push(`test loss ${m.test.loss.toFixed(4)}`);
+    if (m.test.accuracy !== undefined) parts.push(`test accuracy ${m.test.accuracy.toFixed(4)}`);
+  }
+  return parts.join(", ");
+}

@@ -1,0 +1,152 @@
+/**
+ * Flexora's gate search: LoRA on every layer, each layer's branches scaled by its gate g = N·softmax(logits);
+ * each step updates the LoRA weights on a training batch (gates fixed, AdamW) and then the gate logits on a
+ * validation batch at the updated weights (Adam): hyperparameter optimisation by one-step unrolled
+ * differentiation, first order, as the authors' code runs it.
+ *
+ * @module
+ */
+
+import { BatchPlan } from "../data/batches.ts";
+import { batchFeeds, type Sequence } from "../model/batch.ts";
+import { GATE_LOGITS } from "../model/graphs.ts";
+import { initLora, type LoraConfig, validateLora } from "../model/lora.ts";
+import type { Model } from "../model/model.ts";
+import { buildSearchStep } from "../model/train_graphs.ts";
+import { hostTensor } from "../runtime/session.ts";
+import { adamw } from "../train/optim.ts";
+import { TrainLoop } from "../train/step.ts";
+import { resumePoint, runStage } from "./loop.ts";
+import type { LoraOptions, SearchOptions } from "./options.ts";
+import type { RunHooks } from "./progress.ts";
+
+/** Training and validation sequences. */
+export interface SearchData {
+  readonly train: readonly Sequence[];
+  readonly validation: readonly Sequence[];
+}
+
+/** Gate values at one step. */
+export interface GateRecord {
+  readonly step: number;
+  readonly logits: number[];
+  readonly gates: number[];
+  readonly trainLoss: number;
+  readonly valLoss: number;
+}
+
+/** What the search found. */
+export interface SearchResult {
+  /** Final gate logits and gates g = N·softmax(logits), per layer. */
+  readonly logits: number[];
+  readonly gates: number[];
+  /** Gate values after every step. */
+  readonly history: GateRecord[];
+  readonly steps: number;
+  readonly seconds: number;
+}
+
+/** A LoRA configuration on `layers` from options. */
+export function loraConfig(model: Model, lora: LoraOptions, layers: readonly number[]): LoraConfig {
+  return validateLora(model.config, {
+    rank: lora.rank,
+    alpha: lora.alpha,
+    rslora: lora.rslora,
+    targets: lora.targets,
+    layers,
+  });
+}
+
+/** Gates g = N·softmax(logits). */
+export function gatesOf(logits: readonly number[]): number[] {
+  const max = Math.max(...logits);
+  const e = logits.map((v) => Math.exp(v - max));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => (v / sum) * logits.length);
+}
+
+/** Runs the search; see the module doc. */
+export async function searchGates(
+  model: Model,
+  data: SearchData,
+  options: SearchOptions & {
+    seed: number;
+    weightDecay: number;
+    maxGradNorm: number;
+    checkpointEvery: number;
+  },
+  hooks: RunHooks = {},
+): Promise<SearchResult> {
+  if (options.hypergradient !== "first-order") {
+    throw new Error(`hypergradient '${options.hypergradient}' is not available yet; use 'first-order'`);
+  }
+  if (data.train.length === 0) {
+    throw new Error("the search needs training examples; the train split is empty");
+  }
+  if (data.validation.length === 0) {
+    throw new Error("the search needs validation examples; the validation split is empty");
+  }
+  const L = model.config.numLayers;
+  const lora = loraConfig(model, options.lora, [...Array(L).keys()]);
+  const { graph, step } = buildSearchStep(model.config, model.weights, lora, {
+    lora: adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm }),
+    gates: adamw({ weightDecay: 0 }),
+  });
+  const session = await model.session({ graph, outputs: step.outputs });
+  const trainPlan = new BatchPlan(data.train, { batchSize: options.batchSize, seed: options.seed });
+  const valPlan = new BatchPlan(data.validation, { batchSize: options.valBatchSize, seed: options.seed + 1 });
+  const total = options.epochs * trainPlan.batchesPerEpoch;
+  const pad = model.tokenizer.padTokenId ?? 0;
+
+  const resumed = await resumePoint("search", hooks);
+  const history: GateRecord[] = (resumed?.record.history as GateRecord[] | undefined) ?? [];
+  const initial = resumed?.tensors ?? {
+    ...initLora(model.config, lora, options.seed),
+    [GATE_LOGITS]: hostTensor("float32", [L]),
+  };
+  const loop = new TrainLoop(session, step, initial, resumed?.step ?? 0);
+  const started = performance.now();
+  const at = <T>(plan: BatchPlan, s: number): T => {
+    const n = plan.batchesPerEpoch;
+    return plan.epoch(Math.floor(s / n))[s % n] as T;
+  };
+  try {
+    await runStage(
+      loop,
+      {
+        stage: "search",
+        totalSteps: total,
+        feeds: (s) => ({
+          ...batchFeeds(at<Sequence[]>(trainPlan, s), pad),
+          ...batchFeeds(at<Sequence[]>(valPlan, s), pad, "val/"),
+        }),
+        lr: () => ({ lora: options.loraLr, gates: options.gateLr }),
+        after: (s, result) => {
+          const logits = Array.from(loop.params()[GATE_LOGITS].data as Float32Array);
+          const gates = gatesOf(logits);
+          history.push({
+            step: s + 1,
+            logits,
+            gates,
+            trainLoss: result.losses.lora,
+            valLoss: result.losses.gates,
+          });
+          return { valLoss: result.losses.gates, gates };
+        },
+        record: () => ({ history }),
+      },
+      hooks,
+      options.checkpointEvery,
+    );
+  } finally {
+    await session.release();
+  }
+  const logits = Array.from(loop.params()[GATE_LOGITS].data as Float32Array);
+  return {
+    logits,
+    gates: gatesOf(logits),
+    history,
+    steps: loop.steps,
+    seconds: (performance.now() - started) / 1000,
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * Choosing layers from the searched gates (Flexora's selection step).
+ *
+ * @module
+ */
+
+/** Which layers to keep: logit above 0 (the paper's rule), the K highest, or logit above a threshold. */
+export type SelectionRule =
+  | { readonly kind: "positive" }
+  | { readonly kind: "top-k"; readonly k: number }
+  | { readonly kind: "threshold"; readonly threshold: number };
+
+/** Parses `positive`, `top-k:K` or `threshold:T`; anything else is an error naming the value. */
+export function parseSelection(text: string): SelectionRule {
+  if (text === "positive") return { kind: "positive" };
+  const [kind, arg, ...rest] = text.split(":");
+  const n = Number(arg);
+  if (rest.length === 0 && arg !== undefined && arg !== "") {
+    if (kind === "top-k" && Number.isInteger(n) && n > 0) return { kind, k: n };
+    if (kind === "threshold" && Number.isFinite(n)) return { kind, threshold: n };
+  }
+  throw new Error(
+    `unknown selection '${text}': expected positive, top-k:K (K a positive integer) or threshold:T`,
+  );
+}
+
+/** Formats a rule the way {@link parseSelection} reads it. */
+export function formatSelection(rule: SelectionRule): string {
+  return rule.kind === "positive"
+    ? "positive"
+    : rule.kind === "top-k"
+    ? `top-k:${rule.k}`
+    : `threshold:${rule.threshold}`;
+}
+
+/** The selected layers (ascending), the ranking of all layers by logit (highest first), and a warning if any. */
+export interface Selection {
+  readonly layers: number[];
+  readonly ranking: number[];
+  readonly warning?: string;
+}
+
+/**
+ * Applies a rule to the final gate logits. The selection is never empty: when the rule keeps no layer, the
+ * top-ranked layer is kept and a warning says so.
+ */
+export function selectLayers(
+  logits: readonly number[],
+  rule: SelectionRule = { kind: "positive" },
+): Selection {
+  if (logits.length === 0) throw new Error("cannot select layers from an empty list of gate logits");
+  const bad = logits.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) throw new Error(`gate logit of layer ${bad} is ${logits[bad]}; the search diverged`);
+  const ranking = [...logits.keys()].sort((a, b) => logits[b] - logits[a] || a - b);
+  let kept: number[];
+  switch (rule.kind) {
+    case "positive":
+      kept = ranking.filter((l) => logits[l] > 0);
+      break;
+    case "threshold":
+      kept = ranking.filter((l) => logits[l] > rule.threshold);
+      break;
+    case "top-k":
+      kept = ranking.slice(0, Math.min(rule.k, logits.length));
+      break;
+  }
+  if (kept.length > 0) return { layers: kept.sort((a, b) => a - b), ranking };
+  return {
+    layers: [ranking[0]],
+    ranking,
+    warning: `rule ${formatSelection(rule)} kept no layer; keeping the top-ranked layer ${ranking[0]}`,
+  };
+}

@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { readAdapter } from "../../src/model/peft.ts";
+import { readConfig } from "../../src/model/config.ts";
+import { flexora } from "./run.ts";
+import { ROOT } from "../model/shared.ts";
+
+const TINY = join(ROOT, "fixtures/tiny-llama"), DATA = join(ROOT, "fixtures/tiny-data");
+const tmp = await Deno.makeTempDir({ prefix: "flexora-finetune-cli-" });
+addEventListener("unload", () => Deno.removeSync(tmp, { recursive: true }));
+const quick = [
+  "--search-lr",
+  "1e-2",
+  "--gate-lr",
+  "0.05",
+  "--lr",
+  "1e-2",
+  "--epochs",
+  "1",
+  "--max-length",
+  "64",
+];
+
+Deno.test("finetune --json writes an adapter and prints its summary", async () => {
+  const out = join(tmp, "a");
+  const r = await flexora(
+    "finetune",
+    "--model",
+    TINY,
+    "--data",
+    DATA,
+    "--out",
+    out,
+    ...quick,
+    "--json",
+    "--device",
+    "cpu",
+  );
+  assert.equal(r.code, 0, r.err);
+  const s = JSON.parse(r.out);
+  assert.equal(s.method, "flexora");
+  assert.equal(s.adapter, out);
+  assert.equal(s.gates.values.length, 3);
+  assert.ok(s.selectedLayers.length >= 1);
+  assert.equal(typeof s.test.accuracy, "number");
+  const adapter = await readAdapter(out, await readConfig(TINY));
+  assert.deepEqual(adapter.config.layers, s.selectedLayers);
+  assert.match(r.err, /search \d+\/\d+/); // progress lines on stderr
+});
+
+Deno.test("finetune --method lora --select is ignored for lora; random-k uses top-k", async () => {
+  const r = await flexora(
+    "finetune",
+    "--model",
+    TINY,
+    "--data",
+    DATA,
+    "--out",
+    join(tmp, "rk"),
+    "--method",
+    "random-k",
+    "--select",
+    "top-k:2",
+    ...quick,
+    "--json",
+    "--device",
+    "cpu",
+  );
+  assert.equal(r.code, 0, r.err);
+  assert.equal(JSON.parse(r.out).selectedLayers.length, 2);
+});
+
+const bad: [string, string[], RegExp, number][] = [
+  ["unknown method", ["--method", "dora"], /'method' must be one of flexora, lora, random-k, got "dora"/, 1],
+  ["bad select", ["--select", "best"], /unknown selection 'best'/, 1],
+  ["rank 0", ["--rank", "0"], /--rank must be an integer >= 1, got '0'/, 2],
+  ["unknown target", ["--targets", "q_proj,qkv"], /--targets has 'qkv'/, 2],
+  ["negative lr", ["--lr=-3"], /--lr must be a number > 0, got '-3'/, 2],
+  ["model without data", ["--data"], /give both --model and --data, or neither/, 2],
+];
+for (const [name, args, message, code] of bad) {
+  Deno.test(`finetune: ${name} fails before training with a message naming the value`, async () => {
+    const base = name === "model without data" ? ["--model", TINY] : ["--model", TINY, "--data", DATA];
+    const extra = name === "model without data" ? [] : args;
+    const r = await flexora(
+      "finetune",
+      ...base,
+      "--out",
+      join(tmp, name.replaceAll(" ", "-")),
+      ...extra,
+      "--device",
+      "cpu",
+    );
+    assert.equal(r.code, code, r.err);
+    assert.match(r.err, message);
+  });
+}
+
+Deno.test("finetune --resume of a folder without run.json says so", async () => {
+  const r = await flexora("finetune", "--resume", tmp);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /no run\.json there/);
+});
