@@ -75,7 +75,24 @@ export function padParams(model: Model, config: LoraConfig, params: Readonly<Rec
   return { config: all, params: out };
 }
 
-/** Writes the adapter to `dir` (which must not exist). */
+/**
+ * Writes the adapter to `dir` (which must not exist).
+ *
+ * @example
+ * ```ts
+ * import { initLora, validateLora } from "../model/lora.ts";
+ * import { loadModel } from "../model/model.ts";
+ * import { readAdapter } from "../model/peft.ts";
+ * import { exportPeft } from "./export.ts";
+ * const model = await loadModel(new URL("../../fixtures/tiny-llama", import.meta.url).pathname);
+ * const config = validateLora(model.config, { rank: 4, alpha: 8, rslora: false, targets: ["q_proj"], layers: [1] });
+ * const dir = (await Deno.makeTempDir()) + "/adapter";
+ * await exportPeft(dir, model, { config, params: initLora(model.config, config, 0) }, {
+ *   method: "lora", selectedLayers: [1], metrics: {}, options: {}, seed: 0, dataHash: "",
+ * });
+ * if ((await readAdapter(dir, model.config)).config.layers.join() !== "1") throw new Error("round trip");
+ * ```
+ */
 export async function exportPeft(
   dir: string,
   model: Model,

@@ -50,7 +50,24 @@ export function randomLayers(n: number, k: number, seed: number): number[] {
   return new Rng(seed).shuffle([...Array(n).keys()]).slice(0, k).sort((a, b) => a - b);
 }
 
-/** Runs the whole pipeline on a model (or its folder) and a dataset (or its path). */
+/**
+ * Runs the whole pipeline on a model (or its folder) and a dataset (or its path).
+ *
+ * @example
+ * ```ts
+ * import { finetune } from "./pipeline.ts";
+ * const fixtures = new URL("../../fixtures/", import.meta.url).pathname;
+ * const out = await Deno.makeTempDir();
+ * const controller = new AbortController(); // abort() stops between steps
+ * const r = await finetune(fixtures + "tiny-llama", fixtures + "tiny-data", {
+ *   search: { loraLr: 1e-2, gateLr: 0.05 },
+ *   retrain: { lr: 1e-2, epochs: 1 },
+ *   maxLength: 64,
+ * }, { out: out + "/adapter", signal: controller.signal, onProgress: (e) => void e.step });
+ * if (r.layers.length === 0 || !r.adapterDir) throw new Error("layers selected and adapter written");
+ * await Deno.remove(out, { recursive: true });
+ * ```
+ */
 export async function finetune(
   modelOrDir: Model | string,
   dataOrPath: Dataset | string,

@@ -75,7 +75,26 @@ export async function evaluate(scorer: Scorer, rows: readonly EvalRow[]): Promis
   return { loss: nll, accuracy, n: rows.length };
 }
 
-/** Retrains on `layers`; see the module doc. */
+/**
+ * Retrains on `layers`; see the module doc.
+ *
+ * @example
+ * ```ts
+ * import { loadDataset, tokenizeExamples } from "../data/mod.ts";
+ * import { loadModel } from "../model/model.ts";
+ * import { resolveOptions } from "./options.ts";
+ * import { retrain } from "./retrain.ts";
+ * const fixtures = new URL("../../fixtures/", import.meta.url).pathname;
+ * const model = await loadModel(fixtures + "tiny-llama");
+ * const data = await loadDataset(fixtures + "tiny-data");
+ * const train = tokenizeExamples(data.train, model.tokenizer, { maxLength: 64 }).sequences;
+ * const o = resolveOptions({ retrain: { lr: 1e-2, epochs: 1 } });
+ * const r = await retrain(model, { train, test: data.test }, [2], {
+ *   ...o.retrain, seed: 0, weightDecay: 0, maxGradNorm: 1, checkpointEvery: 0,
+ * });
+ * if (r.config.layers.join() !== "2" || r.epochs[0].test?.accuracy === undefined) throw new Error("epoch metrics");
+ * ```
+ */
 export async function retrain(
   model: Model,
   data: RetrainData,

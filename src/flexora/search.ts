@@ -65,7 +65,26 @@ export function gatesOf(logits: readonly number[]): number[] {
   return e.map((v) => (v / sum) * logits.length);
 }
 
-/** Runs the search; see the module doc. */
+/**
+ * Runs the search; see the module doc.
+ *
+ * @example
+ * ```ts
+ * import { loadDataset, tokenizeExamples } from "../data/mod.ts";
+ * import { loadModel } from "../model/model.ts";
+ * import { resolveOptions } from "./options.ts";
+ * import { searchGates } from "./search.ts";
+ * const fixtures = new URL("../../fixtures/", import.meta.url).pathname;
+ * const model = await loadModel(fixtures + "tiny-llama");
+ * const data = await loadDataset(fixtures + "tiny-data");
+ * const tok = (e: typeof data.train) => tokenizeExamples(e, model.tokenizer, { maxLength: 64 }).sequences;
+ * const o = resolveOptions({ search: { loraLr: 1e-2, gateLr: 0.05 } });
+ * const result = await searchGates(model, { train: tok(data.train), validation: tok(data.validation!) }, {
+ *   ...o.search, seed: 0, weightDecay: 0, maxGradNorm: 1, checkpointEvery: 0,
+ * });
+ * if (result.gates.length !== 3 || result.history.length !== result.steps) throw new Error("one record per step");
+ * ```
+ */
 export async function searchGates(
   model: Model,
   data: SearchData,

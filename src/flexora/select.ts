@@ -41,7 +41,15 @@ export interface Selection {
 }
 
 /**
- * Applies a rule to the final gate logits. The selection is never empty: when the rule keeps no layer, the
+ * Applies a rule to the final gate logits.
+ *
+ * @example
+ * ```ts
+ * import { parseSelection, selectLayers } from "./select.ts";
+ * const { layers } = selectLayers([0.4, -0.2, 0.1], parseSelection("positive"));
+ * if (layers.join() !== "0,2") throw new Error(`got ${layers}`);
+ * ```
+ * The selection is never empty: when the rule keeps no layer, the
  * top-ranked layer is kept and a warning says so.
  */
 export function selectLayers(

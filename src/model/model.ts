@@ -24,7 +24,17 @@ export interface Model {
   session(built: BuiltGraph, options?: { threads?: number; providers?: string[] }): Promise<Session>;
 }
 
-/** Loads config, checkpoint and tokenizer from `dir`; every problem names the file. */
+/**
+ * Loads config, checkpoint and tokenizer from `dir`; every problem names the file.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./model.ts";
+ * const model = await loadModel(new URL("../../fixtures/tiny-llama", import.meta.url).pathname);
+ * if (model.config.numLayers !== 3) throw new Error("the fixture has 3 layers");
+ * if (model.tokenizer.encode("what color")[0] !== 1) throw new Error("BOS first");
+ * ```
+ */
 export async function loadModel(dir: string): Promise<Model> {
   const root = resolve(dir);
   const config = await readConfig(root);
