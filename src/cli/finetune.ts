@@ -68,7 +68,7 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
         loraLr: num("search-lr", { positive: true }),
         gateLr: num("gate-lr", { positive: true }),
         epochs: num("search-epochs", { integer: true, min: 1 }),
-        hypergradient: values.hypergradient as "first-order" | undefined,
+        hypergradient: values.hypergradient as "first-order" | "unrolled" | undefined,
       }),
       lora: { ...base.search?.lora, ...lora },
     },
@@ -155,7 +155,8 @@ export const finetuneCommand: Command = {
     "search-lr": "LR  LoRA learning rate in the search (default 1e-4)",
     "gate-lr": "LR  gate learning rate (default 0.01)",
     "search-epochs": "N  search epochs (default 1)",
-    hypergradient: "H  first-order (default)",
+    hypergradient:
+      "H  first-order (default) or unrolled (adds the second-order term; two more passes per step)",
     lr: "LR  retraining peak learning rate (default 1e-4)",
     epochs: "N  retraining epochs (default 3)",
     "batch-size": "N  retraining batch size (default 8)",

@@ -96,9 +96,6 @@ export async function searchGates(
   },
   hooks: RunHooks = {},
 ): Promise<SearchResult> {
-  if (options.hypergradient !== "first-order") {
-    throw new Error(`hypergradient '${options.hypergradient}' is not available yet; use 'first-order'`);
-  }
   if (data.train.length === 0) {
     throw new Error("the search needs training examples; the train split is empty");
   }
@@ -110,7 +107,7 @@ export async function searchGates(
   const { graph, step } = buildSearchStep(model.config, model.weights, lora, {
     lora: adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm }),
     gates: adamw({ weightDecay: 0 }),
-  });
+  }, { hypergradient: options.hypergradient });
   const session = await model.session({ graph, outputs: step.outputs });
   const trainPlan = new BatchPlan(data.train, { batchSize: options.batchSize, seed: options.seed });
   const valPlan = new BatchPlan(data.validation, { batchSize: options.valBatchSize, seed: options.seed + 1 });

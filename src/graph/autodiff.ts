@@ -35,7 +35,10 @@ export interface GradientOptions {
   seed?: Value;
   /** Return zeros for a requested value the loss does not depend on, instead of throwing. */
   allowUnused?: boolean;
-  /** Values treated as constants: no gradient flows through them (a stop-gradient). */
+  /**
+   * Values treated as constants: no gradient flows through them (a stop-gradient). A constant may still be
+   * requested in `wrt`: its gradient is returned, and not passed on to what computed it.
+   */
   constants?: readonly Value[];
 }
 
@@ -61,13 +64,14 @@ function dependents(g: Graph, sources: readonly Value[], constants: ReadonlySet<
   return set;
 }
 
-/** Nodes from which `loss` can be reached, in graph order. */
-function ancestors(g: Graph, loss: Value, live: Set<Value>): Node[] {
+/** Nodes from which `loss` can be reached other than through `constants`, in graph order. */
+function ancestors(g: Graph, loss: Value, live: Set<Value>, constants: ReadonlySet<Value>): Node[] {
   const needed = new Set([loss]);
   const out: Node[] = [];
   for (let i = g.nodes.length - 1; i >= 0; i--) {
     const node = g.nodes[i];
-    if (!node.outputs.some((y) => needed.has(y))) continue;
+    // A constant passes no gradient back to what computed it, even when it is itself requested.
+    if (!node.outputs.some((y) => needed.has(y) && !constants.has(y))) continue;
     if (!node.inputs.some((v) => live.has(v))) continue;
     out.push(node);
     for (const v of node.inputs) needed.add(v);
@@ -86,7 +90,8 @@ export function gradients(loss: Value, wrt: readonly Value[], options: GradientO
       throw new GraphError(`cannot differentiate with respect to ${describe(w)}: not a float`);
     }
   }
-  const live = dependents(g, wrt, new Set(options.constants));
+  const constants = new Set(options.constants);
+  const live = dependents(g, wrt, constants);
   const grads = new Map<Value, Value[]>();
   const push = (v: Value, d: Value) => grads.set(v, [...(grads.get(v) ?? []), d]);
   const total = (v: Value): Value | null => {
@@ -95,7 +100,7 @@ export function gradients(loss: Value, wrt: readonly Value[], options: GradientO
   };
   push(loss, options.seed ?? (loss.shape.length === 0 ? g.scalar(1, loss.dtype) : fullLike(loss, 1)));
 
-  for (const node of ancestors(g, loss, live).reverse()) {
+  for (const node of ancestors(g, loss, live, constants).reverse()) {
     const dY = node.outputs.map(total);
     if (dY.every((d) => d === null)) continue;
     const rule = VJP[node.op];

@@ -51,6 +51,7 @@ export async function loadModel(dir: string): Promise<Model> {
       return await createSession(serialize(built.graph, built.outputs), {
         threads: options.threads,
         providers: options.providers,
+        optimization: built.graph.float === "float64" ? "basic" : "all",
         externalData: await external,
       });
     },

@@ -9,10 +9,12 @@
  * @module
  */
 
-import { flatten } from "../graph/build.ts";
+import { add, div, flatten, mul, sub } from "../graph/build.ts";
+import { gradients } from "../graph/autodiff.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Optimizer } from "../train/optim.ts";
-import { TrainStepBuilder, type TrainStepGraph } from "../train/step.ts";
+import { lrInput, TrainStepBuilder, type TrainStepGraph } from "../train/step.ts";
+import { globalNorm } from "../train/optim.ts";
 import { IGNORE } from "./batch.ts";
 import type { ModelConfig } from "./config.ts";
 import { type AdapterSpec, GATE_LOGITS, gateValues, loraInputs } from "./graphs.ts";
@@ -99,18 +101,27 @@ export interface SearchOptimizers {
   readonly gates: Optimizer;
 }
 
+/** How the gate gradient is formed. */
+export type Hypergradient = "first-order" | "unrolled";
+
 /**
- * The Flexora search step (first-order, one-step unrolled differentiation): inputs are a training batch
- * (`input_ids`, …), a validation batch (`val/input_ids`, …), the LoRA weights and the gate logits with their
- * optimizer slots; update groups "lora" and "gates". Output `gates` holds the gate values g = N·softmax(logits)
- * that the step used.
+ * The Flexora search step (one-step unrolled differentiation): inputs are a training batch (`input_ids`, …), a
+ * validation batch (`val/input_ids`, …), the LoRA weights and the gate logits with their optimizer slots; update
+ * groups "lora" and "gates". Output `gates` holds the gate values g = N·softmax(logits) that the step used, and
+ * `gates/hypergradient` the gradient the gate update took.
+ *
+ * First order (the authors' code): the gate gradient is ∇α L_val(w′, α) at the updated weights w′, held fixed.
+ * Unrolled adds DARTS' second-order term, −ξ ∇²α,w L_train(w, α) · ∇w′ L_val(w′, α), with the Hessian-vector
+ * product by central differences: [∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)] / 2ε, w± = w ± ε v,
+ * v = ∇w′ L_val(w′, α), ε = 0.01 / ‖v‖, and ξ the LoRA learning rate. It costs two more passes over the
+ * training batch.
  */
 export function buildSearchStep(
   cfg: ModelConfig,
   weights: WeightStore,
   lora: LoraConfig,
   optimizers: SearchOptimizers,
-  options: TrainGraphOptions = {},
+  options: TrainGraphOptions & { hypergradient?: Hypergradient } = {},
 ): TrainGraph {
   const g = new Graph({ name: "flexora_search", float: options.float });
   const train = batchInputs(g);
@@ -118,20 +129,45 @@ export function buildSearchStep(
   const binding = loraInputs(g, cfg, { config: lora, gated: true });
   const logits = g.inputs.find((v) => v.name === GATE_LOGITS)!;
   const builder = new TrainStepBuilder(g);
+  const names = [...binding.params.keys()];
   const params = [...binding.params.values()];
+  const at = (values: readonly Value[]) => ({
+    ...binding,
+    params: new Map(names.map((n, i) => [n, values[i]])),
+  });
   const trainLoss = g.scope("train", () => lmLoss(cfg, weights, train, binding, options.vocabChunk));
   const updated = builder.update("lora", trainLoss.loss, params, optimizers.lora, {
     backwardFrom: trainLoss.backward,
   });
-  // The validation pass sees the updated weights; they are constants for the gate gradient (first order).
-  const atUpdated = new Map([...binding.params.keys()].map((name, i) => [name, updated[i]]));
-  const valLoss = g.scope(
-    "val",
-    () => lmLoss(cfg, weights, val, { ...binding, params: atUpdated }, options.vocabChunk),
+  // The validation pass sees the updated weights w′, held fixed for the gate gradient.
+  const valLoss = g.scope("val", () => lmLoss(cfg, weights, val, at(updated), options.vocabChunk));
+  const unrolled = options.hypergradient === "unrolled";
+  const [dLogits, ...v] = g.scope(
+    "val.backward",
+    () =>
+      gradients(valLoss.backward.value, unrolled ? [logits, ...updated] : [logits], {
+        constants: updated,
+        seed: valLoss.backward.seed,
+      }),
   );
-  builder.update("gates", valLoss.loss, [logits], optimizers.gates, {
-    constants: updated,
-    backwardFrom: valLoss.backward,
-  });
-  return { graph: g, step: builder.finish({ gates: gateValues(logits) }) };
+  let hyper = dLogits;
+  if (unrolled) {
+    hyper = g.scope("unrolled", () => {
+      const eps = div(0.01, globalNorm(v)); // scalar ε
+      const shifted = (sign: 1 | -1) => params.map((p, i) => add(p, mul(v[i], mul(eps, sign))));
+      const gateGrad = (sign: 1 | -1) => {
+        const w = shifted(sign);
+        const loss = g.scope(
+          sign > 0 ? "plus" : "minus",
+          () => lmLoss(cfg, weights, train, at(w), options.vocabChunk),
+        );
+        return gradients(loss.backward.value, [logits], { constants: w, seed: loss.backward.seed })[0];
+      };
+      const xi = g.inputs.find((x) => x.name === lrInput("lora"))!;
+      const hvp = div(sub(gateGrad(1), gateGrad(-1)), mul(eps, 2));
+      return sub(dLogits, mul(hvp, xi));
+    });
+  }
+  builder.update("gates", valLoss.loss, [logits], optimizers.gates, { gradients: [hyper] });
+  return { graph: g, step: builder.finish({ gates: gateValues(logits), "gates/hypergradient": hyper }) };
 }

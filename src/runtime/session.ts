@@ -58,6 +58,11 @@ export interface SessionOptions {
   externalData?: Readonly<Record<string, Uint8Array>>;
   /** Execution providers in order of preference (default `["cpu"]`). */
   providers?: string[];
+  /**
+   * onnxruntime graph optimizations: "all" (default) or "basic". Float64 graphs need "basic": some of
+   * onnxruntime's fusions (x·sigmoid(x) into QuickGelu, for one) have float32 kernels only.
+   */
+  optimization?: "all" | "basic";
 }
 
 const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
@@ -127,7 +132,7 @@ export async function createSession(
   const opts: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: options.threads ?? navigator.hardwareConcurrency,
     interOpNumThreads: 1,
-    graphOptimizationLevel: "all",
+    graphOptimizationLevel: options.optimization ?? "all",
     executionProviders: options.providers ?? ["cpu"],
   };
   if (options.externalData) {

@@ -82,6 +82,8 @@ export interface UpdateOptions {
    * is built by hand (the chunked LM head).
    */
   backwardFrom?: { readonly value: Value; readonly seed: Value };
+  /** Gradients of the parameters built by the caller (in `params` order); the loss is then only reported. */
+  gradients?: readonly Value[];
 }
 
 /** Builds a step of one or more update groups. */
@@ -116,10 +118,13 @@ export class TrainStepBuilder {
     }
     const lr = g.input(lrInput(name), g.float, []);
     const start = options.backwardFrom ?? { value: loss, seed: undefined };
-    const grads = g.scope(
+    const grads = options.gradients ?? g.scope(
       `${name}.backward`,
       () => gradients(start.value, params, { constants: options.constants, seed: start.seed }),
     );
+    if (grads.length !== params.length) {
+      throw new Error(`group '${name}': ${grads.length} gradients for ${params.length} parameters`);
+    }
     const states = params.map((param, i) => ({
       param,
       grad: grads[i],
