@@ -7,18 +7,23 @@
  */
 
 import type { HostTensor } from "../runtime/session.ts";
-import type { StepResult, TrainLoop } from "../train/step.ts";
+import type { StepResult } from "../train/step.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { DivergedError, eta, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
+
+/** The trainer a stage drives: a {@link TrainLoop} or an accumulating one. */
+export interface Trainer {
+  readonly steps: number;
+  /** Parameters and optimizer slots, for checkpoints. */
+  state(): Record<string, HostTensor>;
+}
 
 /** What one stage's loop needs. */
 export interface StageLoop {
   readonly stage: "search" | "retrain";
   readonly totalSteps: number;
-  /** Feeds of step `s` (0-based). */
-  feeds(step: number): Record<string, HostTensor>;
-  /** Learning rate(s) of step `s`. */
-  lr(step: number): number | Record<string, number>;
+  /** Runs update `s` (0-based) on the trainer. */
+  run(step: number): Promise<StepResult>;
   /** Called after each step with its result; returns extra progress fields. */
   after(step: number, result: StepResult): Partial<ProgressEvent>;
   /** The stage's record for the checkpoint (history so far, …). */
@@ -45,7 +50,7 @@ export async function resumePoint(
 
 /** Runs the loop from `loop.steps` to `totalSteps`. */
 export async function runStage(
-  loop: TrainLoop,
+  loop: Trainer,
   s: StageLoop,
   hooks: RunHooks,
   checkpointEvery: number,
@@ -67,7 +72,7 @@ export async function runStage(
       throw new StoppedError(`${s.stage} stopped at step ${step} of ${s.totalSteps}`, hooks.checkpointDir);
     }
     const before = loop.state();
-    const result = await loop.step(s.feeds(step), s.lr(step));
+    const result = await s.run(step);
     const bad = Object.entries(result.losses).find(([, v]) => !Number.isFinite(v));
     if (bad) {
       await save(before, step);

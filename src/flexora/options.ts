@@ -45,8 +45,10 @@ export interface RetrainOptions {
   lr: number;
   /** Default 3. */
   epochs: number;
-  /** Sequences per update (default 8). */
+  /** Sequences per update: the effective batch (default 8). */
   batchSize: number;
+  /** Sequences per forward pass; gradients are accumulated over batchSize / microBatchSize passes (default 8). */
+  microBatchSize: number;
   /** Schedule after warmup (default cosine). */
   schedule: "cosine" | "linear" | "constant";
   /** Fraction of updates spent warming up (default 0.1). */
@@ -95,6 +97,7 @@ export function defaultOptions(): FinetuneOptions {
       lr: 1e-4,
       epochs: 3,
       batchSize: 8,
+      microBatchSize: 8,
       schedule: "cosine",
       warmupRatio: 0.1,
       earlyStoppingPatience: 0,
@@ -193,6 +196,15 @@ export function resolveOptions(
   posNum("retrain.lr", o.retrain.lr);
   posInt("retrain.epochs", o.retrain.epochs);
   posInt("retrain.batchSize", o.retrain.batchSize);
+  if (input.retrain?.microBatchSize === undefined) o.retrain.microBatchSize = o.retrain.batchSize;
+  posInt("retrain.microBatchSize", o.retrain.microBatchSize);
+  if (o.retrain.batchSize % o.retrain.microBatchSize !== 0) {
+    fail(
+      "retrain.microBatchSize",
+      `a divisor of retrain.batchSize (${o.retrain.batchSize})`,
+      o.retrain.microBatchSize,
+    );
+  }
   oneOf("retrain.schedule", o.retrain.schedule, ["cosine", "linear", "constant"] as const);
   if (!(o.retrain.warmupRatio >= 0 && o.retrain.warmupRatio <= 1)) {
     fail("retrain.warmupRatio", "in [0, 1]", o.retrain.warmupRatio);

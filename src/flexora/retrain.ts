@@ -6,16 +6,18 @@
  */
 
 import { BatchPlan } from "../data/batches.ts";
-import { batchFeeds, type Sequence } from "../model/batch.ts";
-import { buildScoringGraph } from "../model/graphs.ts";
-import { initLora, type LoraConfig } from "../model/lora.ts";
+import { batchFeeds, countTargets, type Sequence } from "../model/batch.ts";
+import { Graph } from "../graph/graph.ts";
+import { AccumulatingLoop, buildApplyGraph, gradOutputs } from "../train/accumulate.ts";
+import { buildScoringGraph, loraInputs } from "../model/graphs.ts";
+import { initLora, type LoraConfig, loraShapes } from "../model/lora.ts";
 import type { Model } from "../model/model.ts";
 import { Scorer } from "../model/score.ts";
-import { buildLoraTrainStep } from "../model/train_graphs.ts";
+import { batchInputs, buildLoraTrainStep, lmLoss } from "../model/train_graphs.ts";
 import type { HostTensor } from "../runtime/session.ts";
 import { adamw } from "../train/optim.ts";
 import { makeSchedule } from "../train/schedule.ts";
-import { TrainLoop } from "../train/step.ts";
+import { type StepResult, TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
 import type { RetrainOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
@@ -111,13 +113,9 @@ export async function retrain(
     throw new Error("retraining needs training examples; the train split is empty");
   }
   const lora = loraConfig(model, options.lora, layers);
-  const { graph, step } = buildLoraTrainStep(
-    model.config,
-    model.weights,
-    { config: lora },
-    adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm }),
-  );
-  const session = await model.session({ graph, outputs: step.outputs });
+  const resumed = await resumePoint("retrain", hooks);
+  const initial = resumed?.tensors ?? initLora(model.config, lora, options.seed);
+  const trainer = await makeTrainer(model, lora, options, initial, resumed?.step ?? 0);
   const scoring = await model.session(buildScoringGraph(model.config, model.weights, { config: lora }));
   const plan = new BatchPlan(data.train, { batchSize: options.batchSize, seed: options.seed });
   const perEpoch = plan.batchesPerEpoch, total = options.epochs * perEpoch;
@@ -129,16 +127,11 @@ export async function retrain(
   });
   const pad = model.tokenizer.padTokenId ?? 0;
 
-  const resumed = await resumePoint("retrain", hooks);
   const epochs: EpochMetrics[] = (resumed?.record.epochs as EpochMetrics[] | undefined) ?? [];
   let epochLosses: number[] = (resumed?.record.epochLosses as number[] | undefined) ?? [];
-  const loop = new TrainLoop(
-    session,
-    step,
-    resumed?.tensors ?? initLora(model.config, lora, options.seed),
-    resumed?.step ?? 0,
-  );
-  let best = Infinity, sinceBest = 0, stoppedEarly = false;
+  const loop = trainer.loop;
+  const valLosses: number[] = epochs.flatMap((e) => (e.validation ? [e.validation.loss] : []));
+  let stoppedEarly = false;
   const started = performance.now();
   try {
     await runStage(
@@ -147,8 +140,7 @@ export async function retrain(
         stage: "retrain",
         totalSteps: total,
         stepsPerEpoch: perEpoch,
-        feeds: (s) => batchFeeds(plan.epoch(Math.floor(s / perEpoch))[s % perEpoch], pad),
-        lr: (s) => lrAt(s),
+        run: (s) => trainer.run(plan.epoch(Math.floor(s / perEpoch))[s % perEpoch], lrAt(s), pad),
         after: (_, result) => (epochLosses.push(result.loss), {}),
         record: () => ({ epochs, epochLosses }),
         endOfEpoch: async (s) => {
@@ -170,9 +162,8 @@ export async function retrain(
             message: describeEpoch(metrics),
           });
           if (!options.earlyStoppingPatience || !metrics.validation) return false;
-          if (metrics.validation.loss < best) [best, sinceBest] = [metrics.validation.loss, 0];
-          else sinceBest++;
-          stoppedEarly = sinceBest >= options.earlyStoppingPatience && s + 1 < total;
+          valLosses.push(metrics.validation.loss);
+          stoppedEarly = s + 1 < total && shouldStopEarly(valLosses, options.earlyStoppingPatience);
           return stoppedEarly;
         },
       },
@@ -180,7 +171,7 @@ export async function retrain(
       options.checkpointEvery,
     );
   } finally {
-    await session.release();
+    await trainer.release();
     await scoring.release();
   }
   return {
@@ -191,6 +182,67 @@ export async function retrain(
     seconds: (performance.now() - started) / 1000,
     stoppedEarly,
   };
+}
+
+/** A trainer for the retraining stage: one fused step graph, or gradient accumulation over micro-batches. */
+async function makeTrainer(
+  model: Model,
+  lora: LoraConfig,
+  options: RetrainOptions & { weightDecay: number; maxGradNorm: number },
+  initial: Record<string, HostTensor>,
+  steps: number,
+): Promise<{
+  loop: TrainLoop | AccumulatingLoop;
+  run(batch: readonly Sequence[], lr: number, pad: number): Promise<StepResult>;
+  release(): Promise<void>;
+}> {
+  const optimizer = adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm });
+  if (options.microBatchSize >= options.batchSize) {
+    const { graph, step } = buildLoraTrainStep(model.config, model.weights, { config: lora }, optimizer);
+    const session = await model.session({ graph, outputs: step.outputs });
+    const loop = new TrainLoop(session, step, initial, steps);
+    return {
+      loop,
+      run: (batch, lr, pad) => loop.step(batchFeeds(batch, pad), lr),
+      release: () => session.release(),
+    };
+  }
+  const g = new Graph({ name: "lora_grad" });
+  const binding = loraInputs(g, model.config, { config: lora });
+  const { loss, backward } = lmLoss(model.config, model.weights, batchInputs(g), binding);
+  const grad = await model.session({
+    graph: g,
+    outputs: gradOutputs(loss, [...binding.params.values()], backward),
+  });
+  const shapes = [...loraShapes(model.config, lora)].map(([name, shape]) => ({ name, shape }));
+  const apply = await model.session(buildApplyGraph(shapes, optimizer, "float32", "lora"));
+  const loop = new AccumulatingLoop({ grad, apply }, shapes.map((p) => p.name), optimizer.slots, initial, {
+    steps,
+    group: "lora",
+  });
+  return {
+    loop,
+    run: (batch, lr, pad) => {
+      const micro = [];
+      for (let i = 0; i < batch.length; i += options.microBatchSize) {
+        micro.push(batchFeeds(batch.slice(i, i + options.microBatchSize), pad));
+      }
+      const counts = micro.map((m) => countTargets(m.labels));
+      const total = counts.reduce((a, b) => a + b, 0);
+      return loop.step(micro, counts.map((c) => c / total), lr);
+    },
+    release: async () => {
+      await grad.release();
+      await apply.release();
+    },
+  };
+}
+
+/** True when the last `patience` validation losses are all no better than the best one before them. */
+export function shouldStopEarly(valLosses: readonly number[], patience: number): boolean {
+  if (patience <= 0 || valLosses.length <= patience) return false;
+  const best = Math.min(...valLosses.slice(0, valLosses.length - patience));
+  return valLosses.slice(-patience).every((v) => v >= best);
 }
 
 /** One line about an epoch's metrics. */

@@ -132,11 +132,11 @@ export async function searchGates(
       {
         stage: "search",
         totalSteps: total,
-        feeds: (s) => ({
-          ...batchFeeds(at<Sequence[]>(trainPlan, s), pad),
-          ...batchFeeds(at<Sequence[]>(valPlan, s), pad, "val/"),
-        }),
-        lr: () => ({ lora: options.loraLr, gates: options.gateLr }),
+        run: (s) =>
+          loop.step({
+            ...batchFeeds(at<Sequence[]>(trainPlan, s), pad),
+            ...batchFeeds(at<Sequence[]>(valPlan, s), pad, "val/"),
+          }, { lora: options.loraLr, gates: options.gateLr }),
         after: (s, result) => {
           const logits = Array.from(loop.params()[GATE_LOGITS].data as Float32Array);
           const gates = gatesOf(logits);

@@ -1,0 +1,146 @@
+/**
+ * Gradient accumulation: an update over several micro-batches. A gradient graph gives each micro-batch's loss
+ * and parameter gradients; the host combines them weighted by each micro-batch's number of target tokens, so the
+ * update equals one on the whole batch (its loss being the mean over all target tokens); an apply graph then runs
+ * the optimizer. Parameters and optimizer slots stay on the host between steps, as in {@link TrainLoop}.
+ *
+ * @module
+ */
+
+import { gradients } from "../graph/autodiff.ts";
+import { Graph, type Value } from "../graph/graph.ts";
+import type { Outputs } from "../graph/serialize.ts";
+import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
+import { applyOptimizer, type Optimizer } from "./optim.ts";
+import { lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
+
+/** Output names of a gradient graph: `loss` and `grad/<param>`. */
+export function gradOutputs(
+  loss: Value,
+  params: readonly Value[],
+  backwardFrom?: { readonly value: Value; readonly seed: Value },
+): Outputs {
+  const start = backwardFrom ?? { value: loss, seed: undefined };
+  const grads = loss.graph.scope("backward", () => gradients(start.value, params, { seed: start.seed }));
+  return Object.fromEntries([["loss", loss], ...params.map((p, i) => [`grad/${p.name}`, grads[i]])]);
+}
+
+/** The optimizer as its own graph: parameters, gradients and slots in, updated parameters and slots out. */
+export function buildApplyGraph(
+  params: readonly { readonly name: string; readonly shape: readonly number[] }[],
+  optimizer: Optimizer,
+  float: "float32" | "float64" = "float32",
+  group = "train",
+): { graph: Graph; outputs: Outputs } {
+  const g = new Graph({ name: "apply", float });
+  const states = params.map((p) => ({
+    param: g.input(p.name, float, p.shape),
+    grad: g.input(`grad/${p.name}`, float, p.shape),
+    slots: optimizer.slots.map((s) => g.input(slotName(p.name, s), float, p.shape)),
+  }));
+  const lr = g.input(lrInput(group), float, []), step = g.input(STEP_INPUT, float, []);
+  const { updates, gradNorm } = applyOptimizer(optimizer, states, { lr, step });
+  const outputs: Record<string, Value> = { grad_norm: gradNorm };
+  states.forEach((s, i) => {
+    outputs[`next/${s.param.name}`] = updates[i].param;
+    s.slots.forEach((slot, j) => (outputs[`next/${slot.name}`] = updates[i].slots[j]));
+  });
+  return { graph: g, outputs };
+}
+
+/** Host side of accumulated training; `step` takes the micro-batches of one update. */
+export class AccumulatingLoop {
+  readonly #grad: Session;
+  readonly #apply: Session;
+  readonly #params: readonly string[];
+  readonly #slots: readonly string[];
+  readonly #group: string;
+  #state: Record<string, HostTensor> = {};
+  #step = 0;
+
+  /**
+   * `params` names the trained parameters; `slots` the optimizer's slot names; `initial` gives every parameter
+   * (slots start at zero unless given), `steps` the updates already taken.
+   */
+  constructor(
+    sessions: { grad: Session; apply: Session },
+    params: readonly string[],
+    slots: readonly string[],
+    initial: Readonly<Record<string, HostTensor>>,
+    { steps = 0, group = "train" } = {},
+  ) {
+    this.#grad = sessions.grad;
+    this.#apply = sessions.apply;
+    this.#params = params;
+    this.#slots = slots;
+    this.#group = group;
+    this.#step = steps;
+    for (const p of params) {
+      if (!initial[p]) throw new Error(`no initial value for parameter '${p}'`);
+      this.#state[p] = initial[p];
+      for (const s of slots) {
+        this.#state[slotName(p, s)] = initial[slotName(p, s)] ??
+          hostTensor(initial[p].dtype, initial[p].dims);
+      }
+    }
+  }
+
+  /** Updates taken so far. */
+  get steps(): number {
+    return this.#step;
+  }
+
+  /**
+   * One update from `micro` batches; `weights[i]` is micro-batch i's share of the update (its target tokens over
+   * all target tokens). The loss reported is the weighted mean, as one whole-batch step would report it.
+   */
+  async step(
+    micro: readonly Record<string, HostTensor>[],
+    weights: readonly number[],
+    lr: number,
+  ): Promise<StepResult> {
+    const params = Object.fromEntries(this.#params.map((p) => [p, this.#state[p]]));
+    const sums: Record<string, Float64Array> = {};
+    let loss = 0;
+    for (const [i, batch] of micro.entries()) {
+      const out = await this.#grad.run({ ...batch, ...params });
+      loss += weights[i] * Number(out.loss.data[0]);
+      for (const p of this.#params) {
+        const d = out[`grad/${p}`].data as Float32Array;
+        const acc = sums[p] ??= new Float64Array(d.length);
+        for (let k = 0; k < d.length; k++) acc[k] += weights[i] * d[k];
+      }
+    }
+    const dtype = this.#state[this.#params[0]].dtype;
+    const feeds: Record<string, HostTensor> = {
+      ...this.#state,
+      [lrInput(this.#group)]: hostTensor(dtype, [], [lr]),
+      [STEP_INPUT]: hostTensor(dtype, [], [this.#step + 1]),
+    };
+    for (const p of this.#params) {
+      const sum = dtype === "float32" ? Float32Array.from(sums[p]) : sums[p];
+      feeds[`grad/${p}`] = hostTensor(dtype, this.#state[p].dims, sum);
+    }
+    const out = await this.#apply.run(feeds);
+    for (const name of Object.keys(this.#state)) this.#state[name] = out[`next/${name}`];
+    this.#step++;
+    const gradNorm = Number(out.grad_norm.data[0]);
+    return {
+      loss,
+      gradNorm,
+      losses: { [this.#group]: loss },
+      gradNorms: { [this.#group]: gradNorm },
+      outputs: {},
+    };
+  }
+
+  /** Current parameter values by name. */
+  params(): Record<string, HostTensor> {
+    return Object.fromEntries(this.#params.map((p) => [p, this.#state[p]]));
+  }
+
+  /** Parameters and optimizer slots (what a checkpoint saves). */
+  state(): Record<string, HostTensor> {
+    return { ...this.#state };
+  }
+}
