@@ -77,6 +77,7 @@ const bad: [string, string[], RegExp, number][] = [
   ["unknown target", ["--targets", "q_proj,qkv"], /--targets has 'qkv'/, 2],
   ["negative lr", ["--lr=-3"], /--lr must be a number > 0, got '-3'/, 2],
   ["model without data", ["--data"], /give both --model and --data, or neither/, 2],
+  ["no completion tokens after truncation", ["--max-length", "3"], /no example has completion tokens.*3/i, 1],
 ];
 for (const [name, args, message, code] of bad) {
   Deno.test(`finetune: ${name} fails before training with a message naming the value`, async () => {
