@@ -137,6 +137,14 @@ export async function finetune(
   let adapterDir: string | undefined;
   if (hooks.out) {
     const started = performance.now();
+    hooks.onProgress?.({
+      stage: "export",
+      step: 0,
+      total: 1,
+      elapsed: 0,
+      eta: 0,
+      message: `writing ${hooks.out}`,
+    });
     await exportPeft(hooks.out, model, retrained, {
       method: options.method,
       gates: search ? { logits: search.logits, values: search.gates } : undefined,

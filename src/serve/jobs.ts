@@ -1,0 +1,309 @@
+/**
+ * The job manager: a FIFO queue with one training worker, durable state in a {@link JobStore}, each job run by a
+ * child process ({@link ./runner.ts}), progress fanned out to subscribers (SSE), and the adapter attached through
+ * the server plugins when the job asks for it.
+ *
+ * Each job writes its adapter to `<dataDir>/adapters/<name>/<job id>`: a new folder per version, because servers
+ * re-read an evicted adapter from its path. Jobs found running at start-up are marked interrupted and queued again
+ * to resume from their last checkpoint.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import type { AdapterRef, CallContext, ServerConfig, ServerKind, ServerPlugin } from "../../plugins/types.ts";
+import type { RunnerEvent, RunnerSpec } from "./runner.ts";
+import { ACTIVE_STATES, FINAL_STATES, type JobRecord, type JobState, type JobStore } from "./store.ts";
+
+/** A validated job request. */
+export interface JobRequest {
+  readonly model: string;
+  readonly data: string;
+  /** Adapter name, `[A-Za-z0-9._-]{1,64}`. */
+  readonly name: string;
+  readonly options: Record<string, unknown>;
+  readonly padLayers?: boolean;
+  readonly attach?: { readonly server: string; readonly name?: string };
+}
+
+/** A running child. */
+export interface RunnerHandle {
+  readonly events: AsyncIterable<RunnerEvent>;
+  /** Asks the run to stop between steps (it checkpoints first). */
+  stop(): void;
+  readonly exited: Promise<number>;
+}
+
+/** Starts a runner for a spec file. */
+export type Spawn = (specFile: string) => RunnerHandle;
+
+/** Thrown for requests the manager refuses; `status` is the HTTP status to answer with. */
+export class JobError extends Error {
+  override name = "JobError";
+  readonly status: 404 | 409 | 429;
+  constructor(status: 404 | 409 | 429, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const RUNNER = fromFileUrl(new URL("./runner.ts", import.meta.url));
+const ROOT = fromFileUrl(new URL("../../", import.meta.url));
+
+/** Runs `runner.ts` with Deno in a child process, events read from its stdout. */
+export function spawnRunner(specFile: string): RunnerHandle {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-ffi",
+      "--allow-sys",
+      RUNNER,
+      specFile,
+    ],
+    cwd: ROOT,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  async function* events(): AsyncIterable<RunnerEvent> {
+    let buffered = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      buffered += chunk;
+      let nl;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl).trim();
+        buffered = buffered.slice(nl + 1);
+        if (line) yield JSON.parse(line) as RunnerEvent;
+      }
+    }
+  }
+  return {
+    events: events(),
+    stop: () => void writer.write(new TextEncoder().encode("stop\n")).catch(() => {}),
+    exited: child.status.then((s) => (writer.close().catch(() => {}), s.code)),
+  };
+}
+
+/** Options of a {@link JobManager}. */
+export interface JobManagerOptions {
+  readonly store: JobStore;
+  readonly dataDir: string;
+  readonly servers: readonly ServerConfig[];
+  readonly plugins: { readonly [K in ServerKind]: ServerPlugin };
+  /** Queued jobs at most before submissions get 429 (default 16). */
+  readonly maxQueued?: number;
+  readonly spawn?: Spawn;
+  readonly call?: CallContext;
+}
+
+type Listener = (job: JobRecord) => void;
+type ManagerSettings = Required<Omit<JobManagerOptions, "call">> & { call: CallContext };
+
+/** Stage of a progress event → job state. */
+const STAGE_STATE: Record<string, JobState> = {
+  search: "searching",
+  retrain: "retraining",
+  evaluate: "retraining",
+  export: "exporting",
+};
+
+/** Keeps at most `max` points, thinning evenly. */
+function capped<T>(points: T[], max = 2000): T[] {
+  return points.length <= max ? points : points.filter((_, i) => i % 2 === 0);
+}
+
+/** The queue and its one worker. */
+export class JobManager {
+  readonly #o: ManagerSettings;
+  readonly #listeners = new Map<string, Set<Listener>>();
+  readonly #resume = new Set<string>();
+  #running: { id: string; runner: RunnerHandle; cancelled: boolean } | null = null;
+  #closed = false;
+  /** Settles when the worker is idle (for tests and shutdown). */
+  idle: Promise<void> = Promise.resolve();
+
+  constructor(options: JobManagerOptions) {
+    this.#o = { maxQueued: 16, spawn: spawnRunner, call: { fetch }, ...options };
+  }
+
+  /** Marks jobs found running as interrupted and queues them to resume; starts the worker. */
+  start(): void {
+    for (const job of this.#o.store.list([...ACTIVE_STATES, "interrupted"])) {
+      this.#o.store.update(job.id, { state: "interrupted" });
+      this.#requeue(job.id);
+    }
+    this.#pump();
+  }
+
+  get(id: string): JobRecord {
+    const job = this.#o.store.get(id);
+    if (!job) throw new JobError(404, `no job '${id}'`);
+    return job;
+  }
+
+  list(): JobRecord[] {
+    return this.#o.store.list();
+  }
+
+  /** Queues a job; 429 when the queue is full. */
+  submit(request: JobRequest): JobRecord {
+    if (this.#o.store.list(["queued"]).length >= this.#o.maxQueued) {
+      throw new JobError(429, `the queue is full (${this.#o.maxQueued} jobs waiting); try again later`);
+    }
+    if (request.attach && !this.#o.servers.some((s) => s.name === request.attach!.server)) {
+      throw new JobError(404, `no server '${request.attach.server}' is configured`);
+    }
+    const job = this.#o.store.create(crypto.randomUUID(), { ...request });
+    this.#pump();
+    return job;
+  }
+
+  /** Cancels a queued or running job (a running one checkpoints first); 409 when it already finished. */
+  cancel(id: string): JobRecord {
+    const job = this.get(id);
+    if (FINAL_STATES.includes(job.state)) throw new JobError(409, `job '${id}' already ${job.state}`);
+    if (this.#running?.id === id) {
+      this.#running.cancelled = true;
+      this.#running.runner.stop();
+      return job;
+    }
+    return this.#set(id, { state: "cancelled" });
+  }
+
+  /** Queues an interrupted or cancelled job again, to continue from its checkpoint; 409 otherwise. */
+  resume(id: string): JobRecord {
+    const job = this.get(id);
+    if (job.state !== "interrupted" && job.state !== "cancelled") {
+      throw new JobError(409, `job '${id}' is ${job.state}; only interrupted or cancelled jobs resume`);
+    }
+    const queued = this.#requeue(id);
+    this.#pump();
+    return queued;
+  }
+
+  /** Calls `listener` with the job after every change; returns the unsubscribe function. */
+  subscribe(id: string, listener: Listener): () => void {
+    const set = this.#listeners.get(id) ?? new Set();
+    this.#listeners.set(id, set.add(listener));
+    return () => set.delete(listener);
+  }
+
+  /** Stops the running job (it checkpoints and becomes interrupted) and the worker. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#running?.runner.stop();
+    await this.idle;
+  }
+
+  #requeue(id: string): JobRecord {
+    this.#resume.add(id);
+    return this.#set(id, { state: "queued", error: null });
+  }
+
+  #set(id: string, fields: Parameters<JobStore["update"]>[1]): JobRecord {
+    const job = this.#o.store.update(id, fields);
+    for (const l of this.#listeners.get(id) ?? []) l(job);
+    return job;
+  }
+
+  #pump(): void {
+    if (this.#running || this.#closed) return;
+    const next = this.#o.store.list(["queued"])[0];
+    if (!next) return;
+    this.idle = this.#run(next).finally(() => {
+      this.#running = null;
+      this.#pump();
+    });
+  }
+
+  async #run(job: JobRecord): Promise<void> {
+    const req = job.request as unknown as JobRequest;
+    const dir = join(this.#o.dataDir, "jobs", job.id);
+    const out = join(this.#o.dataDir, "adapters", req.name, job.id);
+    await Deno.mkdir(dir, { recursive: true });
+    const spec: RunnerSpec = {
+      model: req.model,
+      data: req.data,
+      options: req.options,
+      out,
+      checkpointDir: join(dir, "checkpoints"),
+      resume: this.#resume.delete(job.id),
+      padLayers: req.padLayers,
+    };
+    await Deno.writeTextFile(join(dir, "spec.json"), JSON.stringify(spec));
+    const runner = this.#o.spawn(join(dir, "spec.json"));
+    this.#running = { id: job.id, runner, cancelled: false };
+    const history: Record<string, unknown>[] =
+      (job.result?.history as Record<string, unknown>[] | undefined) ?? [];
+    const warnings: string[] = [];
+    let summary: Record<string, unknown> | null = null, failure: RunnerEvent | null = null;
+    this.#set(job.id, { state: "searching" });
+    for await (const e of runner.events) {
+      if (e.type === "progress") {
+        const p = e.event as {
+          stage: string;
+          step: number;
+          loss?: number;
+          valLoss?: number;
+          gates?: number[];
+        };
+        if (p.stage === "search" || p.stage === "retrain") {
+          history.push({ stage: p.stage, step: p.step, loss: p.loss, valLoss: p.valLoss, gates: p.gates });
+        }
+        this.#set(job.id, {
+          state: STAGE_STATE[p.stage] ?? "retraining",
+          progress: e.event,
+          result: { history: capped(history), warnings },
+        });
+      } else if (e.type === "warning") warnings.push(e.message);
+      else if (e.type === "result") summary = e.summary;
+      else failure = e;
+    }
+    await runner.exited;
+    if (summary) {
+      return await this.#finish(job.id, req, {
+        ...summary,
+        history: capped(history),
+        warnings,
+        adapterPath: out,
+      });
+    }
+    if (failure?.type === "stopped") {
+      const cancelled = this.#running?.cancelled;
+      this.#set(job.id, { state: cancelled ? "cancelled" : "interrupted" });
+      return;
+    }
+    const message = failure?.type === "error"
+      ? `${failure.name}: ${failure.message}`
+      : "the training process ended unexpectedly";
+    this.#set(job.id, { state: "failed", error: { code: "training_failed", message } });
+  }
+
+  async #finish(id: string, req: JobRequest, result: Record<string, unknown>): Promise<void> {
+    if (!req.attach) {
+      this.#set(id, { state: "succeeded", result });
+      return;
+    }
+    const server = this.#o.servers.find((s) => s.name === req.attach!.server)!;
+    const plugin = this.#o.plugins[server.kind];
+    const adapter: AdapterRef = {
+      name: req.attach.name ?? req.name,
+      path: result.adapterPath as string,
+      rank: JSON.parse(await Deno.readTextFile(join(result.adapterPath as string, "adapter_config.json"))).r,
+      version: id,
+    };
+    this.#set(id, { state: "attaching", result });
+    try {
+      const attach = await plugin.attach(server, adapter, this.#o.call);
+      this.#set(id, { state: "succeeded", result: { ...result, attach } });
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      this.#set(id, { state: "attach_failed", result, error: { code: "attach_failed", message } });
+    }
+  }
+}

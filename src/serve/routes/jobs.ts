@@ -1,0 +1,104 @@
+/**
+ * `/v1/jobs`: submit, list, inspect, follow (SSE), cancel and resume training jobs.
+ *
+ * @module
+ */
+
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { streamSSE } from "hono/streaming";
+import type { SidecarDeps } from "../deps.ts";
+import { ErrorBody, IdParam, Job, JobCreate } from "../schemas.ts";
+import { confine } from "../security.ts";
+import { FINAL_STATES, type JobRecord } from "../store.ts";
+import { validationHook } from "../errors.ts";
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  content: { "application/json": { schema } },
+  description,
+});
+const errors = {
+  400: json(ErrorBody, "invalid request"),
+  401: json(ErrorBody, "missing or wrong token"),
+  404: json(ErrorBody, "not found"),
+  409: json(ErrorBody, "conflict with the job's state"),
+  429: json(ErrorBody, "queue full"),
+};
+
+const create = createRoute({
+  method: "post",
+  path: "/",
+  request: { body: { content: { "application/json": { schema: JobCreate } }, required: true } },
+  responses: { 202: json(z.object({ id: z.string(), job: Job }), "queued"), ...errors },
+});
+const list = createRoute({
+  method: "get",
+  path: "/",
+  responses: { 200: json(z.object({ jobs: z.array(Job) }), "all jobs") },
+});
+const get = createRoute({
+  method: "get",
+  path: "/{id}",
+  request: { params: IdParam },
+  responses: { 200: json(Job, "the job"), ...errors },
+});
+const action = (verb: "cancel" | "resume") =>
+  createRoute({
+    method: "post",
+    path: `/{id}/${verb}`,
+    request: { params: IdParam },
+    responses: { 200: json(Job, "the job"), ...errors },
+  });
+const events = createRoute({
+  method: "get",
+  path: "/{id}/events",
+  request: { params: IdParam },
+  responses: {
+    200: { description: "server-sent events: `job` with the job record after every change" },
+    ...errors,
+  },
+});
+
+/** The jobs sub-app. */
+export function jobsApp(deps: SidecarDeps): OpenAPIHono {
+  const app = new OpenAPIHono({ defaultHook: validationHook });
+  const jobJson = (j: JobRecord) => j as unknown as z.infer<typeof Job>;
+  app.openapi(create, async (c) => {
+    const body = c.req.valid("json");
+    const model = await confine("model", body.model, deps.config.modelRoots);
+    const data = await confine("data", body.data, deps.config.dataRoots);
+    const job = deps.manager.submit({
+      model,
+      data,
+      name: body.name,
+      options: { ...body.options, ...(body.method ? { method: body.method } : {}) },
+      padLayers: body.padLayers,
+      attach: body.attach,
+    });
+    return c.json({ id: job.id, job: jobJson(job) }, 202);
+  });
+  app.openapi(list, (c) => c.json({ jobs: deps.manager.list().map(jobJson) }, 200));
+  app.openapi(get, (c) => c.json(jobJson(deps.manager.get(c.req.valid("param").id)), 200));
+  app.openapi(action("cancel"), (c) => c.json(jobJson(deps.manager.cancel(c.req.valid("param").id)), 200));
+  app.openapi(action("resume"), (c) => c.json(jobJson(deps.manager.resume(c.req.valid("param").id)), 200));
+  app.openapi(events, (c) => {
+    const { id } = c.req.valid("param");
+    const first = deps.manager.get(id);
+    return streamSSE(c, async (stream) => {
+      let done: () => void = () => {};
+      const finished = new Promise<void>((resolve) => (done = resolve));
+      let writes = Promise.resolve();
+      // Writes are chained so the final state is written before the stream ends.
+      const send = (job: JobRecord) => {
+        writes = writes
+          .then(() => stream.writeSSE({ event: "job", data: JSON.stringify(job) }))
+          .then(() => void (FINAL_STATES.includes(job.state) && done()), () => done());
+      };
+      const unsubscribe = deps.manager.subscribe(id, send);
+      stream.onAbort(() => done());
+      send(first);
+      await finished;
+      unsubscribe();
+    });
+  });
+  return app;
+}

@@ -1,0 +1,76 @@
+/**
+ * A training job in a child process of the sidecar. Reads its spec (a JSON file named on the command line), runs
+ * the pipeline, and writes one JSON event per line on stdout: `progress`, `warning`, then `result`, `stopped` or
+ * `error`. A line `stop` on stdin, or stdin closing (the sidecar died), stops the run between steps with its
+ * state checkpointed.
+ *
+ * A child process rather than a Worker: a native crash in onnxruntime then ends this job, not the sidecar.
+ *
+ * @module
+ */
+
+import { summary } from "../cli/finetune.ts";
+import type { FinetuneInput } from "../flexora/options.ts";
+import { finetune } from "../flexora/pipeline.ts";
+import { StoppedError } from "../flexora/progress.ts";
+
+/** What the sidecar hands a runner. */
+export interface RunnerSpec {
+  readonly model: string;
+  readonly data: string;
+  readonly options: FinetuneInput;
+  readonly out: string;
+  readonly checkpointDir: string;
+  readonly resume: boolean;
+  readonly padLayers?: boolean;
+}
+
+/** One line of runner output. */
+export type RunnerEvent =
+  | { type: "progress"; event: Record<string, unknown> }
+  | { type: "warning"; message: string }
+  | { type: "result"; summary: Record<string, unknown> }
+  | { type: "stopped"; message: string }
+  | { type: "error"; name: string; message: string };
+
+function emit(e: RunnerEvent): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(e) + "\n"));
+}
+
+async function watchStdin(controller: AbortController): Promise<void> {
+  const decoder = new TextDecoder();
+  try {
+    for await (const chunk of Deno.stdin.readable) {
+      if (decoder.decode(chunk).includes("stop")) controller.abort();
+    }
+  } finally {
+    controller.abort(); // stdin closed: the sidecar is gone
+  }
+}
+
+if (import.meta.main) {
+  const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(Deno.args[0]));
+  const controller = new AbortController();
+  watchStdin(controller);
+  try {
+    const result = await finetune(spec.model, spec.data, spec.options, {
+      out: spec.out,
+      checkpointDir: spec.checkpointDir,
+      resume: spec.resume,
+      padLayers: spec.padLayers,
+      signal: controller.signal,
+      onProgress: (event) => emit({ type: "progress", event: { ...event } }),
+      onWarning: (message) => emit({ type: "warning", message }),
+    });
+    emit({ type: "result", summary: summary(result) });
+    Deno.exit(0);
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    emit(
+      e instanceof StoppedError
+        ? { type: "stopped", message: err.message }
+        : { type: "error", name: err.name, message: err.message },
+    );
+    Deno.exit(e instanceof StoppedError ? 3 : 1);
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Request and response schemas of the sidecar's API (zod, with OpenAPI metadata). Objects are strict: an unknown
+ * field is an error naming it.
+ *
+ * @module
+ */
+
+import { z } from "@hono/zod-openapi";
+import { NAME } from "./security.ts";
+
+export const Name = z.string().regex(NAME, "must match [A-Za-z0-9._-]{1,64}");
+
+const Lora = z.strictObject({
+  rank: z.int().positive().optional(),
+  alpha: z.number().positive().optional(),
+  rslora: z.boolean().optional(),
+  targets: z.array(z.enum(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).min(
+    1,
+  )
+    .optional(),
+});
+
+/** Finetune options, as the library takes them (all optional). */
+export const FinetuneOptions = z.strictObject({
+  search: z.strictObject({
+    lora: Lora.optional(),
+    loraLr: z.number().positive().optional(),
+    gateLr: z.number().positive().optional(),
+    epochs: z.int().positive().optional(),
+    batchSize: z.int().positive().optional(),
+    valBatchSize: z.int().positive().optional(),
+    hypergradient: z.enum(["first-order", "unrolled"]).optional(),
+  }).optional(),
+  select: z.string().max(64).optional(),
+  retrain: z.strictObject({
+    lora: Lora.optional(),
+    lr: z.number().positive().optional(),
+    epochs: z.int().positive().optional(),
+    batchSize: z.int().positive().optional(),
+    microBatchSize: z.int().positive().optional(),
+    schedule: z.enum(["cosine", "linear", "constant"]).optional(),
+    warmupRatio: z.number().min(0).max(1).optional(),
+    earlyStoppingPatience: z.int().min(0).optional(),
+  }).optional(),
+  maxLength: z.int().positive().optional(),
+  valSize: z.int().positive().optional(),
+  seed: z.int().optional(),
+  weightDecay: z.number().min(0).optional(),
+  maxGradNorm: z.number().positive().optional(),
+  checkpointEvery: z.int().min(0).optional(),
+}).openapi("FinetuneOptions");
+
+export const JobCreate = z.strictObject({
+  model: z.string().min(1).max(4096).openapi({
+    description: "model directory, inside a configured model root",
+  }),
+  data: z.string().min(1).max(4096).openapi({
+    description: "dataset file or folder, inside a configured data root",
+  }),
+  name: Name.openapi({ description: "adapter name" }),
+  method: z.enum(["flexora", "lora", "random-k"]).optional(),
+  options: FinetuneOptions.optional(),
+  padLayers: z.boolean().optional(),
+  attach: z.strictObject({ server: Name, name: Name.optional() }).optional(),
+}).openapi("JobCreate");
+
+export const Job = z.object({
+  id: z.string(),
+  state: z.enum([
+    "queued",
+    "searching",
+    "retraining",
+    "exporting",
+    "attaching",
+    "succeeded",
+    "failed",
+    "attach_failed",
+    "cancelled",
+    "interrupted",
+  ]),
+  request: z.record(z.string(), z.unknown()),
+  progress: z.record(z.string(), z.unknown()).nullable(),
+  result: z.record(z.string(), z.unknown()).nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}).openapi("Job");
+
+export const ServerRef = z.strictObject({ server: Name }).openapi("ServerRef");
+
+export const ErrorBody = z.object({
+  error: z.object({ message: z.string(), field: z.string().optional() }),
+}).openapi("Error");
+
+export const IdParam = z.object({ id: z.string().max(64).openapi({ param: { name: "id", in: "path" } }) });
+export const NameParam = z.object({ name: Name.openapi({ param: { name: "name", in: "path" } }) });

@@ -1,0 +1,79 @@
+/**
+ * The sidecar's guards: bearer tokens, name rules, and paths confined to configured roots.
+ *
+ * @module
+ */
+
+import { timingSafeEqual } from "node:crypto";
+import { isAbsolute, relative, resolve, sep } from "node:path";
+import type { MiddlewareHandler } from "hono";
+import { HTTPException } from "hono/http-exception";
+
+/** Adapter, job and server names. */
+export const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** A random token for a first start without `FLEXORA_TOKEN`. */
+export function generateToken(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(24)), (b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+}
+
+function sameToken(given: string, token: string): boolean {
+  const a = new TextEncoder().encode(given), b = new TextEncoder().encode(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Options of {@link bearerAuth}. */
+export interface AuthOptions {
+  readonly token: string;
+  /** Also guard reads (GET): when the sidecar listens beyond loopback. */
+  readonly guardReads: boolean;
+}
+
+/** Middleware factory: `Authorization: Bearer <token>` on mutating requests (and reads when asked). */
+export function bearerAuth(options: AuthOptions): MiddlewareHandler {
+  return async (c, next) => {
+    const mutating = c.req.method !== "GET" && c.req.method !== "HEAD";
+    const open = c.req.path === "/healthz";
+    if (!open && (mutating || options.guardReads)) {
+      const header = c.req.header("authorization") ?? "";
+      const given = header.startsWith("Bearer ") ? header.slice(7) : "";
+      if (!given || !sameToken(given, options.token)) {
+        throw new HTTPException(401, {
+          message: "missing or wrong bearer token (Authorization: Bearer <token>)",
+        });
+      }
+    }
+    await next();
+  };
+}
+
+/** True for addresses only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+/**
+ * Resolves `path` (relative paths against the first root) and checks it stays inside one of `roots` after
+ * following symlinks; returns the real path, or throws a 400 naming the field and the value.
+ */
+export async function confine(field: string, path: string, roots: readonly string[]): Promise<string> {
+  if (roots.length === 0) {
+    throw new HTTPException(400, { message: `'${field}': no roots are configured for it` });
+  }
+  let real: string;
+  try {
+    real = await Deno.realPath(isAbsolute(path) ? path : resolve(roots[0], path));
+  } catch {
+    throw new HTTPException(400, { message: `'${field}': ${JSON.stringify(path)} does not exist` });
+  }
+  for (const root of roots) {
+    const rootReal = await Deno.realPath(root).catch(() => resolve(root));
+    const rel = relative(rootReal, real);
+    if (rel === "" || (!rel.startsWith("..") && !isAbsolute(rel) && !rel.startsWith(`..${sep}`))) return real;
+  }
+  throw new HTTPException(400, {
+    message: `'${field}': ${JSON.stringify(path)} is outside the allowed roots`,
+  });
+}

@@ -1,0 +1,259 @@
+/**
+ * Bad input to the sidecar: each case must be a 4xx JSON error whose message names the field (or the thing) and
+ * never start a job.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { jobBody, testSidecar } from "./helpers.ts";
+
+const s = await testSidecar();
+addEventListener("unload", () => void s.close());
+await Deno.symlink("/tmp", join(s.dir, "models", "escape"));
+
+interface Case {
+  name: string;
+  method?: string;
+  path?: string;
+  body?: string;
+  headers?: Record<string, string>;
+  status: number;
+  message: RegExp;
+}
+
+const job = (extra: Record<string, unknown>) => jobBody(extra);
+const opts = (options: Record<string, unknown>) => job({ options });
+const CASES: Case[] = [
+  { name: "malformed JSON", body: "{not json", status: 400, message: /malformed json/i },
+  { name: "an array body", body: "[]", status: 400, message: /expected object/i },
+  {
+    name: "an unknown top-level field",
+    body: job({ learning_rate: 1 }),
+    status: 400,
+    message: /learning_rate/,
+  },
+  { name: "an unknown option", body: opts({ lr: 1 }), status: 400, message: /'options\.lr'/ },
+  {
+    name: "an unknown search option",
+    body: opts({ search: { lr: 1 } }),
+    status: 400,
+    message: /'options\.search\.lr'/,
+  },
+  {
+    name: "a missing model",
+    body: JSON.stringify({ data: "d", name: "x" }),
+    status: 400,
+    message: /'model'/,
+  },
+  {
+    name: "a missing data path",
+    body: JSON.stringify({ model: "m", name: "x" }),
+    status: 400,
+    message: /'data'/,
+  },
+  { name: "a missing name", body: JSON.stringify({ model: "m", data: "d" }), status: 400, message: /'name'/ },
+  { name: "a name with a slash", body: job({ name: "a/b" }), status: 400, message: /'name'.*A-Za-z0-9/ },
+  { name: "a name of 65 characters", body: job({ name: "x".repeat(65) }), status: 400, message: /'name'/ },
+  { name: "an empty name", body: job({ name: "" }), status: 400, message: /'name'/ },
+  { name: "a model that is a number", body: job({ model: 3 }), status: 400, message: /'model'.*string/i },
+  { name: "an unknown method", body: job({ method: "dora" }), status: 400, message: /'method'/ },
+  {
+    name: "a negative search lr",
+    body: opts({ search: { loraLr: -1 } }),
+    status: 400,
+    message: /'options\.search\.loraLr'/,
+  },
+  {
+    name: "zero retrain epochs",
+    body: opts({ retrain: { epochs: 0 } }),
+    status: 400,
+    message: /'options\.retrain\.epochs'/,
+  },
+  {
+    name: "rank 0",
+    body: opts({ retrain: { lora: { rank: 0 } } }),
+    status: 400,
+    message: /'options\.retrain\.lora\.rank'/,
+  },
+  {
+    name: "rank 2.5",
+    body: opts({ search: { lora: { rank: 2.5 } } }),
+    status: 400,
+    message: /'options\.search\.lora\.rank'/,
+  },
+  {
+    name: "an unknown target module",
+    body: opts({ retrain: { lora: { targets: ["qkv"] } } }),
+    status: 400,
+    message: /'options\.retrain\.lora\.targets\.0'/,
+  },
+  {
+    name: "no target modules",
+    body: opts({ retrain: { lora: { targets: [] } } }),
+    status: 400,
+    message: /'options\.retrain\.lora\.targets'/,
+  },
+  {
+    name: "a fractional max length",
+    body: opts({ maxLength: 10.5 }),
+    status: 400,
+    message: /'options\.maxLength'/,
+  },
+  { name: "a seed that is a string", body: opts({ seed: "1" }), status: 400, message: /'options\.seed'/ },
+  {
+    name: "an unknown hypergradient",
+    body: opts({ search: { hypergradient: "exact" } }),
+    status: 400,
+    message: /'options\.search\.hypergradient'/,
+  },
+  {
+    name: "a warmup ratio of 2",
+    body: opts({ retrain: { warmupRatio: 2 } }),
+    status: 400,
+    message: /'options\.retrain\.warmupRatio'/,
+  },
+  {
+    name: "a selection too long",
+    body: opts({ select: "x".repeat(100) }),
+    status: 400,
+    message: /'options\.select'/,
+  },
+  { name: "padLayers as a string", body: job({ padLayers: "yes" }), status: 400, message: /'padLayers'/ },
+  {
+    name: "an attach server with a bad name",
+    body: job({ attach: { server: "a b" } }),
+    status: 400,
+    message: /'attach\.server'/,
+  },
+  {
+    name: "an unknown attach field",
+    body: job({ attach: { server: "local", url: "x" } }),
+    status: 400,
+    message: /'attach\.url'/,
+  },
+  {
+    name: "an attach to an unknown server",
+    body: job({ attach: { server: "nope" } }),
+    status: 404,
+    message: /no server 'nope'/,
+  },
+  {
+    name: "a model path with ..",
+    body: job({ model: "../../etc" }),
+    status: 400,
+    message: /'model'.*(outside the allowed roots|does not exist)/,
+  },
+  {
+    name: "an absolute model path outside the roots",
+    body: job({ model: "/etc" }),
+    status: 400,
+    message: /'model': "\/etc" is outside the allowed roots/,
+  },
+  {
+    name: "a symlink out of the model root",
+    body: job({ model: "escape" }),
+    status: 400,
+    message: /'model': "escape" is outside the allowed roots/,
+  },
+  {
+    name: "a model that does not exist",
+    body: job({ model: "missing" }),
+    status: 400,
+    message: /'model': "missing" does not exist/,
+  },
+  {
+    name: "a data path outside the roots",
+    body: job({ data: "/etc" }),
+    status: 400,
+    message: /'data': "\/etc" is outside the allowed roots/,
+  },
+  {
+    name: "a body over the size limit",
+    body: job({ pad: "x".repeat(2 << 20) }),
+    status: 413,
+    message: /larger than 1048576 bytes/,
+  },
+  {
+    name: "a text/plain body",
+    body: jobBody(),
+    headers: { "content-type": "text/plain" },
+    status: 415,
+    message: /.+/,
+  },
+  { name: "no token", body: jobBody(), headers: { authorization: "" }, status: 401, message: /bearer token/ },
+  {
+    name: "a wrong token",
+    body: jobBody(),
+    headers: { authorization: "Bearer nope" },
+    status: 401,
+    message: /bearer token/,
+  },
+  { name: "an unknown job", method: "GET", path: "/v1/jobs/nope", status: 404, message: /no job 'nope'/ },
+  {
+    name: "a job id that is too long",
+    method: "GET",
+    path: `/v1/jobs/${"x".repeat(80)}`,
+    status: 400,
+    message: /'id'/,
+  },
+  { name: "cancelling an unknown job", path: "/v1/jobs/nope/cancel", status: 404, message: /no job 'nope'/ },
+  { name: "resuming an unknown job", path: "/v1/jobs/nope/resume", status: 404, message: /no job 'nope'/ },
+  {
+    name: "an unknown route",
+    method: "GET",
+    path: "/v1/nothing",
+    status: 404,
+    message: /no route GET \/v1\/nothing/,
+  },
+  {
+    name: "attaching an unknown adapter",
+    path: "/v1/adapters/ghost/attach",
+    body: '{"server":"local"}',
+    status: 404,
+    message: /no adapter 'ghost'/,
+  },
+  {
+    name: "attaching to an unknown server",
+    path: "/v1/adapters/ghost/attach",
+    body: '{"server":"far"}',
+    status: 404,
+    message: /no server 'far'/,
+  },
+  {
+    name: "attaching without a server",
+    path: "/v1/adapters/ghost/attach",
+    body: "{}",
+    status: 400,
+    message: /'server'/,
+  },
+  {
+    name: "an adapter name with a space",
+    path: "/v1/adapters/a%20b/attach",
+    body: '{"server":"local"}',
+    status: 400,
+    message: /'name'/,
+  },
+  {
+    name: "detaching from an unknown server",
+    path: "/v1/adapters/ghost/detach",
+    body: '{"server":"far"}',
+    status: 404,
+    message: /no server 'far'/,
+  },
+];
+
+for (const c of CASES) {
+  Deno.test(`bad input: ${c.name} → ${c.status}`, async () => {
+    const before = (await (await s.request("/v1/jobs")).json()).jobs.length;
+    const res = await s.request(c.path ?? "/v1/jobs", {
+      method: c.method ?? "POST",
+      body: c.body,
+      headers: c.headers,
+    });
+    assert.equal(res.status, c.status);
+    const body = await res.json();
+    assert.equal(typeof body.error?.message, "string", JSON.stringify(body));
+    assert.match(body.error.message, c.message);
+    assert.equal((await (await s.request("/v1/jobs")).json()).jobs.length, before, "no job may be created");
+  });
+}

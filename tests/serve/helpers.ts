@@ -1,0 +1,149 @@
+/**
+ * A sidecar for route tests: temp data and roots, a fake runner speaking the real event protocol, and a stub
+ * plugin table whose `embedded` entry records attaches (the real plugins have their own conformance suite).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import type { AdapterRef, ServerKind, ServerPlugin } from "../../plugins/types.ts";
+import { AttachError } from "../../plugins/types.ts";
+import { createSidecar, type Sidecar } from "../../src/serve/app.ts";
+import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
+import type { RunnerEvent, RunnerSpec } from "../../src/serve/runner.ts";
+
+export const TOKEN = "test-token";
+
+/** A fake runner: a few progress events, then an adapter folder and a result (or an error). */
+export function fakeSpawn(behaviour: { fail?: boolean; hold?: Promise<void> } = {}): Spawn {
+  return (specFile: string): RunnerHandle => {
+    let stopped = false;
+    let release: () => void = () => {};
+    const stoppedSignal = new Promise<void>((r) => (release = r));
+    async function* events(): AsyncIterable<RunnerEvent> {
+      const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(specFile));
+      yield {
+        type: "progress",
+        event: { stage: "search", step: 1, total: 2, loss: 2.5, valLoss: 2.6, gates: [1.2, 0.8] },
+      };
+      if (behaviour.hold) await Promise.race([behaviour.hold, stoppedSignal]);
+      if (stopped) return yield { type: "stopped", message: "search stopped at step 1 of 2" };
+      yield {
+        type: "progress",
+        event: { stage: "search", step: 2, total: 2, loss: 2.4, valLoss: 2.5, gates: [1.4, 0.6] },
+      };
+      yield { type: "progress", event: { stage: "retrain", step: 1, total: 1, loss: 2.0 } };
+      if (behaviour.fail) {
+        return yield {
+          type: "error",
+          name: "DivergedError",
+          message: "retrain: the lora loss became NaN at step 1",
+        };
+      }
+      yield { type: "progress", event: { stage: "export", step: 0, total: 1 } };
+      await Deno.mkdir(spec.out, { recursive: true });
+      await Deno.writeTextFile(
+        join(spec.out, "adapter_config.json"),
+        JSON.stringify({ peft_type: "LORA", r: 8 }),
+      );
+      await Deno.writeTextFile(
+        join(spec.out, "flexora.json"),
+        JSON.stringify({
+          method: "flexora",
+          selectedLayers: [0],
+          gates: { logits: [0.2, -0.2], values: [1.4, 0.6] },
+        }),
+      );
+      yield { type: "result", summary: { method: "flexora", selectedLayers: [0], adapter: spec.out } };
+    }
+    return { events: events(), stop: () => ((stopped = true), release()), exited: Promise.resolve(0) };
+  };
+}
+
+/** A plugin that records attaches; `failAttach` makes them fail as a server would. */
+export function stubPlugins(
+  failAttach = false,
+): { plugins: { [K in ServerKind]: ServerPlugin }; attached: AdapterRef[] } {
+  const attached: AdapterRef[] = [];
+  const plugin: ServerPlugin = {
+    kind: "embedded",
+    capabilities: () => ({ load: true, unload: true, list: true, generate: true }),
+    attach(server, adapter) {
+      if (failAttach) {
+        return Promise.reject(new AttachError(`${server.name}: 500 Internal Server Error: out of memory`));
+      }
+      attached.push(adapter);
+      const verification = { listed: true, changesOutput: true, detail: "stub" };
+      return Promise.resolve({
+        server: server.name,
+        adapter: adapter.name,
+        verification,
+        attempts: 1,
+        millis: 1,
+      });
+    },
+    detach: () => Promise.resolve(),
+    list: () => Promise.resolve(attached.map((a) => a.name)),
+    verify: () => Promise.resolve({ listed: true, changesOutput: true, detail: "stub" }),
+    reachable: () => Promise.resolve(true),
+  };
+  const kinds: ServerKind[] = ["vllm", "sglang", "lorax", "llamacpp", "ollama", "embedded"];
+  return { plugins: Object.fromEntries(kinds.map((k) => [k, { ...plugin, kind: k }])) as never, attached };
+}
+
+/** A sidecar in a temp dir with model and data roots holding a `model/` and `data/` folder. */
+export async function testSidecar(
+  options: { spawn?: Spawn; failAttach?: boolean; maxQueued?: number; host?: string; dataDir?: string } = {},
+): Promise<
+  Sidecar & {
+    dir: string;
+    attached: AdapterRef[];
+    request: (path: string, init?: RequestInit) => Promise<Response>;
+  }
+> {
+  const dir = options.dataDir
+    ? join(options.dataDir, "..")
+    : await Deno.makeTempDir({ prefix: "flexora-sidecar-" });
+  await Deno.mkdir(join(dir, "models", "m"), { recursive: true });
+  await Deno.mkdir(join(dir, "datasets", "d"), { recursive: true });
+  const { plugins, attached } = stubPlugins(options.failAttach);
+  const sidecar = await createSidecar(
+    {
+      dataDir: options.dataDir ?? join(dir, "state"),
+      token: TOKEN,
+      host: options.host ?? "127.0.0.1",
+      modelRoots: [join(dir, "models")],
+      dataRoots: [join(dir, "datasets")],
+      servers: [{ name: "local", kind: "embedded", url: "http://127.0.0.1:9" }],
+      maxQueued: options.maxQueued,
+    },
+    plugins,
+    { spawn: options.spawn ?? fakeSpawn() },
+  );
+  const request = (path: string, init: RequestInit = {}) => {
+    const headers = new Headers(init.headers);
+    if (!headers.has("authorization")) headers.set("authorization", `Bearer ${TOKEN}`);
+    if (init.body && !headers.has("content-type")) headers.set("content-type", "application/json");
+    return Promise.resolve(sidecar.app.request(path, { ...init, headers }));
+  };
+  return { ...sidecar, dir, attached, request };
+}
+
+/** A valid job body. */
+export function jobBody(extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({ model: "m", data: "d", name: "demo", ...extra });
+}
+
+/** Polls a job until it reaches a final state. */
+export async function waitFor(
+  request: (path: string) => Promise<Response>,
+  id: string,
+  states = ["succeeded", "failed", "attach_failed", "cancelled", "interrupted"],
+): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 500; i++) {
+    const job = await (await request(`/v1/jobs/${id}`)).json();
+    if (states.includes(job.state)) return job;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`job ${id} did not reach ${states}`);
+}
