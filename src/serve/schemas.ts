@@ -7,6 +7,7 @@
 
 import { z } from "@hono/zod-openapi";
 import { NAME } from "./security.ts";
+import { JOB_STATES } from "./store.ts";
 
 export const Name = z.string().regex(NAME, "must match [A-Za-z0-9._-]{1,64}");
 
@@ -66,18 +67,7 @@ export const JobCreate = z.strictObject({
 
 export const Job = z.object({
   id: z.string(),
-  state: z.enum([
-    "queued",
-    "searching",
-    "retraining",
-    "exporting",
-    "attaching",
-    "succeeded",
-    "failed",
-    "attach_failed",
-    "cancelled",
-    "interrupted",
-  ]),
+  state: z.enum(JOB_STATES),
   request: z.record(z.string(), z.unknown()),
   progress: z.record(z.string(), z.unknown()).nullable(),
   result: z.record(z.string(), z.unknown()).nullable(),

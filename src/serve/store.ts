@@ -9,18 +9,22 @@
 
 import { DatabaseSync } from "node:sqlite";
 
+/** Every job state, in the order a job can pass through them. */
+export const JOB_STATES = [
+  "queued",
+  "searching",
+  "retraining",
+  "exporting",
+  "attaching",
+  "succeeded",
+  "failed",
+  "attach_failed",
+  "cancelled",
+  "interrupted",
+] as const;
+
 /** Job states. */
-export type JobState =
-  | "queued"
-  | "searching"
-  | "retraining"
-  | "exporting"
-  | "attaching"
-  | "succeeded"
-  | "failed"
-  | "attach_failed"
-  | "cancelled"
-  | "interrupted";
+export type JobState = typeof JOB_STATES[number];
 
 /** States in which a job is finished. */
 export const FINAL_STATES: readonly JobState[] = ["succeeded", "failed", "attach_failed", "cancelled"];

@@ -6,24 +6,14 @@
 
 import { Hono } from "hono";
 import type { SidecarDeps } from "../deps.ts";
+import { JOB_STATES } from "../store.ts";
 
 /** Prometheus text exposition of the sidecar's counters. */
 export function metricsText(deps: SidecarDeps): string {
   const counts = deps.store.counts();
-  const states = [
-    "queued",
-    "searching",
-    "retraining",
-    "exporting",
-    "attaching",
-    "succeeded",
-    "failed",
-    "attach_failed",
-    "cancelled",
-    "interrupted",
-  ];
+
   const lines = ["# HELP flexora_jobs Jobs by state.", "# TYPE flexora_jobs gauge"];
-  for (const s of states) lines.push(`flexora_jobs{state="${s}"} ${counts[s] ?? 0}`);
+  for (const s of JOB_STATES) lines.push(`flexora_jobs{state="${s}"} ${counts[s] ?? 0}`);
   const running = deps.store.list(["searching", "retraining"])[0]?.progress as {
     step?: number;
     elapsed?: number;
