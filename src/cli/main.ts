@@ -9,14 +9,16 @@ import { compareCommand } from "./compare.ts";
 import { finetuneCommand } from "./finetune.ts";
 import { generateCommand } from "./generate.ts";
 import { scoreCommand } from "./score.ts";
+import { serveCommand } from "./serve.ts";
 import { version } from "./version.ts";
 
-/** Every command, in the order `--help` lists them. Later work adds finetune, serve, … */
+/** Every command, in the order `--help` lists them. */
 export const COMMANDS: readonly Command[] = [
   finetuneCommand,
   compareCommand,
   generateCommand,
   scoreCommand,
+  serveCommand,
   version,
 ];
 

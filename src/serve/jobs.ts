@@ -128,7 +128,12 @@ export class JobManager {
   idle: Promise<void> = Promise.resolve();
 
   constructor(options: JobManagerOptions) {
-    this.#o = { maxQueued: 16, spawn: spawnRunner, call: { fetch }, ...options };
+    this.#o = {
+      ...options,
+      maxQueued: options.maxQueued ?? 16,
+      spawn: options.spawn ?? spawnRunner,
+      call: options.call ?? { fetch },
+    };
   }
 
   /** Marks jobs found running as interrupted and queues them to resume; starts the worker. */
@@ -215,10 +220,16 @@ export class JobManager {
     if (this.#running || this.#closed) return;
     const next = this.#o.store.list(["queued"])[0];
     if (!next) return;
-    this.idle = this.#run(next).finally(() => {
-      this.#running = null;
-      this.#pump();
-    });
+    this.idle = this.#run(next)
+      .catch((e) => {
+        // Whatever went wrong fails this job only; the sidecar keeps serving.
+        const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+        this.#set(next.id, { state: "failed", error: { code: "internal", message } });
+      })
+      .finally(() => {
+        this.#running = null;
+        this.#pump();
+      });
   }
 
   async #run(job: JobRecord): Promise<void> {

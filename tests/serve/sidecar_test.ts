@@ -208,3 +208,22 @@ Deno.test("reads need the token too when the sidecar listens beyond loopback", a
     await s.close();
   }
 });
+
+Deno.test("an exception while running a job fails that job only; the sidecar keeps serving", async () => {
+  const s = await testSidecar({
+    spawn: () => {
+      throw new Error("cannot start the runner");
+    },
+  });
+  try {
+    const job = await waitFor(
+      s.request,
+      (await (await s.request("/v1/jobs", { method: "POST", body: jobBody() })).json()).id,
+    );
+    assert.equal(job.state, "failed");
+    assert.deepEqual(job.error, { code: "internal", message: "Error: cannot start the runner" });
+    assert.equal((await s.request("/healthz")).status, 200);
+  } finally {
+    await s.close();
+  }
+});

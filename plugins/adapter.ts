@@ -1,0 +1,125 @@
+/**
+ * What every plugin checks in an adapter folder before it calls a server: a valid name, a PEFT LoRA config, a
+ * readable safetensors header, a rank that matches the reference and fits the server's limit
+ * (`options.maxLoraRank`, when configured). A failure is an {@link AttachError} and no request is made.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { fromPeftKey } from "../src/model/peft.ts";
+import { readHeader, type SafetensorsHeader } from "../src/model/safetensors.ts";
+import { attaching } from "./errors.ts";
+import { positiveIntOption } from "./options.ts";
+import { type AdapterRef, AttachError, type ServerConfig } from "./types.ts";
+
+/** Names requests select adapters by (and folder names, so never `.` or `..`). */
+export const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** The files of a PEFT LoRA adapter folder. */
+export const CONFIG_FILE = "adapter_config.json";
+export const WEIGHTS_FILE = "adapter_model.safetensors";
+
+/** An adapter folder as read before attaching. */
+export interface AdapterFiles {
+  readonly configFile: string;
+  readonly weightsFile: string;
+  /** `adapter_config.json` as written. */
+  readonly config: Readonly<Record<string, unknown>>;
+  /** `r`. */
+  readonly rank: number;
+  /** `base_model_name_or_path`, or null. */
+  readonly baseModel: string | null;
+  readonly header: SafetensorsHeader;
+  /** Decoder layer → projections that have both lora_A and lora_B in the weights. */
+  readonly modules: ReadonlyMap<number, ReadonlySet<string>>;
+}
+
+/**
+ * Checks an adapter name: `[A-Za-z0-9._-]{1,64}`, and not `.` or `..` (names become folder names); `what` starts
+ * the error message.
+ *
+ * @example
+ * ```ts
+ * import { checkName } from "./adapter.ts";
+ * checkName("Cannot attach", "sql-v2");
+ * ```
+ */
+export function checkName(what: string, name: string): void {
+  if (!NAME.test(name) || name === "." || name === "..") {
+    throw new AttachError(
+      `${what}: an adapter name must match [A-Za-z0-9._-]{1,64} and not be '.' or '..', got ${
+        JSON.stringify(name)
+      }`,
+    );
+  }
+}
+
+/**
+ * Reads and checks the adapter folder (see the module doc); the server is not contacted.
+ *
+ * @example
+ * ```ts
+ * import { inspectAdapter } from "./adapter.ts";
+ * import { AttachError } from "./types.ts";
+ * const server = { name: "s", kind: "vllm" as const, url: "http://127.0.0.1:1" };
+ * const missing = await inspectAdapter(server, { name: "a", path: await Deno.makeTempDir(), rank: 8 })
+ *   .catch((e) => e);
+ * if (!(missing instanceof AttachError) || !missing.message.includes("adapter_config.json")) throw missing;
+ * ```
+ */
+export async function inspectAdapter(server: ServerConfig, adapter: AdapterRef): Promise<AdapterFiles> {
+  checkName(attaching(server, adapter.name), adapter.name);
+  const fail = (problem: string) => new AttachError(`${attaching(server, adapter.name)}: ${problem}`);
+  const configFile = join(adapter.path, CONFIG_FILE), weightsFile = join(adapter.path, WEIGHTS_FILE);
+  let config: Record<string, unknown>;
+  try {
+    const json = JSON.parse(await Deno.readTextFile(configFile));
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      throw new Error("not a JSON object");
+    }
+    config = json;
+  } catch (e) {
+    throw fail(`${configFile}: cannot read the adapter config (${(e as Error).message})`);
+  }
+  if (config.peft_type !== undefined && config.peft_type !== "LORA") {
+    throw fail(`${configFile}: 'peft_type' must be "LORA", got ${JSON.stringify(config.peft_type)}`);
+  }
+  const rank = config.r;
+  if (typeof rank !== "number" || !Number.isInteger(rank) || rank <= 0) {
+    throw fail(`${configFile}: 'r' must be a positive integer, got ${JSON.stringify(rank)}`);
+  }
+  if (rank !== adapter.rank) {
+    throw fail(`${configFile} has rank ${rank}, but the adapter was given as rank ${adapter.rank}`);
+  }
+  const limit = positiveIntOption(server, "maxLoraRank");
+  if (limit !== undefined && rank > limit) {
+    throw fail(
+      `the adapter's rank ${rank} is above the server's maximum LoRA rank ${limit} (options.maxLoraRank); ` +
+        `train with rank ${limit} or less, or restart the server with a larger --max-lora-rank`,
+    );
+  }
+  let header: SafetensorsHeader;
+  try {
+    header = await readHeader(weightsFile);
+  } catch (e) {
+    throw fail(`cannot read the adapter weights (${(e as Error).message})`);
+  }
+  const halves = new Map<string, Set<string>>();
+  for (const t of header.tensors) {
+    const key = fromPeftKey(t.name);
+    if (!key) continue;
+    const id = `${key.layer}:${key.module}`;
+    halves.set(id, (halves.get(id) ?? new Set()).add(key.matrix));
+  }
+  const modules = new Map<number, Set<string>>();
+  for (const [id, got] of halves) {
+    if (got.size !== 2) continue;
+    const [layer, module] = id.split(":");
+    modules.set(Number(layer), (modules.get(Number(layer)) ?? new Set()).add(module));
+  }
+  const baseModel = typeof config.base_model_name_or_path === "string"
+    ? config.base_model_name_or_path
+    : null;
+  return { configFile, weightsFile, config, rank, baseModel, header, modules };
+}
