@@ -55,8 +55,9 @@ export function isLoopback(host: string): boolean {
 }
 
 /**
- * Resolves `path` (relative paths against the first root) and checks it stays inside one of `roots` after
- * following symlinks; returns the real path, or throws a 400 naming the field and the value.
+ * Resolves `path` (relative paths against the sidecar's working directory, as the CLI does) and checks it stays
+ * inside one of `roots` after following symlinks; returns the real path, or throws a 400 naming the field and the
+ * value.
  */
 export async function confine(field: string, path: string, roots: readonly string[]): Promise<string> {
   if (roots.length === 0) {
@@ -64,7 +65,7 @@ export async function confine(field: string, path: string, roots: readonly strin
   }
   let real: string;
   try {
-    real = await Deno.realPath(isAbsolute(path) ? path : resolve(roots[0], path));
+    real = await Deno.realPath(resolve(path));
   } catch {
     throw new HTTPException(400, { message: `'${field}': ${JSON.stringify(path)} does not exist` });
   }

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { jobBody, testSidecar } from "./helpers.ts";
+import { testSidecar } from "./helpers.ts";
 
 const s = await testSidecar();
 addEventListener("unload", () => void s.close());
@@ -21,7 +21,8 @@ interface Case {
   message: RegExp;
 }
 
-const job = (extra: Record<string, unknown>) => jobBody(extra);
+const job = (extra: Record<string, unknown>) => s.body(extra);
+const jobBody = () => s.body();
 const opts = (options: Record<string, unknown>) => job({ options });
 const CASES: Case[] = [
   { name: "malformed JSON", body: "{not json", status: 400, message: /malformed json/i },
@@ -41,17 +42,22 @@ const CASES: Case[] = [
   },
   {
     name: "a missing model",
-    body: JSON.stringify({ data: "d", name: "x" }),
+    body: JSON.stringify({ data: join(s.dir, "datasets", "d"), name: "x" }),
     status: 400,
     message: /'model'/,
   },
   {
     name: "a missing data path",
-    body: JSON.stringify({ model: "m", name: "x" }),
+    body: JSON.stringify({ model: join(s.dir, "models", "m"), name: "x" }),
     status: 400,
     message: /'data'/,
   },
-  { name: "a missing name", body: JSON.stringify({ model: "m", data: "d" }), status: 400, message: /'name'/ },
+  {
+    name: "a missing name",
+    body: JSON.stringify({ model: join(s.dir, "models", "m"), data: join(s.dir, "datasets", "d") }),
+    status: 400,
+    message: /'name'/,
+  },
   { name: "a name with a slash", body: job({ name: "a/b" }), status: 400, message: /'name'.*A-Za-z0-9/ },
   { name: "a name of 65 characters", body: job({ name: "x".repeat(65) }), status: 400, message: /'name'/ },
   { name: "an empty name", body: job({ name: "" }), status: 400, message: /'name'/ },
@@ -139,7 +145,7 @@ const CASES: Case[] = [
   },
   {
     name: "a model path with ..",
-    body: job({ model: "../../etc" }),
+    body: job({ model: join(s.dir, "models", "..", "..") }),
     status: 400,
     message: /'model'.*(outside the allowed roots|does not exist)/,
   },
@@ -151,15 +157,15 @@ const CASES: Case[] = [
   },
   {
     name: "a symlink out of the model root",
-    body: job({ model: "escape" }),
+    body: job({ model: join(s.dir, "models", "escape") }),
     status: 400,
-    message: /'model': "escape" is outside the allowed roots/,
+    message: /'model': ".*\/models\/escape" is outside the allowed roots/,
   },
   {
     name: "a model that does not exist",
-    body: job({ model: "missing" }),
+    body: job({ model: join(s.dir, "models", "missing") }),
     status: 400,
-    message: /'model': "missing" does not exist/,
+    message: /'model': ".*\/models\/missing" does not exist/,
   },
   {
     name: "a data path outside the roots",

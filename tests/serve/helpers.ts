@@ -91,16 +91,19 @@ export function stubPlugins(
   return { plugins: Object.fromEntries(kinds.map((k) => [k, { ...plugin, kind: k }])) as never, attached };
 }
 
+/** A test sidecar and its helpers. */
+export interface TestSidecar extends Sidecar {
+  readonly dir: string;
+  readonly attached: AdapterRef[];
+  request(path: string, init?: RequestInit): Promise<Response>;
+  /** A valid job body with absolute model and data paths inside the test roots. */
+  body(extra?: Record<string, unknown>): string;
+}
+
 /** A sidecar in a temp dir with model and data roots holding a `model/` and `data/` folder. */
 export async function testSidecar(
   options: { spawn?: Spawn; failAttach?: boolean; maxQueued?: number; host?: string; dataDir?: string } = {},
-): Promise<
-  Sidecar & {
-    dir: string;
-    attached: AdapterRef[];
-    request: (path: string, init?: RequestInit) => Promise<Response>;
-  }
-> {
+): Promise<TestSidecar> {
   const dir = options.dataDir
     ? join(options.dataDir, "..")
     : await Deno.makeTempDir({ prefix: "flexora-sidecar-" });
@@ -126,12 +129,17 @@ export async function testSidecar(
     if (init.body && !headers.has("content-type")) headers.set("content-type", "application/json");
     return Promise.resolve(sidecar.app.request(path, { ...init, headers }));
   };
-  return { ...sidecar, dir, attached, request };
+  return { ...sidecar, dir, attached, request, body: (extra = {}) => jobBody(dir, extra) };
 }
 
-/** A valid job body. */
-export function jobBody(extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ model: "m", data: "d", name: "demo", ...extra });
+/** A valid job body for a test sidecar in `dir`. */
+export function jobBody(dir: string, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    model: join(dir, "models", "m"),
+    data: join(dir, "datasets", "d"),
+    name: "demo",
+    ...extra,
+  });
 }
 
 /** Polls a job until it reaches a final state. */

@@ -6,7 +6,7 @@ import { fakeSpawn, jobBody, testSidecar, TOKEN, waitFor } from "./helpers.ts";
 Deno.test("a job is queued (202), runs through search and retraining, and succeeds with its adapter listed", async () => {
   const s = await testSidecar();
   try {
-    const res = await s.request("/v1/jobs", { method: "POST", body: jobBody() });
+    const res = await s.request("/v1/jobs", { method: "POST", body: s.body() });
     assert.equal(res.status, 202);
     const { id } = await res.json();
     const job = await waitFor(s.request, id);
@@ -33,7 +33,7 @@ Deno.test("attach after export: success records the verification; a failure ends
       ok.request,
       (await (await ok.request("/v1/jobs", {
         method: "POST",
-        body: jobBody({ attach: { server: "local" } }),
+        body: ok.body({ attach: { server: "local" } }),
       })).json()).id,
     );
     assert.equal(a.state, "succeeded");
@@ -43,7 +43,7 @@ Deno.test("attach after export: success records the verification; a failure ends
       bad.request,
       (await (await bad.request("/v1/jobs", {
         method: "POST",
-        body: jobBody({ attach: { server: "local", name: "served" } }),
+        body: bad.body({ attach: { server: "local", name: "served" } }),
       })).json()).id,
     );
     assert.equal(b.state, "attach_failed");
@@ -67,7 +67,7 @@ Deno.test("a failing run ends failed with the runner's message", async () => {
   try {
     const job = await waitFor(
       s.request,
-      (await (await s.request("/v1/jobs", { method: "POST", body: jobBody() })).json()).id,
+      (await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json()).id,
     );
     assert.equal(job.state, "failed");
     assert.match(
@@ -84,7 +84,7 @@ Deno.test("cancel stops a running job (checkpointing), cancel twice is 409, resu
   const hold = new Promise<void>((r) => (release = r));
   const s = await testSidecar({ spawn: fakeSpawn({ hold }) });
   try {
-    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: jobBody() })).json();
+    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
     await waitFor(s.request, id, ["searching"]);
     assert.equal((await s.request(`/v1/jobs/${id}/cancel`, { method: "POST" })).status, 200);
     assert.equal((await waitFor(s.request, id)).state, "cancelled");
@@ -138,10 +138,10 @@ Deno.test("the queue answers 429 when full", async () => {
     maxQueued: 1,
   });
   try {
-    const first = await (await s.request("/v1/jobs", { method: "POST", body: jobBody() })).json();
+    const first = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
     await waitFor(s.request, first.id, ["searching"]);
-    assert.equal((await s.request("/v1/jobs", { method: "POST", body: jobBody() })).status, 202);
-    const full = await s.request("/v1/jobs", { method: "POST", body: jobBody() });
+    assert.equal((await s.request("/v1/jobs", { method: "POST", body: s.body() })).status, 202);
+    const full = await s.request("/v1/jobs", { method: "POST", body: s.body() });
     assert.equal(full.status, 429);
     assert.match((await full.json()).error.message, /queue is full \(1 jobs waiting\)/);
   } finally {
@@ -153,7 +153,7 @@ Deno.test("the queue answers 429 when full", async () => {
 Deno.test("SSE events follow a job to its final state", async () => {
   const s = await testSidecar();
   try {
-    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: jobBody() })).json();
+    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
     const res = await s.request(`/v1/jobs/${id}/events`);
     assert.equal(res.headers.get("content-type"), "text/event-stream");
     const text = await res.text();
@@ -218,7 +218,7 @@ Deno.test("an exception while running a job fails that job only; the sidecar kee
   try {
     const job = await waitFor(
       s.request,
-      (await (await s.request("/v1/jobs", { method: "POST", body: jobBody() })).json()).id,
+      (await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json()).id,
     );
     assert.equal(job.state, "failed");
     assert.deepEqual(job.error, { code: "internal", message: "Error: cannot start the runner" });
