@@ -75,9 +75,9 @@ export function sample(logits: ArrayLike<number>, temperature: number, topP: num
   return order[kept - 1];
 }
 
-/** Generates up to `maxTokens` ids after `prompt` with a step-graph session (batch of one). */
+/** Generates up to `maxTokens` ids after `prompt` with a step-graph session, or anything that runs like one. */
 export async function generate(
-  session: Session,
+  session: Pick<Session, "run">,
   cfg: ModelConfig,
   prompt: readonly number[],
   options: GenerateOptions,

@@ -147,7 +147,11 @@ export class Engine {
   }
 
   /** A view of `inner` whose runs are queued, cancellable and report their logits (see the module doc). */
-  #stepped(inner: Session, signal: AbortSignal, onLogits: (logits: ArrayLike<number>) => void): Session {
+  #stepped(
+    inner: Session,
+    signal: AbortSignal,
+    onLogits: (logits: ArrayLike<number>) => void,
+  ): Pick<Session, "run"> {
     const run = (feeds: Readonly<Record<string, HostTensor>>, fetches?: string[]) =>
       this.queue.run(async () => {
         signal.throwIfAborted();
@@ -155,8 +159,6 @@ export class Engine {
         onLogits(out.logits.data as Float32Array);
         return out;
       });
-    // `generate` is typed with the Session class, whose private field an object literal cannot have; it only
-    // calls `run`, which the view overrides (the class's own methods stay on `inner`).
-    return Object.create(inner, { run: { value: run } });
+    return { run };
   }
 }
