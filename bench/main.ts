@@ -2,28 +2,162 @@
  * `deno task bench`: runs the benchmarks and prints medians (`--json` for machine-readable output).
  * Results and the commands that produced them are kept in BENCHMARKS.md.
  *
+ * Parts (all by default; `--only matmul,train` picks some):
+ * - `matmul`: ORT MatMul GFLOP/s, the ceiling the train step is held against;
+ * - `train`: LoRA train-step tokens/s and achieved FLOP/s of a seeded random ~100M Llama, LoRA on all layers
+ *   and on the top 3, plus a forward-only pass, timed in interleaved rounds that each also measure the
+ *   [2048,768]@[768,2048] GEMM rate (the ceiling the FLOP rates are divided by is the median of those);
+ * - `memory`: peak RSS of each train step over the weight bytes, each in a worker process of its own when
+ *   `--allow-run` is granted (otherwise in this process, top-3 first, since the peak only grows);
+ * - `generate`: greedy KV-cache generation tokens/s for stories260K and the random model.
+ *
+ * `--quick` uses a ~4M model, a smaller batch and fewer runs: a smoke test of every part in about a minute.
+ * The random model is written to a temporary directory once per run and deleted at the end.
+ *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { benchMatmul, MATMUL_SHAPES } from "./matmul.ts";
+import { fileURLToPath } from "node:url";
+import { benchMatmul, MATMUL_SHAPES, type MatmulResult } from "./matmul.ts";
+import { LLAMA_100M, LLAMA_QUICK, type LlamaShape, writeRandomLlama } from "./random_llama.ts";
+import { type StepVariant, timeStepVariants } from "./train.ts";
+import {
+  canStartWorkers,
+  measureStepMemory,
+  measureStepMemoryIsolated,
+  type MemoryResult,
+} from "./train_memory.ts";
+import { benchGenerateDir, benchGenerateHf, type GenerateResult } from "./generate.ts";
+import { median } from "./stats.ts";
+import { printReport, type Report, summarize } from "./report.ts";
 
-const { values } = parseArgs({ args: Deno.args, options: { json: { type: "boolean" } } });
-const results = [];
-for (const [m, k, n] of MATMUL_SHAPES) {
-  const r = await benchMatmul(m, k, n);
-  results.push(r);
-  if (!values.json) {
-    console.log(
-      `matmul [${m},${k}]@[${k},${n}] float32: ${(r.seconds * 1e3).toFixed(2)} ms, ${
-        r.gflops.toFixed(1)
-      } GFLOP/s`,
-    );
-  }
+const PARTS = ["matmul", "train", "memory", "generate"] as const;
+type Part = typeof PARTS[number];
+
+/** Sizes and repetitions of a run. */
+interface Profile {
+  readonly model: LlamaShape;
+  readonly batch: number;
+  readonly seq: number;
+  readonly matmulRuns: number;
+  /** Runs of the [2048,768]@[768,2048] GEMM probe in each train round. */
+  readonly probeRuns: number;
+  readonly train: { warmup: number; runs: number };
+  readonly memory: { warmup: number; runs: number };
+  readonly generate: { promptTokens: number; newTokens: number; runs: number };
 }
-const best = Math.max(...results.map((r) => r.gflops));
-if (values.json) {
-  console.log(JSON.stringify({ threads: navigator.hardwareConcurrency, matmul: results, best }));
-} else {console.log(
-    `best MatMul rate: ${best.toFixed(1)} GFLOP/s on ${navigator.hardwareConcurrency} threads`,
-  );}
+
+const FULL: Profile = {
+  model: LLAMA_100M,
+  batch: 8,
+  seq: 256,
+  matmulRuns: 9,
+  probeRuns: 15,
+  train: { warmup: 2, runs: 5 },
+  memory: { warmup: 1, runs: 1 },
+  generate: { promptTokens: 16, newTokens: 64, runs: 3 },
+};
+
+const QUICK: Profile = {
+  model: LLAMA_QUICK,
+  batch: 2,
+  seq: 64,
+  matmulRuns: 3,
+  probeRuns: 3,
+  train: { warmup: 1, runs: 3 },
+  memory: { warmup: 0, runs: 1 },
+  generate: { promptTokens: 16, newTokens: 16, runs: 3 },
+};
+
+/** stories260K from the shared models folder, read in place. */
+const STORIES = fileURLToPath(new URL("../../shared/models/stories260K", import.meta.url));
+
+function parseParts(only: string | undefined): Set<Part> {
+  if (only === undefined) return new Set(PARTS);
+  const parts = only.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  for (const p of parts) {
+    if (!(PARTS as readonly string[]).includes(p)) {
+      throw new Error(`--only: unknown part '${p}'; choose from ${PARTS.join(", ")}`);
+    }
+  }
+  return new Set(parts as Part[]);
+}
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { json: { type: "boolean" }, only: { type: "string" }, quick: { type: "boolean" } },
+});
+const parts = parseParts(values.only);
+const profile = values.quick ? QUICK : FULL;
+/** Progress goes to stderr, and only without --json. */
+const log = (line: string) => {
+  if (!values.json) console.error(line);
+};
+
+const report: Report = { threads: navigator.hardwareConcurrency, quick: values.quick ?? false };
+
+if (parts.has("matmul")) {
+  const matmul: MatmulResult[] = [];
+  for (const [m, k, n] of MATMUL_SHAPES) matmul.push(await benchMatmul(m, k, n, profile.matmulRuns));
+  // The model's projections are the [2048, ·] products; their median rate is the ceiling quoted.
+  const projections = matmul.filter((r) => r.m === 2048).map((r) => r.gflops);
+  report.matmul = { results: matmul, best: Math.max(...projections), median: median(projections) };
+}
+
+const needsModel = parts.has("train") || parts.has("memory") || parts.has("generate");
+const dir = needsModel ? await Deno.makeTempDir({ prefix: "flexora-bench-" }) : undefined;
+try {
+  if (dir) {
+    log(`writing a random model to ${dir} …`);
+    const { config, parameters } = await writeRandomLlama(dir, profile.model);
+    report.model = {
+      parameters,
+      weightBytes: parameters * 4,
+      config,
+      batch: profile.batch,
+      seq: profile.seq,
+    };
+    const L = config.numLayers;
+    const all: StepVariant = { name: "all layers", layers: [...Array(L).keys()] };
+    const top3: StepVariant = { name: "top 3 layers", layers: [L - 3, L - 2, L - 1] };
+    const forward: StepVariant = { name: "forward only", layers: top3.layers, forwardOnly: true };
+    const options = { dir, batch: profile.batch, seq: profile.seq };
+
+    if (parts.has("memory")) {
+      const isolated = canStartWorkers();
+      log(
+        `memory: train steps ${isolated ? "in a worker process each" : "in this process (no --allow-run)"} …`,
+      );
+      const memory: MemoryResult[] = [];
+      for (const v of [top3, all]) {
+        const o = { ...options, ...profile.memory };
+        memory.push(isolated ? await measureStepMemoryIsolated(o, v) : await measureStepMemory(o, v));
+      }
+      report.memory = memory;
+    }
+    if (parts.has("train")) {
+      log(`train: ${profile.train.warmup} warmup and ${profile.train.runs} timed rounds …`);
+      // Each round also measures the GEMM ceiling, so that every ratio compares figures taken together.
+      const probe = async () => (await benchMatmul(2048, 768, 2048, profile.probeRuns)).gflops;
+      report.train = await timeStepVariants({ ...options, ...profile.train }, [all, top3, forward], probe);
+    }
+    if (parts.has("generate")) {
+      log("generate …");
+      const generate: GenerateResult[] = [];
+      try {
+        generate.push(await benchGenerateHf(STORIES, "stories260K", profile.generate));
+      } catch (e) {
+        log(`generate: skipping stories260K (${(e as Error).message})`);
+      }
+      generate.push(await benchGenerateDir(dir, "random model", profile.generate));
+      report.generate = generate;
+    }
+  }
+} finally {
+  if (dir) await Deno.remove(dir, { recursive: true });
+}
+
+report.summary = summarize(report);
+if (values.json) console.log(JSON.stringify(report));
+else printReport(report);
