@@ -12,7 +12,7 @@ import { adapterIdentity, type FakeServer } from "./fakes/common.ts";
 
 const model = await loadModel(join(ROOT, "fixtures/tiny-llama"));
 
-async function startEmbedded(): Promise<FakeServer> {
+function startEmbedded(): Promise<FakeServer> {
   const embedded = createEmbeddedApp({ model, servedName: "tiny-llama" });
   const requests: string[] = [];
   let failing = 0;
@@ -25,7 +25,7 @@ async function startEmbedded(): Promise<FakeServer> {
     }
     return embedded.app.fetch(req);
   });
-  return {
+  return Promise.resolve({
     server: {
       name: "embedded-real",
       kind: "embedded",
@@ -45,7 +45,7 @@ async function startEmbedded(): Promise<FakeServer> {
       await http.shutdown();
       await embedded.close();
     },
-  };
+  });
 }
 
 conformance("embedded", startEmbedded);

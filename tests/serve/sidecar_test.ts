@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { JobStore } from "../../src/serve/store.ts";
-import { fakeSpawn, jobBody, testSidecar, TOKEN, waitFor } from "./helpers.ts";
+import { fakeSpawn, testSidecar, TOKEN, waitFor } from "./helpers.ts";
 
 Deno.test("a job is queued (202), runs through search and retraining, and succeeds with its adapter listed", async () => {
   const s = await testSidecar();
