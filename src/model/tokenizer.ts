@@ -37,7 +37,10 @@ import { AutoTokenizer, env, type PreTrainedTokenizer } from "@huggingface/trans
 
 /** Text to token ids and back, with the special ids and chat template of a model directory. */
 export interface Tokenizer {
-  /** Token ids of `text`; with `addSpecialTokens` (default true) the BOS the tokenizer's post-processor adds. */
+  /**
+   * Token ids of `text`; with `addSpecialTokens` (default true) the BOS the tokenizer's post-processor adds,
+   * unless the text already starts with the BOS token (as chat templates write it).
+   */
   encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
   decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
   /** Number of ids the tokenizer can produce (max id + 1, including added tokens). */
@@ -135,7 +138,10 @@ class LocalTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.raw.encode(text, { add_special_tokens: options.addSpecialTokens ?? true });
+    // Text that already starts with the BOS token (a chat template writes it) gets no second one.
+    const bos = specialToken(this.raw.config as Record<string, unknown>, "bos_token");
+    const leadingBos = bos !== null && text.startsWith(bos);
+    return this.raw.encode(text, { add_special_tokens: (options.addSpecialTokens ?? true) && !leadingBos });
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {

@@ -198,3 +198,12 @@ Deno.test("loading never touches the network and leaves transformers.js with rem
     globalThis.fetch = globalFetch;
   }
 });
+
+Deno.test("text that starts with the BOS token (as chat templates write it) gets no second BOS", async () => {
+  const tokenizer = await loadTokenizer(STORIES);
+  const plain = tokenizer.encode("Once upon a time");
+  const withBos = tokenizer.encode("<s>Once upon a time");
+  assert.equal(plain[0], 1);
+  assert.deepEqual(withBos.filter((id) => id === 1).length, 1, `ids ${withBos}`);
+  assert.equal(withBos[0], 1);
+});
