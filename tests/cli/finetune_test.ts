@@ -102,3 +102,26 @@ Deno.test("finetune --resume of a folder without run.json says so", async () => 
   assert.equal(r.code, 2);
   assert.match(r.err, /no run\.json there/);
 });
+
+Deno.test("finetune --val-file takes validation examples from that file", async () => {
+  const valFile = join(tmp, "val.jsonl");
+  const rows = (await Deno.readTextFile(join(DATA, "validation.jsonl"))).trim().split("\n").slice(0, 5);
+  await Deno.writeTextFile(valFile, rows.join("\n") + "\n");
+  const r = await flexora(
+    "finetune",
+    "--model",
+    TINY,
+    "--data",
+    DATA,
+    "--out",
+    join(tmp, "val"),
+    "--val-file",
+    valFile,
+    ...quick,
+    "--json",
+    "--device",
+    "cpu",
+  );
+  assert.equal(r.code, 0, r.err);
+  assert.equal(JSON.parse(r.out).validation.n, 5);
+});
