@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { fromPeftKey } from "../src/model/peft.ts";
+import { fromPeftKey } from "../src/model/names.ts";
 import { readHeader, type SafetensorsHeader } from "../src/model/safetensors.ts";
 import { attaching } from "./errors.ts";
 import { positiveIntOption } from "./options.ts";

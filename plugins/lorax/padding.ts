@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { TARGET_MODULES } from "../../src/model/lora.ts";
+import { TARGET_MODULES } from "../../src/model/names.ts";
 import type { AdapterFiles } from "../adapter.ts";
 import { positiveIntOption } from "../options.ts";
 import { AttachError, type ServerConfig } from "../types.ts";

@@ -34,7 +34,7 @@ import {
 import type { Graph, Value } from "../graph/graph.ts";
 import type { Dim } from "../graph/shape.ts";
 import type { ModelConfig } from "./config.ts";
-import { type LoraConfig, loraNames, loraScale, type TargetModule } from "./lora.ts";
+import { type LoraConfig, loraNames, loraScale, modulePath, type TargetModule } from "./lora.ts";
 import { applyRope, ropeTables } from "./rope.ts";
 import type { WeightStore } from "./weights.ts";
 
@@ -99,9 +99,7 @@ export function decoder(
   for (let l = 0; l < cfg.numLayers; l++) {
     const prefix = `model.layers.${l}`;
     const proj = (module: TargetModule, h: Value, bias: boolean): Value => {
-      const path = `${prefix}.${
-        module === "gate_proj" || module === "up_proj" || module === "down_proj" ? "mlp" : "self_attn"
-      }.${module}`;
+      const path = modulePath(l, module);
       return g.scope(path, () => {
         let y = matmul(h, transpose(w(`${path}.weight`))); // W [out, in]
         if (bias) y = add(y, w(`${path}.bias`));

@@ -11,20 +11,9 @@
 import { type HostTensor, hostTensor } from "../runtime/session.ts";
 import { Rng } from "../util/random.ts";
 import type { ModelConfig } from "./config.ts";
+import { loraNames, TARGET_MODULES, type TargetModule } from "./names.ts";
 
-/** Projections LoRA may target. */
-export type TargetModule = "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj";
-
-/** Every target module, in the order parameters are listed. */
-export const TARGET_MODULES: readonly TargetModule[] = [
-  "q_proj",
-  "k_proj",
-  "v_proj",
-  "o_proj",
-  "gate_proj",
-  "up_proj",
-  "down_proj",
-];
+export { isMlp, loraNames, modulePath, TARGET_MODULES, type TargetModule } from "./names.ts";
 
 /** Where LoRA goes and how it is scaled. */
 export interface LoraConfig {
@@ -73,20 +62,6 @@ export function validateLora(cfg: ModelConfig, lora: LoraConfig): LoraConfig {
 /** The branch scale α/R, or α/√R with rsLoRA. */
 export function loraScale(lora: LoraConfig): number {
   return lora.rslora ? lora.alpha / Math.sqrt(lora.rank) : lora.alpha / lora.rank;
-}
-
-/** Hugging Face module path of a projection: `model.layers.3.self_attn.q_proj`. */
-export function modulePath(layer: number, module: TargetModule): string {
-  const block = module === "gate_proj" || module === "up_proj" || module === "down_proj"
-    ? "mlp"
-    : "self_attn";
-  return `model.layers.${layer}.${block}.${module}`;
-}
-
-/** Names of the A and B parameters of a module's LoRA branch. */
-export function loraNames(layer: number, module: TargetModule): { a: string; b: string } {
-  const path = modulePath(layer, module);
-  return { a: `${path}.lora_A.weight`, b: `${path}.lora_B.weight` };
 }
 
 /** Input and output widths of a projection. */

@@ -11,29 +11,11 @@
 import { join } from "node:path";
 import { type HostTensor, hostTensor } from "../runtime/session.ts";
 import type { ModelConfig } from "./config.ts";
-import { type LoraConfig, loraShapes, TARGET_MODULES, type TargetModule, validateLora } from "./lora.ts";
+import { type LoraConfig, loraShapes, validateLora } from "./lora.ts";
+import { fromPeftKey, TARGET_MODULES, type TargetModule, toPeftKey } from "./names.ts";
+
+export { fromPeftKey, toPeftKey } from "./names.ts";
 import { readHeader, readTensorF32, type TensorInfo, writeSafetensors } from "./safetensors.ts";
-
-const PREFIX = "base_model.model.";
-const KEY = /^model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_([AB])\.weight$/;
-
-/** The key PEFT saves an in-memory parameter under. */
-export function toPeftKey(name: string): string {
-  return PREFIX + name;
-}
-
-/** The in-memory parameter name of a saved PEFT key, or null when the key is not a LoRA weight of a decoder layer. */
-export function fromPeftKey(
-  key: string,
-): { name: string; layer: number; module: string; matrix: "A" | "B" } | null {
-  if (!key.startsWith(PREFIX)) return null;
-  const name = key.slice(PREFIX.length).replace(/\.lora_([AB])\.default\.weight$/, ".lora_$1.weight");
-  const m = KEY.exec(name);
-  if (!m) return null;
-  const mlp = m[3] === "gate_proj" || m[3] === "up_proj" || m[3] === "down_proj";
-  if ((m[2] === "mlp") !== mlp && TARGET_MODULES.includes(m[3] as TargetModule)) return null; // e.g. self_attn.gate_proj
-  return { name, layer: Number(m[1]), module: m[3], matrix: m[4] as "A" | "B" };
-}
 
 /** A LoRA adapter read from disk. */
 export interface Adapter {
