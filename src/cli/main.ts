@@ -8,6 +8,7 @@ import { type Command, consoleIo, type Io, runCommand } from "./command.ts";
 import { compareCommand } from "./compare.ts";
 import { finetuneCommand } from "./finetune.ts";
 import { generateCommand } from "./generate.ts";
+import { plotCommand } from "./plot.ts";
 import { scoreCommand } from "./score.ts";
 import { serveCommand } from "./serve.ts";
 import { version } from "./version.ts";
@@ -18,6 +19,7 @@ export const COMMANDS: readonly Command[] = [
   compareCommand,
   generateCommand,
   scoreCommand,
+  plotCommand,
   serveCommand,
   version,
 ];

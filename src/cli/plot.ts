@@ -1,0 +1,53 @@
+/**
+ * `flexora plot (JOB_ID | ADAPTER_DIR) --out FILE.svg`: the gate chart and loss curves as a standalone SVG, from an
+ * adapter's `flexora.json` or a sidecar job's record.
+ *
+ * @module
+ */
+
+import { basename, join, resolve } from "node:path";
+import { fromJob, fromReport, renderSvg } from "../report/svg.ts";
+import { JobStore } from "../serve/store.ts";
+import { requireString } from "./args.ts";
+import { type Command, UsageError } from "./command.ts";
+
+export const plotCommand: Command = {
+  name: "plot",
+  summary: "draw the gates per layer and the loss curves of a run as an SVG",
+  usage: "(JOB_ID | ADAPTER_DIR) --out FILE.svg [--data-dir DIR] [--json]",
+  options: { out: { type: "string" }, "data-dir": { type: "string" } },
+  help: {
+    out: "FILE  where to write the SVG",
+    "data-dir": "DIR  the sidecar's data dir, for a job id (default .flexora)",
+  },
+  async run(values, positionals, io) {
+    const out = requireString(values, "out");
+    const [target] = positionals;
+    if (!target || positionals.length > 1) throw new UsageError("give one job id or adapter folder");
+    const report = await Deno.readTextFile(join(target, "flexora.json")).catch(() => null);
+    let svg: string;
+    if (report !== null) {
+      svg = renderSvg(fromReport(JSON.parse(report), `adapter ${basename(resolve(target))}`));
+    } else {
+      const file = join((values["data-dir"] as string | undefined) ?? ".flexora", "jobs.sqlite");
+      const exists = await Deno.stat(file).then(() => true, () => false);
+      if (!exists) {
+        throw new UsageError(
+          `'${target}' is neither an adapter folder (no flexora.json) nor a job (no ${file})`,
+        );
+      }
+      const store = new JobStore(file);
+      const job = store.get(target);
+      store.close();
+      if (!job) {
+        throw new UsageError(
+          `'${target}' is neither an adapter folder (no flexora.json) nor a job in ${file}`,
+        );
+      }
+      svg = renderSvg(fromJob(job as unknown as Record<string, unknown>));
+    }
+    await Deno.writeTextFile(out, svg);
+    io.out(values.json ? JSON.stringify({ out, bytes: svg.length }) : `wrote ${out}`);
+    return 0;
+  },
+};

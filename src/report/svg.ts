@@ -1,0 +1,188 @@
+/**
+ * Flexora's signature picture as a standalone SVG: the final gate of each layer as a bar (selected layers
+ * highlighted, the selection rule and the gate = 1 line shown), each layer's gate over the search steps, and the
+ * training and validation loss curves.
+ *
+ * @module
+ */
+
+/** What a chart is drawn from (an adapter's `flexora.json`, or a sidecar job's record). */
+export interface RunRecord {
+  readonly title: string;
+  /** Final gate values per layer (N·softmax(logits)). */
+  readonly gates: readonly number[];
+  readonly selected: readonly number[];
+  readonly rule?: string;
+  /** Gate values per layer after each search step. */
+  readonly gateHistory: readonly (readonly number[])[];
+  /** Loss panels (one per stage, each on its own step axis): panel title → curve name → points (step, loss). */
+  readonly losses: Readonly<Record<string, Readonly<Record<string, readonly (readonly [number, number])[]>>>>;
+}
+
+const W = 720, PANEL_H = 220, PAD = 48;
+const COLORS = [
+  "#4e79a7",
+  "#f28e2b",
+  "#e15759",
+  "#76b7b2",
+  "#59a14f",
+  "#edc948",
+  "#b07aa1",
+  "#ff9da7",
+  "#9c755f",
+];
+
+const esc = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
+const fmt = (v: number) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2));
+
+/** A linear map from [lo, hi] to [a, b]. */
+function scale(lo: number, hi: number, a: number, b: number): (v: number) => number {
+  const span = hi - lo || 1;
+  return (v) => a + ((v - lo) / span) * (b - a);
+}
+
+function axes(x0: number, y0: number, w: number, h: number, yLo: number, yHi: number, label: string): string {
+  const y = scale(yLo, yHi, y0 + h, y0);
+  const ticks = [yLo, (yLo + yHi) / 2, yHi].map((v) =>
+    `<line x1="${x0 - 4}" x2="${x0}" y1="${y(v)}" y2="${y(v)}" stroke="#555"/>` +
+    `<text x="${x0 - 6}" y="${y(v) + 4}" text-anchor="end" font-size="10">${fmt(v)}</text>`
+  ).join("");
+  return `<g class="axes"><line x1="${x0}" y1="${y0}" x2="${x0}" y2="${y0 + h}" stroke="#555"/>` +
+    `<line x1="${x0}" y1="${y0 + h}" x2="${x0 + w}" y2="${y0 + h}" stroke="#555"/>${ticks}` +
+    `<text x="${x0}" y="${y0 - 8}" font-size="12" font-weight="bold">${esc(label)}</text></g>`;
+}
+
+function polyline(points: readonly (readonly [number, number])[], color: string, cls: string): string {
+  const d = points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" ");
+  return `<polyline class="${cls}" points="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>`;
+}
+
+/** The gate bars panel. */
+function gateBars(r: RunRecord, y0: number): string {
+  const n = r.gates.length, x0 = PAD, w = W - 2 * PAD, h = PANEL_H - 40;
+  const hi = Math.max(1.2, ...r.gates) * 1.05;
+  const y = scale(0, hi, y0 + h, y0), slot = w / n;
+  const bars = r.gates.map((g, l) => {
+    const sel = r.selected.includes(l);
+    const x = x0 + l * slot + slot * 0.15, bw = slot * 0.7;
+    return `<rect class="gate${sel ? " selected" : ""}" data-layer="${l}" x="${x.toFixed(1)}" y="${
+      y(g).toFixed(1)
+    }" ` +
+      `width="${bw.toFixed(1)}" height="${(y(0) - y(g)).toFixed(1)}" fill="${sel ? "#e15759" : "#bab0ac"}">` +
+      `<title>layer ${l}: gate ${g.toFixed(3)}${sel ? " (selected)" : ""}</title></rect>` +
+      `<text x="${(x + bw / 2).toFixed(1)}" y="${
+        y0 + h + 14
+      }" text-anchor="middle" font-size="10">${l}</text>`;
+  }).join("");
+  const one = `<line class="unit" x1="${x0}" x2="${x0 + w}" y1="${y(1)}" y2="${
+    y(1)
+  }" stroke="#333" stroke-dasharray="4 3"/>`;
+  const rule = r.rule ? ` — selection: ${r.rule}, layers ${r.selected.join(", ") || "none"}` : "";
+  return axes(x0, y0, w, h, 0, hi, `final gate per layer${rule}`) + bars + one;
+}
+
+/** A panel of curves over steps. */
+function curves(
+  label: string,
+  series: readonly { name: string; points: readonly (readonly [number, number])[] }[],
+  y0: number,
+): string {
+  const all = series.flatMap((s) => s.points);
+  if (all.length === 0) return "";
+  const x0 = PAD, w = W - 2 * PAD - 110, h = PANEL_H - 40;
+  const [xs, ys] = [all.map((p) => p[0]), all.map((p) => p[1])];
+  const x = scale(Math.min(...xs), Math.max(...xs), x0, x0 + w),
+    y = scale(Math.min(...ys), Math.max(...ys), y0 + h, y0);
+  const lines = series.map((s, i) => {
+    const color = COLORS[i % COLORS.length];
+    return polyline(s.points.map(([a, b]) => [x(a), y(b)]), color, "curve") +
+      `<text x="${x0 + w + 10}" y="${y0 + 12 + i * 14}" font-size="11" fill="${color}">${esc(s.name)}</text>`;
+  }).join("");
+  return axes(x0, y0, w, h, Math.min(...ys), Math.max(...ys), label) + lines;
+}
+
+/** The whole picture. */
+export function renderSvg(r: RunRecord): string {
+  const panels: string[] = [gateBars(r, 60)];
+  const gateSeries = r.gates.map((_, l) => ({
+    name: `layer ${l}`,
+    points: r.gateHistory.map((g, step) => [step + 1, g[l]] as const),
+  }));
+  if (r.gateHistory.length) panels.push(curves("gate per layer during the search", gateSeries, 60 + PANEL_H));
+  for (const [title, group] of Object.entries(r.losses)) {
+    const series = Object.entries(group).filter(([, p]) => p.length).map(([name, points]) => ({
+      name,
+      points,
+    }));
+    if (series.length) panels.push(curves(title, series, 60 + PANEL_H * panels.length));
+  }
+  const height = 60 + PANEL_H * panels.length;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" ` +
+    `font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>` +
+    `<text x="${PAD}" y="28" font-size="16" font-weight="bold">${esc(r.title)}</text>${
+      panels.join("")
+    }</svg>\n`;
+}
+
+/** A record from an adapter's `flexora.json`. */
+export function fromReport(report: Record<string, unknown>, title: string): RunRecord {
+  const gates = (report.gates as { values?: number[] } | undefined)?.values ?? [];
+  const metrics = (report.metrics ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  const history = (metrics.search?.history ?? []) as {
+    step: number;
+    gates: number[];
+    trainLoss: number;
+    valLoss: number;
+  }[];
+  const epochs = (metrics.retrain?.epochs ?? []) as {
+    epoch: number;
+    trainLoss: number;
+    validation?: { loss: number };
+  }[];
+  return {
+    title,
+    gates,
+    selected: (report.selectedLayers as number[] | undefined) ?? [],
+    rule: report.selectionRule as string | undefined,
+    gateHistory: history.map((h) => h.gates),
+    losses: {
+      "search loss per step": {
+        train: history.map((h) => [h.step, h.trainLoss] as const),
+        validation: history.map((h) => [h.step, h.valLoss] as const),
+      },
+      "retraining loss per epoch": {
+        train: epochs.map((e) => [e.epoch, e.trainLoss] as const),
+        validation: epochs.flatMap((e) => (e.validation ? [[e.epoch, e.validation.loss] as const] : [])),
+      },
+    },
+  };
+}
+
+/** A record from a sidecar job (`GET /v1/jobs/:id`). */
+export function fromJob(job: Record<string, unknown>): RunRecord {
+  const result = (job.result ?? {}) as Record<string, unknown>;
+  const history = (result.history ?? []) as {
+    stage: string;
+    step: number;
+    loss?: number;
+    valLoss?: number;
+    gates?: number[];
+  }[];
+  const search = history.filter((h) => h.stage === "search");
+  const retrain = history.filter((h) => h.stage === "retrain" && h.loss !== undefined);
+  const last = search.at(-1)?.gates ?? (result.gates as { values?: number[] } | null)?.values ?? [];
+  return {
+    title: `job ${job.id} (${job.state})`,
+    gates: last,
+    selected: (result.selectedLayers as number[] | undefined) ?? [],
+    gateHistory: search.flatMap((h) => (h.gates ? [h.gates] : [])),
+    losses: {
+      "search loss per step": {
+        train: search.flatMap((h) => (h.loss !== undefined ? [[h.step, h.loss] as const] : [])),
+        validation: search.flatMap((h) => (h.valLoss !== undefined ? [[h.step, h.valLoss] as const] : [])),
+      },
+      "retraining loss per step": { train: retrain.map((h) => [h.step, h.loss!] as const) },
+    },
+  };
+}
