@@ -16,6 +16,7 @@ import { JobManager, type Spawn } from "./jobs.ts";
 import { adaptersApp } from "./routes/adapters.ts";
 import { jobsApp } from "./routes/jobs.ts";
 import { systemApp } from "./routes/system.ts";
+import { uiApp } from "./routes/ui.ts";
 import { bearerAuth, isLoopback } from "./security.ts";
 import { JobStore } from "./store.ts";
 import denoJson from "../../deno.json" with { type: "json" };
@@ -62,6 +63,7 @@ export async function createSidecar(
   app.route("/", systemApp(deps));
   app.route("/v1/jobs", jobsApp(deps));
   app.route("/v1/adapters", adaptersApp(deps));
+  app.route("/", uiApp(deps));
   app.doc("/openapi.json", {
     openapi: "3.0.0",
     info: { title: "flexora sidecar", version: denoJson.version },

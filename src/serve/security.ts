@@ -35,7 +35,9 @@ export interface AuthOptions {
 export function bearerAuth(options: AuthOptions): MiddlewareHandler {
   return async (c, next) => {
     const mutating = c.req.method !== "GET" && c.req.method !== "HEAD";
-    const open = c.req.path === "/healthz";
+    // Health checks, and the dashboard's pages (no data: their API calls carry the token), load without it.
+    const open = c.req.path === "/healthz" ||
+      (!mutating && (c.req.path === "/" || /^\/jobs\/[^/]+$/.test(c.req.path)));
     if (!open && (mutating || options.guardReads)) {
       const header = c.req.header("authorization") ?? "";
       const given = header.startsWith("Bearer ") ? header.slice(7) : "";
