@@ -37,7 +37,8 @@ const INDEX_SCRIPT = `
 async function refresh() {
   const { jobs } = await api("/v1/jobs");
   document.getElementById("jobs").innerHTML = jobs.slice().reverse().map((j) => {
-    const p = j.progress || {};
+    const done = ["succeeded", "failed", "attach_failed", "cancelled", "interrupted"].includes(j.state);
+    const p = done ? {} : j.progress || {};
     const step = p.total ? p.step + "/" + p.total : "";
     return "<tr><td><a href='/jobs/" + esc(j.id) + "'>" + esc(j.id.slice(0, 8)) + "</a></td><td>" + esc(j.request.name) +
       "</td><td class='state-" + esc(j.state) + "'>" + esc(j.state) + "</td><td>" + esc(p.stage || "") + " " + esc(step) + "</td></tr>";
