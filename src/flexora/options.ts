@@ -77,6 +77,9 @@ export interface FinetuneOptions {
   checkpointEvery: number;
 }
 
+/** The run-wide settings every stage takes alongside its own options. */
+export type RunOptions = Pick<FinetuneOptions, "seed" | "weightDecay" | "maxGradNorm" | "checkpointEvery">;
+
 /** The defaults, as the Flexora authors' code runs. */
 export function defaultOptions(): FinetuneOptions {
   const lora = (): LoraOptions => ({ rank: 8, alpha: 16, rslora: false, targets: ["q_proj", "v_proj"] });

@@ -12,7 +12,7 @@ import { tokenizeExamples } from "../data/tokenize.ts";
 import { loadModel, type Model } from "../model/model.ts";
 import { Rng } from "../util/random.ts";
 import { type ExportOptions, exportPeft } from "./export.ts";
-import { type FinetuneInput, type FinetuneOptions, resolveOptions } from "./options.ts";
+import { type FinetuneInput, type FinetuneOptions, resolveOptions, type RunOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
 import { retrain, type RetrainResult } from "./retrain.ts";
 import { searchGates, type SearchResult } from "./search.ts";
@@ -96,7 +96,7 @@ export async function finetune(
     checkpointDir: hooks.checkpointDir ? join(hooks.checkpointDir, stage) : undefined,
   });
   const timings: Record<string, number> = {};
-  const common = {
+  const common: RunOptions = {
     seed: options.seed,
     weightDecay: options.weightDecay,
     maxGradNorm: options.maxGradNorm,

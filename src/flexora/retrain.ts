@@ -19,7 +19,7 @@ import { adamw } from "../train/optim.ts";
 import { makeSchedule } from "../train/schedule.ts";
 import { type StepResult, TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
-import type { RetrainOptions } from "./options.ts";
+import type { RetrainOptions, RunOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
 import { loraConfig } from "./search.ts";
 
@@ -101,12 +101,7 @@ export async function retrain(
   model: Model,
   data: RetrainData,
   layers: readonly number[],
-  options: RetrainOptions & {
-    seed: number;
-    weightDecay: number;
-    maxGradNorm: number;
-    checkpointEvery: number;
-  },
+  options: RetrainOptions & RunOptions,
   hooks: RunHooks = {},
 ): Promise<RetrainResult> {
   if (data.train.length === 0) {

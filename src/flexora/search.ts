@@ -17,7 +17,7 @@ import { hostTensor } from "../runtime/session.ts";
 import { adamw } from "../train/optim.ts";
 import { TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
-import type { LoraOptions, SearchOptions } from "./options.ts";
+import type { LoraOptions, RunOptions, SearchOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
 
 /** Training and validation sequences. */
@@ -88,12 +88,7 @@ export function gatesOf(logits: readonly number[]): number[] {
 export async function searchGates(
   model: Model,
   data: SearchData,
-  options: SearchOptions & {
-    seed: number;
-    weightDecay: number;
-    maxGradNorm: number;
-    checkpointEvery: number;
-  },
+  options: SearchOptions & RunOptions,
   hooks: RunHooks = {},
 ): Promise<SearchResult> {
   if (data.train.length === 0) {

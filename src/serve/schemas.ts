@@ -84,3 +84,9 @@ export const ErrorBody = z.object({
 
 export const IdParam = z.object({ id: z.string().max(64).openapi({ param: { name: "id", in: "path" } }) });
 export const NameParam = z.object({ name: Name.openapi({ param: { name: "name", in: "path" } }) });
+
+/** An OpenAPI JSON response of `schema`. */
+export const jsonContent = <T extends z.ZodType>(schema: T, description: string) => ({
+  content: { "application/json": { schema } },
+  description,
+});

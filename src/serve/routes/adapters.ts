@@ -10,7 +10,7 @@ import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { HTTPException } from "hono/http-exception";
 import type { SidecarDeps } from "../deps.ts";
 import { validationHook } from "../errors.ts";
-import { ErrorBody, NameParam, ServerRef } from "../schemas.ts";
+import { ErrorBody, jsonContent, NameParam, ServerRef } from "../schemas.ts";
 
 /** One adapter version on disk. */
 export interface AdapterEntry {
@@ -60,10 +60,7 @@ export async function listAdapters(dataDir: string): Promise<AdapterEntry[]> {
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  content: { "application/json": { schema } },
-  description,
-});
+const json = jsonContent;
 const errors = {
   400: json(ErrorBody, "invalid request"),
   404: json(ErrorBody, "unknown adapter or server"),

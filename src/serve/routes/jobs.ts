@@ -7,15 +7,12 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { SidecarDeps } from "../deps.ts";
-import { ErrorBody, IdParam, Job, JobCreate } from "../schemas.ts";
+import { ErrorBody, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
 import { confine } from "../security.ts";
 import { FINAL_STATES, type JobRecord } from "../store.ts";
 import { validationHook } from "../errors.ts";
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  content: { "application/json": { schema } },
-  description,
-});
+const json = jsonContent;
 const errors = {
   400: json(ErrorBody, "invalid request"),
   401: json(ErrorBody, "missing or wrong token"),
