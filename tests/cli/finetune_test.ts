@@ -21,9 +21,9 @@ const quick = [
   "64",
 ];
 
-Deno.test("finetune --json writes an adapter and prints its summary", async () => {
-  const out = join(tmp, "a");
-  const r = await flexora(
+/** `finetune --json` on the fixtures with quick settings, writing to `out`, plus `extra` options. */
+const finetuneQuick = (out: string, ...extra: string[]) =>
+  flexora(
     "finetune",
     "--model",
     TINY,
@@ -31,11 +31,16 @@ Deno.test("finetune --json writes an adapter and prints its summary", async () =
     DATA,
     "--out",
     out,
+    ...extra,
     ...quick,
     "--json",
     "--device",
     "cpu",
   );
+
+Deno.test("finetune --json writes an adapter and prints its summary", async () => {
+  const out = join(tmp, "a");
+  const r = await finetuneQuick(out);
   assert.equal(r.code, 0, r.err);
   const s = JSON.parse(r.out);
   assert.equal(s.method, "flexora");
@@ -49,23 +54,7 @@ Deno.test("finetune --json writes an adapter and prints its summary", async () =
 });
 
 Deno.test("finetune --method lora --select is ignored for lora; random-k uses top-k", async () => {
-  const r = await flexora(
-    "finetune",
-    "--model",
-    TINY,
-    "--data",
-    DATA,
-    "--out",
-    join(tmp, "rk"),
-    "--method",
-    "random-k",
-    "--select",
-    "top-k:2",
-    ...quick,
-    "--json",
-    "--device",
-    "cpu",
-  );
+  const r = await finetuneQuick(join(tmp, "rk"), "--method", "random-k", "--select", "top-k:2");
   assert.equal(r.code, 0, r.err);
   assert.equal(JSON.parse(r.out).selectedLayers.length, 2);
 });
@@ -107,21 +96,7 @@ Deno.test("finetune --val-file takes validation examples from that file", async 
   const valFile = join(tmp, "val.jsonl");
   const rows = (await Deno.readTextFile(join(DATA, "validation.jsonl"))).trim().split("\n").slice(0, 5);
   await Deno.writeTextFile(valFile, rows.join("\n") + "\n");
-  const r = await flexora(
-    "finetune",
-    "--model",
-    TINY,
-    "--data",
-    DATA,
-    "--out",
-    join(tmp, "val"),
-    "--val-file",
-    valFile,
-    ...quick,
-    "--json",
-    "--device",
-    "cpu",
-  );
+  const r = await finetuneQuick(join(tmp, "val"), "--val-file", valFile);
   assert.equal(r.code, 0, r.err);
   assert.equal(JSON.parse(r.out).validation.n, 5);
 });
