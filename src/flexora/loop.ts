@@ -6,6 +6,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import type { HostTensor } from "../runtime/session.ts";
 import type { StepResult } from "../train/step.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
@@ -40,11 +41,14 @@ export async function resumePoint(
   hooks: RunHooks,
 ): Promise<{ step: number; tensors: Record<string, HostTensor>; record: Record<string, unknown> } | null> {
   if (!hooks.resume || !hooks.checkpointDir) return null;
-  const found = await loadCheckpoint(hooks.checkpointDir).catch((e) => {
-    if (e instanceof Error && /cannot read the checkpoint/.test(e.message)) return null;
+  // No checkpoint yet: start fresh. One that exists but cannot be read is an error, never silently skipped.
+  const exists = await Deno.stat(join(hooks.checkpointDir, "checkpoint.json")).then(() => true, (e) => {
+    if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   });
-  if (!found || found.meta.stage !== stage) return null;
+  if (!exists) return null;
+  const found = await loadCheckpoint(hooks.checkpointDir);
+  if (found.meta.stage !== stage) return null;
   return { step: found.meta.step, tensors: found.tensors, record: found.meta.record };
 }
 

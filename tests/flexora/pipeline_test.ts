@@ -170,3 +170,13 @@ Deno.test("baselines: lora trains every layer; random-k takes K seeded layers an
     /method random-k needs the layer count/,
   );
 });
+
+Deno.test("resuming from a damaged checkpoint is an error naming the file, not a silent fresh start", async () => {
+  const checkpointDir = join(tmp, "damaged-ckpt");
+  await Deno.mkdir(join(checkpointDir, "search"), { recursive: true });
+  await Deno.writeTextFile(join(checkpointDir, "search", "checkpoint.json"), "{ truncated");
+  await assert.rejects(
+    finetune(model, data, QUICK, { checkpointDir, resume: true }),
+    /damaged-ckpt\/search\/checkpoint\.json: cannot read the checkpoint/,
+  );
+});
