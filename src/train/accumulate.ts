@@ -12,7 +12,7 @@ import { Graph, type Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
 import { applyOptimizer, type Optimizer } from "./optim.ts";
-import { lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
+import { initialState, lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
 
 /** Output names of a gradient graph: `loss` and `grad/<param>`. */
 export function gradOutputs(
@@ -53,7 +53,6 @@ export class AccumulatingLoop {
   readonly #grad: Session;
   readonly #apply: Session;
   readonly #params: readonly string[];
-  readonly #slots: readonly string[];
   readonly #group: string;
   #state: Record<string, HostTensor> = {};
   #step = 0;
@@ -72,17 +71,10 @@ export class AccumulatingLoop {
     this.#grad = sessions.grad;
     this.#apply = sessions.apply;
     this.#params = params;
-    this.#slots = slots;
     this.#group = group;
     this.#step = steps;
-    for (const p of params) {
-      if (!initial[p]) throw new Error(`no initial value for parameter '${p}'`);
-      this.#state[p] = initial[p];
-      for (const s of slots) {
-        this.#state[slotName(p, s)] = initial[slotName(p, s)] ??
-          hostTensor(initial[p].dtype, initial[p].dims);
-      }
-    }
+    const owners = params.flatMap((p) => slots.map((slot) => [slotName(p, slot), p]));
+    this.#state = initialState(params, Object.fromEntries(owners), initial);
   }
 
   /** Updates taken so far. */

@@ -189,6 +189,26 @@ export interface StepResult {
   readonly outputs: Readonly<Record<string, HostTensor>>;
 }
 
+/**
+ * The state a trainer starts from: every parameter from `initial` (an error names a missing one), and each
+ * optimizer slot from `initial` when given (a resumed run), else zeros shaped like its parameter.
+ */
+export function initialState(
+  params: readonly string[],
+  slotOwner: Readonly<Record<string, string>>,
+  initial: Readonly<Record<string, HostTensor>>,
+): Record<string, HostTensor> {
+  const state: Record<string, HostTensor> = {};
+  for (const name of params) {
+    if (!initial[name]) throw new Error(`no initial value for parameter '${name}'`);
+    state[name] = initial[name];
+  }
+  for (const [slot, owner] of Object.entries(slotOwner)) {
+    state[slot] = initial[slot] ?? hostTensor(initial[owner].dtype, initial[owner].dims);
+  }
+  return state;
+}
+
 /** Host side of training: keeps parameters and slots, and runs steps that feed them back. */
 export class TrainLoop {
   readonly #session: Session;
@@ -206,13 +226,7 @@ export class TrainLoop {
     this.#session = session;
     this.#graph = graph;
     this.#step = steps;
-    for (const name of graph.params) {
-      if (!initial[name]) throw new Error(`no initial value for parameter '${name}'`);
-      this.#state[name] = initial[name];
-    }
-    for (const [slot, owner] of Object.entries(graph.slotOwner)) {
-      this.#state[slot] = initial[slot] ?? hostTensor(initial[owner].dtype, initial[owner].dims);
-    }
+    this.#state = initialState(graph.params, graph.slotOwner, initial);
   }
 
   /** Updates taken so far. */
