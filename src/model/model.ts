@@ -40,19 +40,17 @@ export async function loadModel(dir: string): Promise<Model> {
   const config = await readConfig(root);
   const weights = new WeightStore(await openCheckpoint(root));
   const tokenizer = await loadTokenizer(root, { modelVocabSize: config.vocabSize });
-  let external: Promise<Record<string, Uint8Array>> | undefined;
   return {
     dir: root,
     config,
     tokenizer,
     weights,
     async session(built, options = {}) {
-      external ??= weights.externalData();
       return await createSession(serialize(built.graph, built.outputs), {
         threads: options.threads,
         providers: options.providers,
         optimization: built.graph.float === "float64" ? "basic" : "all",
-        externalData: await external,
+        externalData: await weights.externalData(),
       });
     },
   };

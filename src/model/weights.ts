@@ -23,6 +23,7 @@ const DTYPES: Partial<Record<SafetensorsDType, DType>> = {
 export class WeightStore {
   readonly checkpoint: Checkpoint;
   readonly #bound = new WeakMap<Graph, Map<string, Value>>();
+  #external?: Promise<Record<string, Uint8Array>>;
 
   constructor(checkpoint: Checkpoint) {
     this.checkpoint = checkpoint;
@@ -56,10 +57,16 @@ export class WeightStore {
     return v;
   }
 
-  /** The bytes of every checkpoint file by external-data location, for {@link createSession}'s `externalData`. */
-  async externalData(): Promise<Record<string, Uint8Array>> {
-    const data: Record<string, Uint8Array> = {};
-    for (const file of this.checkpoint.files) data[basename(file)] = await Deno.readFile(file);
-    return data;
+  /**
+   * The bytes of every checkpoint file by external-data location, for {@link createSession}'s `externalData`;
+   * read once and shared by every session built on this store.
+   */
+  externalData(): Promise<Record<string, Uint8Array>> {
+    this.#external ??= (async () => {
+      const data: Record<string, Uint8Array> = {};
+      for (const file of this.checkpoint.files) data[basename(file)] = await Deno.readFile(file);
+      return data;
+    })();
+    return this.#external;
   }
 }
