@@ -112,7 +112,7 @@ const STAGE_STATE: Record<string, JobState> = {
   export: "exporting",
 };
 
-/** Keeps at most `max` points, thinning evenly. */
+/** Keeps at most `max` points: past that, every other point is dropped (older points end up sparser). */
 function capped<T>(points: T[], max = 2000): T[] {
   return points.length <= max ? points : points.filter((_, i) => i % 2 === 0);
 }
@@ -249,8 +249,8 @@ export class JobManager {
     await Deno.writeTextFile(join(dir, "spec.json"), JSON.stringify(spec));
     const runner = this.#o.spawn(join(dir, "spec.json"));
     this.#running = { id: job.id, runner, cancelled: false };
-    const history: Record<string, unknown>[] =
-      (job.result?.history as Record<string, unknown>[] | undefined) ?? [];
+    let history: Record<string, unknown>[] = (job.result?.history as Record<string, unknown>[] | undefined) ??
+      [];
     const warnings: string[] = [];
     let summary: Record<string, unknown> | null = null, failure: RunnerEvent | null = null;
     this.#set(job.id, { state: "searching" });
@@ -265,11 +265,12 @@ export class JobManager {
         };
         if (p.stage === "search" || p.stage === "retrain") {
           history.push({ stage: p.stage, step: p.step, loss: p.loss, valLoss: p.valLoss, gates: p.gates });
+          history = capped(history);
         }
         this.#set(job.id, {
           state: STAGE_STATE[p.stage] ?? "retraining",
           progress: e.event,
-          result: { history: capped(history), warnings },
+          result: { history, warnings },
         });
       } else if (e.type === "warning") warnings.push(e.message);
       else if (e.type === "result") summary = e.summary;
@@ -279,7 +280,7 @@ export class JobManager {
     if (summary) {
       return await this.#finish(job.id, req, {
         ...summary,
-        history: capped(history),
+        history,
         warnings,
         adapterPath: out,
       });
