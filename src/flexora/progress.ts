@@ -10,7 +10,7 @@ export interface ProgressEvent {
   /** Updates done in this stage, and in all. */
   readonly step: number;
   readonly total: number;
-  /** Training loss of the last step, validation loss of the last gate step (search). */
+  /** Training loss of the last step; validation loss of the last gate step (search) or of the epoch (evaluate). */
   readonly loss?: number;
   readonly valLoss?: number;
   /** Gate values per layer after the last step (search). */

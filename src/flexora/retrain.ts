@@ -154,6 +154,7 @@ export async function retrain(
             total,
             elapsed: (performance.now() - started) / 1000,
             eta: 0,
+            valLoss: metrics.validation?.loss,
             message: describeEpoch(metrics),
           });
           if (!options.earlyStoppingPatience || !metrics.validation) return false;

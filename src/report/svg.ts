@@ -171,6 +171,7 @@ export function fromJob(job: Record<string, unknown>): RunRecord {
   }[];
   const search = history.filter((h) => h.stage === "search");
   const retrain = history.filter((h) => h.stage === "retrain" && h.loss !== undefined);
+  const evaluations = history.filter((h) => h.stage === "evaluate" && h.valLoss !== undefined);
   const last = search.at(-1)?.gates ?? (result.gates as { values?: number[] } | null)?.values ?? [];
   return {
     title: `job ${job.id} (${job.state})`,
@@ -182,7 +183,10 @@ export function fromJob(job: Record<string, unknown>): RunRecord {
         train: search.flatMap((h) => (h.loss !== undefined ? [[h.step, h.loss] as const] : [])),
         validation: search.flatMap((h) => (h.valLoss !== undefined ? [[h.step, h.valLoss] as const] : [])),
       },
-      "retraining loss per step": { train: retrain.map((h) => [h.step, h.loss!] as const) },
+      "retraining loss per step": {
+        train: retrain.map((h) => [h.step, h.loss!] as const),
+        validation: evaluations.map((h) => [h.step, h.valLoss!] as const),
+      },
     },
   };
 }

@@ -263,7 +263,9 @@ export class JobManager {
           valLoss?: number;
           gates?: number[];
         };
-        if (p.stage === "search" || p.stage === "retrain") {
+        if (
+          p.stage === "search" || p.stage === "retrain" || (p.stage === "evaluate" && p.valLoss !== undefined)
+        ) {
           history.push({ stage: p.stage, step: p.step, loss: p.loss, valLoss: p.valLoss, gates: p.gates });
           history = capped(history);
         }
