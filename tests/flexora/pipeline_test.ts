@@ -68,7 +68,13 @@ Deno.test("finetune writes a PEFT adapter of the selected layers, with flexora.j
   const search = events.filter((e) => e.stage === "search");
   assert.equal(search.at(-1)!.step, search.at(-1)!.total);
   assert.ok(search.every((e) => e.gates?.length === 3));
-  assert.equal(events.filter((e) => e.stage === "evaluate").length, 2);
+  const evaluations = events.filter((e) => e.stage === "evaluate");
+  assert.equal(evaluations.length, 2);
+  // Each epoch's validation loss is reported live, equal to the one the report keeps.
+  assert.deepEqual(
+    evaluations.map((e) => e.valLoss),
+    r.retrain.epochs.map((e) => e.validation!.loss),
+  );
 });
 
 Deno.test("the exported adapter, read back from disk, scores as the in-memory one did", async () => {

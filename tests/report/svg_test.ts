@@ -43,6 +43,8 @@ Deno.test("a job record draws the same bars from its history", () => {
         { stage: "search", step: 1, loss: 3, valLoss: 3.2, gates: [1, 1, 1] },
         { stage: "search", step: 2, loss: 2.8, valLoss: 3.0, gates: [0.8, 1.5, 0.7] },
         { stage: "retrain", step: 1, loss: 2.5 },
+        { stage: "retrain", step: 2, loss: 2.4 },
+        { stage: "evaluate", step: 2, valLoss: 2.6 },
       ],
     },
   };
@@ -51,6 +53,9 @@ Deno.test("a job record draws the same bars from its history", () => {
   assert.match(svg, /class="gate selected" data-layer="1"/);
   assert.match(svg, /layer 1: gate 1\.500 \(selected\)/);
   assert.match(svg, /job j1 \(succeeded\)/);
+  // Gate curves per layer, search train and validation, retraining train per step and validation per epoch.
+  assert.equal(count(svg, /class="curve"/g), 3 + 2 + 2);
+  assert.doesNotMatch(svg, /NaN|undefined/);
 });
 
 Deno.test("flexora plot writes the SVG of an adapter folder, and of a job from the sidecar's store", async () => {
