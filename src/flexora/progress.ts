@@ -15,6 +15,8 @@ export interface ProgressEvent {
   readonly valLoss?: number;
   /** Gate values per layer after the last step (search). */
   readonly gates?: readonly number[];
+  /** Gate logits per layer after the last step (search): what the selection rule reads. */
+  readonly logits?: readonly number[];
   /** Seconds since the stage started, and the estimate of what remains. */
   readonly elapsed: number;
   readonly eta: number;

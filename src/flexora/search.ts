@@ -142,7 +142,7 @@ export async function searchGates(
             trainLoss: result.losses.lora,
             valLoss: result.losses.gates,
           });
-          return { valLoss: result.losses.gates, gates };
+          return { valLoss: result.losses.gates, gates, logits };
         },
         record: () => ({ history }),
       },

@@ -6,6 +6,9 @@
  * @module
  */
 
+import { defaultOptions } from "../flexora/options.ts";
+import { formatSelection, parseSelection, selectLayers } from "../flexora/select.ts";
+
 /** What a chart is drawn from (an adapter's `flexora.json`, or a sidecar job's record). */
 export interface RunRecord {
   readonly title: string;
@@ -159,6 +162,32 @@ export function fromReport(report: Record<string, unknown>, title: string): RunR
   };
 }
 
+/**
+ * The layers a job selected, or while its search runs, the layers its rule would select from the latest gate
+ * logits (marked "so far" in the rule's label).
+ */
+function jobSelection(
+  job: Record<string, unknown>,
+  result: Record<string, unknown>,
+  logits: readonly number[] | undefined,
+): { selected: number[]; rule?: string } {
+  const options = ((job.request as Record<string, unknown> | undefined)?.options ?? {}) as {
+    select?: string;
+    method?: string;
+  };
+  if ((options.method ?? "flexora") !== "flexora") {
+    return { selected: (result.selectedLayers as number[] | undefined) ?? [] };
+  }
+  const rule = options.select ?? formatSelection(defaultOptions().select);
+  if (result.selectedLayers) return { selected: result.selectedLayers as number[], rule };
+  if (!logits?.length) return { selected: [], rule };
+  try {
+    return { selected: selectLayers(logits, parseSelection(rule)).layers, rule: `${rule} (so far)` };
+  } catch {
+    return { selected: [], rule }; // logits not finite yet, or a rule this version does not read
+  }
+}
+
 /** A record from a sidecar job (`GET /v1/jobs/:id`). */
 export function fromJob(job: Record<string, unknown>): RunRecord {
   const result = (job.result ?? {}) as Record<string, unknown>;
@@ -168,6 +197,7 @@ export function fromJob(job: Record<string, unknown>): RunRecord {
     loss?: number;
     valLoss?: number;
     gates?: number[];
+    logits?: number[];
   }[];
   const search = history.filter((h) => h.stage === "search");
   const retrain = history.filter((h) => h.stage === "retrain" && h.loss !== undefined);
@@ -176,7 +206,7 @@ export function fromJob(job: Record<string, unknown>): RunRecord {
   return {
     title: `job ${job.id} (${job.state})`,
     gates: last,
-    selected: (result.selectedLayers as number[] | undefined) ?? [],
+    ...jobSelection(job, result, search.at(-1)?.logits),
     gateHistory: search.flatMap((h) => (h.gates ? [h.gates] : [])),
     losses: {
       "search loss per step": {

@@ -262,11 +262,19 @@ export class JobManager {
           loss?: number;
           valLoss?: number;
           gates?: number[];
+          logits?: number[];
         };
         if (
           p.stage === "search" || p.stage === "retrain" || (p.stage === "evaluate" && p.valLoss !== undefined)
         ) {
-          history.push({ stage: p.stage, step: p.step, loss: p.loss, valLoss: p.valLoss, gates: p.gates });
+          history.push({
+            stage: p.stage,
+            step: p.step,
+            loss: p.loss,
+            valLoss: p.valLoss,
+            gates: p.gates,
+            logits: p.logits,
+          });
           history = capped(history);
         }
         this.#set(job.id, {

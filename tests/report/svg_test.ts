@@ -58,6 +58,23 @@ Deno.test("a job record draws the same bars from its history", () => {
   assert.doesNotMatch(svg, /NaN|undefined/);
 });
 
+Deno.test("while a job searches, its chart marks the layers its rule would select from the latest logits", () => {
+  const searching = (select?: string, method?: string) => ({
+    id: "j3",
+    state: "searching",
+    request: { options: { ...(select ? { select } : {}), ...(method ? { method } : {}) } },
+    result: { history: [{ stage: "search", step: 1, gates: [1.2, 0.6, 1.2], logits: [0.1, -0.6, 0.1] }] },
+  });
+  const positive = fromJob(searching());
+  assert.deepEqual(positive.selected, [0, 2]);
+  assert.equal(positive.rule, "positive (so far)");
+  assert.match(renderSvg(positive), /selection: positive \(so far\), layers 0, 2/);
+  assert.deepEqual(fromJob(searching("top-k:1")).selected, [0]);
+  // Baselines have no search and no rule.
+  assert.deepEqual(fromJob(searching(undefined, "lora")).selected, []);
+  assert.equal(fromJob(searching(undefined, "lora")).rule, undefined);
+});
+
 Deno.test("flexora plot writes the SVG of an adapter folder, and of a job from the sidecar's store", async () => {
   const out = join(tmp, "a.svg");
   const r = await flexora("plot", adapter, "--out", out);
