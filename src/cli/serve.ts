@@ -6,9 +6,10 @@
 
 import { join, resolve } from "node:path";
 import { PLUGINS } from "../../plugins/mod.ts";
-import type { ServerConfig } from "../../plugins/types.ts";
 import { loadModel } from "../model/model.ts";
 import { createSidecar } from "../serve/app.ts";
+import { type DeploymentConfig, parseServers } from "../serve/deployments.ts";
+import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
 import { createEmbeddedApp } from "../serve/embedded/app.ts";
 import { generateToken, isLoopback } from "../serve/security.ts";
 import { numberOption } from "./args.ts";
@@ -27,22 +28,43 @@ async function resolveToken(dataDir: string, print: (line: string) => void): Pro
   return token;
 }
 
-/** Servers from a JSON file: `[{"name", "kind", "url", "token"?, "baseModel"?, "options"?}]`. */
-async function readServers(file: string): Promise<ServerConfig[]> {
-  const json = JSON.parse(
-    await Deno.readTextFile(file).catch((e) => {
-      throw new UsageError(`--servers ${file}: cannot read (${(e as Error).message})`);
-    }),
-  );
-  if (!Array.isArray(json)) throw new UsageError(`--servers ${file}: expected a JSON array of servers`);
-  return json;
+/** Servers from a JSON file: `[{"name", "kind", "url" | "replicas", "token"?, "baseModel"?, "options"?}]`. */
+async function readServers(file: string): Promise<DeploymentConfig[]> {
+  const text = await Deno.readTextFile(file).catch((e) => {
+    throw new UsageError(`--servers ${file}: cannot read (${(e as Error).message})`);
+  });
+  try {
+    return parseServers(JSON.parse(text), `--servers ${file}`);
+  } catch (e) {
+    throw new UsageError(e instanceof SyntaxError ? `--servers ${file}: ${e.message}` : (e as Error).message);
+  }
+}
+
+/** Logs what the reconcile loop changed, and each replica's turns between failing and healthy. */
+function reconcileLog(print: (line: string) => void): (e: ReconcileEvent) => void {
+  const failing = new Set<string>();
+  return (e) => {
+    const where = `server '${e.server}' replica ${e.url}`;
+    if (e.trigger !== "loop") return; // attach and detach answer for themselves
+    for (const o of e.outcomes) {
+      const changed = ["attached", "repaired", "swapped", "detached"].includes(o.action);
+      if (changed) {
+        print(`reconcile: ${o.action} '${o.name}'${o.version ? ` (version ${o.version})` : ""} on ${where}`);
+      }
+      if (o.action === "failed" && !o.transient) print(`reconcile: '${o.name}' on ${where}: ${o.error}`);
+    }
+    if (e.error !== null && !failing.has(e.url)) print(`reconcile: ${where} is failing: ${e.error}`);
+    if (e.error === null && failing.has(e.url)) print(`reconcile: ${where} is healthy again`);
+    if (e.error === null) failing.delete(e.url);
+    else failing.add(e.url);
+  };
 }
 
 export const serveCommand: Command = {
   name: "serve",
   summary: "run the sidecar (jobs, adapters, attach) and optionally the embedded inference server",
   usage: "[--host H] [--port P] [--data-dir DIR] [--root DIR]... [--servers FILE] [--embedded-model DIR] " +
-    "[--embedded-port P]",
+    "[--embedded-port P] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S]",
   options: {
     host: { type: "string" },
     port: { type: "string" },
@@ -51,15 +73,22 @@ export const serveCommand: Command = {
     servers: { type: "string" },
     "embedded-model": { type: "string" },
     "embedded-port": { type: "string" },
+    "reconcile-interval": { type: "string" },
+    "reconcile-jitter": { type: "string" },
+    "reconcile-max-backoff": { type: "string" },
   },
   help: {
     host: "H  address to listen on (default 127.0.0.1; off loopback every route needs the token)",
     port: "P  sidecar port (default 8321)",
     "data-dir": "DIR  jobs database, checkpoints and adapters (default .flexora)",
     root: "DIR  a folder model and data paths may lie in (repeatable; default: the current folder)",
-    servers: "FILE  JSON array of inference servers {name, kind, url, token?, baseModel?, options?}",
+    servers:
+      "FILE  JSON array of inference servers {name, kind, url | replicas, token?, baseModel?, options?}",
     "embedded-model": "DIR  also serve this model with the embedded inference server, as server 'embedded'",
     "embedded-port": "P  embedded server port (default: sidecar port + 1)",
+    "reconcile-interval": "S  seconds between two checks of each replica's adapters (default 15)",
+    "reconcile-jitter": "F  each wait is the interval times 1 ± F, drawn at random (default 0.1)",
+    "reconcile-max-backoff": "S  longest wait before retrying a failing replica (default 300)",
   },
   async run(values, _positionals, io) {
     const host = (values.host as string | undefined) ?? "127.0.0.1";
@@ -68,6 +97,15 @@ export const serveCommand: Command = {
     await Deno.mkdir(dataDir, { recursive: true });
     const roots = ((values.root as string[] | undefined) ?? ["."]).map((r) => resolve(r));
     const servers = typeof values.servers === "string" ? await readServers(values.servers) : [];
+    const seconds = (name: string) => {
+      const n = numberOption(values, name, { positive: true });
+      return n === undefined ? undefined : n * 1000;
+    };
+    const reconcile = {
+      intervalMs: seconds("reconcile-interval"),
+      jitter: numberOption(values, "reconcile-jitter", { min: 0, max: 0.99 }),
+      maxBackoffMs: seconds("reconcile-max-backoff"),
+    };
     const token = await resolveToken(dataDir, io.err);
     const closers: (() => Promise<void>)[] = [];
     if (typeof values["embedded-model"] === "string") {
@@ -91,14 +129,19 @@ export const serveCommand: Command = {
       io.err(`embedded inference server for ${model.dir} on http://127.0.0.1:${server.addr.port}`);
       closers.push(async () => (await server.shutdown(), await embedded.close()));
     }
-    const sidecar = await createSidecar({
-      dataDir,
-      token,
-      host,
-      modelRoots: roots,
-      dataRoots: roots,
-      servers,
-    }, PLUGINS);
+    const sidecar = await createSidecar(
+      {
+        dataDir,
+        token,
+        host,
+        modelRoots: roots,
+        dataRoots: roots,
+        servers,
+        reconcile: Object.fromEntries(Object.entries(reconcile).filter(([, v]) => v !== undefined)),
+      },
+      PLUGINS,
+      { onReconcile: reconcileLog(io.err) },
+    );
     const http = Deno.serve({ hostname: host, port, onListen: () => {} }, sidecar.app.fetch);
     io.err(
       `flexora sidecar on http://${host}:${http.addr.port} (data in ${dataDir}${

@@ -1,6 +1,7 @@
 /**
  * The sidecar: a Hono app composed of sub-apps (jobs, adapters, system), with bearer auth, a body limit, one
- * `onError` that answers JSON, and the OpenAPI description at `/openapi.json`.
+ * `onError` that answers JSON, and the OpenAPI description at `/openapi.json`; beside it the job worker and the
+ * reconcile loop, which keeps the desired attachments true on every replica.
  *
  * @module
  */
@@ -13,6 +14,15 @@ import type { CallContext, ServerKind, ServerPlugin } from "../../plugins/types.
 import type { Metrics, SidecarConfig, SidecarDeps } from "./deps.ts";
 import { errorBody, toResponse } from "./errors.ts";
 import { JobManager, type Spawn } from "./jobs.ts";
+import {
+  attachEverywhere,
+  type Attachment,
+  type AttachReport,
+  type Clock,
+  DesiredStore,
+  type ReconcileEvent,
+  Reconciler,
+} from "./reconcile/mod.ts";
 import { adaptersApp } from "./routes/adapters.ts";
 import { jobsApp } from "./routes/jobs.ts";
 import { systemApp } from "./routes/system.ts";
@@ -25,30 +35,62 @@ import denoJson from "../../deno.json" with { type: "json" };
 export interface Sidecar {
   readonly app: OpenAPIHono;
   readonly manager: JobManager;
-  /** Stops the worker (the running job checkpoints and becomes interrupted) and closes the store. */
+  readonly reconciler: Reconciler;
+  /**
+   * Stops the reconcile loop and the worker (the running job checkpoints and becomes interrupted) and closes the
+   * store.
+   */
   close(): Promise<void>;
 }
 
-/** Builds the sidecar; `spawn` and `call` replace the child-process runner and the HTTP client in tests. */
+/** What tests may replace: the runner, the HTTP client to servers, the reconcile loop's clock; and its events. */
+export interface SidecarOverrides {
+  readonly spawn?: Spawn;
+  readonly call?: CallContext;
+  readonly clock?: Clock;
+  /** Called after every reconcile pass, attach and detach on a replica (the CLI logs them). */
+  readonly onReconcile?: (e: ReconcileEvent) => void;
+}
+
+/** Builds the sidecar and starts its job worker and reconcile loop. */
 export async function createSidecar(
   config: SidecarConfig,
   plugins: { readonly [K in ServerKind]: ServerPlugin },
-  overrides: { spawn?: Spawn; call?: CallContext } = {},
+  overrides: SidecarOverrides = {},
 ): Promise<Sidecar> {
   await Deno.mkdir(config.dataDir, { recursive: true });
-  const store = new JobStore(join(config.dataDir, "jobs.sqlite"));
+  const file = join(config.dataDir, "jobs.sqlite");
+  const store = new JobStore(file);
+  const desired = new DesiredStore(file);
   const call = overrides.call ?? { fetch };
+  const reconciler = new Reconciler({
+    store: desired,
+    servers: config.servers,
+    plugins,
+    call,
+    settings: config.reconcile,
+    clock: overrides.clock,
+    onEvent: overrides.onReconcile,
+  });
+  const metrics: Metrics = { errors: 0, attachCount: 0, attachSeconds: 0 };
+  const attach = async (a: Attachment): Promise<AttachReport> => {
+    const started = performance.now();
+    try {
+      return await attachEverywhere(reconciler, a);
+    } finally {
+      metrics.attachCount++;
+      metrics.attachSeconds += (performance.now() - started) / 1000;
+    }
+  };
   const manager = new JobManager({
     store,
     dataDir: config.dataDir,
     servers: config.servers,
-    plugins,
+    attach,
     maxQueued: config.maxQueued,
     spawn: overrides.spawn,
-    call,
   });
-  const metrics: Metrics = { errors: 0, attachCount: 0, attachSeconds: 0 };
-  const deps: SidecarDeps = { config, store, manager, plugins, call, metrics };
+  const deps: SidecarDeps = { config, store, manager, reconciler, attach, plugins, call, metrics };
 
   const app = new OpenAPIHono();
   app.use(bearerAuth({ token: config.token, guardReads: !isLoopback(config.host) }));
@@ -74,12 +116,16 @@ export async function createSidecar(
     return toResponse(e, c);
   });
   manager.start();
+  reconciler.start();
   return {
     app,
     manager,
+    reconciler,
     async close() {
+      await reconciler.stop();
       await manager.close();
       store.close();
+      desired.close();
     },
   };
 }

@@ -4,8 +4,10 @@
  * @module
  */
 
-import type { CallContext, ServerConfig, ServerKind, ServerPlugin } from "../../plugins/types.ts";
+import type { CallContext, ServerKind, ServerPlugin } from "../../plugins/types.ts";
+import type { DeploymentConfig } from "./deployments.ts";
 import type { JobManager } from "./jobs.ts";
+import type { Attachment, AttachReport, Reconciler, ReconcileSettings } from "./reconcile/mod.ts";
 import type { JobStore } from "./store.ts";
 
 /** The sidecar's configuration. */
@@ -19,8 +21,10 @@ export interface SidecarConfig {
   /** Folders that model and data paths must lie in. */
   readonly modelRoots: readonly string[];
   readonly dataRoots: readonly string[];
-  /** Inference servers adapters can be attached to. */
-  readonly servers: readonly ServerConfig[];
+  /** Inference servers adapters can be attached to, each with one or more replicas. */
+  readonly servers: readonly DeploymentConfig[];
+  /** The reconcile loop's interval, jitter, backoff and pass timeout (defaults: `DEFAULT_RECONCILE`). */
+  readonly reconcile?: Partial<ReconcileSettings>;
   /** Largest request body in bytes (default 1 MiB). */
   readonly maxBodyBytes?: number;
   /** Jobs waiting at most (default 16). */
@@ -38,6 +42,10 @@ export interface SidecarDeps {
   readonly config: SidecarConfig;
   readonly store: JobStore;
   readonly manager: JobManager;
+  /** Keeps the desired attachments true on every replica. */
+  readonly reconciler: Reconciler;
+  /** Makes an attachment desired and rolls it out (counted in the metrics); throws when no replica serves it. */
+  readonly attach: (a: Attachment) => Promise<AttachReport>;
   readonly plugins: { readonly [K in ServerKind]: ServerPlugin };
   readonly call: CallContext;
   readonly metrics: Metrics;

@@ -10,6 +10,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { AttachError, UnsupportedError } from "../../plugins/types.ts";
 import { OptionsError } from "../flexora/options.ts";
 import { JobError } from "./jobs.ts";
+import { NotAttachedError } from "./reconcile/operations.ts";
 
 /** The JSON error body. */
 export function errorBody(message: string, field?: string): { error: { message: string; field?: string } } {
@@ -33,6 +34,7 @@ export function toResponse(e: Error, c: Context): Response {
   let status: ContentfulStatusCode = 500;
   if (e instanceof HTTPException) status = e.status as ContentfulStatusCode;
   else if (e instanceof JobError) status = e.status;
+  else if (e instanceof NotAttachedError) status = 404;
   else if (e instanceof OptionsError) status = 400;
   else if (e instanceof UnsupportedError) status = 501;
   else if (e instanceof AttachError) status = 502;

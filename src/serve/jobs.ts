@@ -1,7 +1,7 @@
 /**
  * The job manager: a FIFO queue with one training worker, durable state in a {@link JobStore}, each job run by a
- * child process ({@link ./runner.ts}), progress fanned out to subscribers (SSE), and the adapter attached through
- * the server plugins when the job asks for it.
+ * child process ({@link ./runner.ts}), progress fanned out to subscribers (SSE), and, when the job asks for it, the
+ * adapter made desired on its server and rolled out to every replica ({@link ./reconcile/mod.ts}).
  *
  * Each job writes its adapter to `<dataDir>/adapters/<name>/<job id>`: a new folder per version, because servers
  * re-read an evicted adapter from its path. Jobs found running at start-up are marked interrupted and queued again
@@ -12,7 +12,9 @@
 
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import type { AdapterRef, CallContext, ServerConfig, ServerKind, ServerPlugin } from "../../plugins/types.ts";
+import type { ServerConfig } from "../../plugins/types.ts";
+import type { Attachment } from "./reconcile/desired.ts";
+import type { AttachReport } from "./reconcile/operations.ts";
 import type { RunnerEvent, RunnerSpec } from "./runner.ts";
 import { ACTIVE_STATES, FINAL_STATES, type JobRecord, type JobState, type JobStore } from "./store.ts";
 
@@ -94,15 +96,18 @@ export interface JobManagerOptions {
   readonly store: JobStore;
   readonly dataDir: string;
   readonly servers: readonly ServerConfig[];
-  readonly plugins: { readonly [K in ServerKind]: ServerPlugin };
+  /**
+   * Makes an attachment desired and rolls it out to every replica of its server (the reconciler's
+   * `attachEverywhere`); throws when no replica serves it.
+   */
+  readonly attach: (a: Attachment) => Promise<AttachReport>;
   /** Queued jobs at most before submissions get 429 (default 16). */
   readonly maxQueued?: number;
   readonly spawn?: Spawn;
-  readonly call?: CallContext;
 }
 
 type Listener = (job: JobRecord) => void;
-type ManagerSettings = Required<Omit<JobManagerOptions, "call">> & { call: CallContext };
+type ManagerSettings = Required<JobManagerOptions>;
 
 /** Stage of a progress event → job state. */
 const STAGE_STATE: Record<string, JobState> = {
@@ -132,7 +137,6 @@ export class JobManager {
       ...options,
       maxQueued: options.maxQueued ?? 16,
       spawn: options.spawn ?? spawnRunner,
-      call: options.call ?? { fetch },
     };
   }
 
@@ -311,17 +315,18 @@ export class JobManager {
       this.#set(id, { state: "succeeded", result });
       return;
     }
-    const server = this.#o.servers.find((s) => s.name === req.attach!.server)!;
-    const plugin = this.#o.plugins[server.kind];
-    const adapter: AdapterRef = {
+    // Recorded as desired state, so a retrained version rolls out through the same swap path as an attach.
+    const attachment: Attachment = {
+      server: req.attach.server,
       name: req.attach.name ?? req.name,
+      adapter: req.name,
+      version: id,
       path: result.adapterPath as string,
       rank: JSON.parse(await Deno.readTextFile(join(result.adapterPath as string, "adapter_config.json"))).r,
-      version: id,
     };
     this.#set(id, { state: "attaching", result });
     try {
-      const attach = await plugin.attach(server, adapter, this.#o.call);
+      const attach = await this.#o.attach(attachment);
       this.#set(id, { state: "succeeded", result: { ...result, attach } });
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);

@@ -78,6 +78,48 @@ export const Job = z.object({
 
 export const ServerRef = z.strictObject({ server: Name }).openapi("ServerRef");
 
+const Verification = z.object({
+  listed: z.boolean(),
+  changesOutput: z.boolean().nullable(),
+  detail: z.string(),
+});
+
+/** What one replica did. */
+export const ReplicaOutcome = z.object({
+  url: z.string(),
+  name: z.string(),
+  ok: z.boolean(),
+  action: z.enum(["unchanged", "attached", "repaired", "swapped", "detached", "absent", "failed", "skipped"]),
+  version: z.string().nullable().openapi({ description: "the version the replica serves afterwards" }),
+  verification: Verification.optional(),
+  attempts: z.number().optional(),
+  millis: z.number().optional(),
+  error: z.string().optional(),
+  transient: z.boolean().optional().openapi({ description: "a failure the reconcile loop retries" }),
+  unsupported: z.boolean().optional(),
+}).openapi("ReplicaOutcome");
+
+export const AttachReport = z.object({
+  server: z.string(),
+  adapter: z.string().openapi({ description: "the name requests use" }),
+  version: z.string(),
+  path: z.string(),
+  complete: z.boolean().openapi({ description: "every replica serves this version, verified" }),
+  desired: z.literal(true),
+  replicas: z.array(ReplicaOutcome),
+  verification: Verification.optional().openapi({ description: "the first replica's verification that ran" }),
+  attempts: z.number(),
+  millis: z.number(),
+}).openapi("AttachReport");
+
+export const DetachReport = z.object({
+  server: z.string(),
+  adapter: z.string(),
+  detached: z.literal(true),
+  complete: z.boolean().openapi({ description: "every replica was seen without it" }),
+  replicas: z.array(ReplicaOutcome),
+}).openapi("DetachReport");
+
 export const ErrorBody = z.object({
   error: z.object({ message: z.string(), field: z.string().optional() }),
 }).openapi("Error");

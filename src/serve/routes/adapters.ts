@@ -1,6 +1,7 @@
 /**
- * `/v1/adapters`: adapters the sidecar has written (newest version per name, with its `flexora.json` summary),
- * and attaching or detaching them on configured servers.
+ * `/v1/adapters`: adapters the sidecar has written (newest version per name, with its `flexora.json` summary and
+ * where it is desired), and attaching or detaching them on every replica of a configured server: both change the
+ * desired state, which the reconcile loop keeps true ({@link ../reconcile/mod.ts}).
  *
  * @module
  */
@@ -10,7 +11,8 @@ import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { HTTPException } from "hono/http-exception";
 import type { SidecarDeps } from "../deps.ts";
 import { validationHook } from "../errors.ts";
-import { ErrorBody, jsonContent, NameParam, ServerRef } from "../schemas.ts";
+import { detachEverywhere } from "../reconcile/mod.ts";
+import { AttachReport, DetachReport, ErrorBody, jsonContent, NameParam, ServerRef } from "../schemas.ts";
 
 /** One adapter version on disk. */
 export interface AdapterEntry {
@@ -60,12 +62,31 @@ export async function listAdapters(dataDir: string): Promise<AdapterEntry[]> {
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/** Where each desired attachment of `name` stands: server, served name, version, and each replica's version. */
+function attachmentsOf(deps: SidecarDeps, adapter: string) {
+  return deps.reconciler.report().flatMap((server) =>
+    server.desired.flatMap((row) =>
+      row.state === "attached" && row.adapter === adapter
+        ? [{
+          server: row.server,
+          name: row.name,
+          version: row.version,
+          replicas: server.replicas.map((r) => ({
+            url: r.url,
+            version: r.adapters.find((a) => a.name === row.name)?.version ?? null,
+          })),
+        }]
+        : []
+    )
+  );
+}
+
 const json = jsonContent;
 const errors = {
   400: json(ErrorBody, "invalid request"),
-  404: json(ErrorBody, "unknown adapter or server"),
+  404: json(ErrorBody, "unknown adapter or server, or an adapter that is not attached"),
   501: json(ErrorBody, "the server cannot do this"),
-  502: json(ErrorBody, "the server refused or failed"),
+  502: json(ErrorBody, "no replica could do it (the message says whether the attachment stays desired)"),
 };
 const body = { body: { content: { "application/json": { schema: ServerRef } }, required: true } };
 const list = createRoute({
@@ -73,49 +94,51 @@ const list = createRoute({
   path: "/",
   responses: { 200: json(z.object({ adapters: z.array(z.record(z.string(), z.unknown())) }), "adapters") },
 });
-const verb = (v: "attach" | "detach") =>
-  createRoute({
-    method: "post",
-    path: `/{name}/${v}`,
-    request: { params: NameParam, ...body },
-    responses: { 200: json(z.record(z.string(), z.unknown()), `${v}ed`), ...errors },
-  });
+const attach = createRoute({
+  method: "post",
+  path: "/{name}/attach",
+  request: { params: NameParam, ...body },
+  responses: {
+    200: json(AttachReport, "attached on at least one replica; the attachment is desired"),
+    ...errors,
+  },
+});
+const detach = createRoute({
+  method: "post",
+  path: "/{name}/detach",
+  request: { params: NameParam, ...body },
+  responses: { 200: json(DetachReport, "detached (replicas not reached are cleaned up later)"), ...errors },
+});
 
 /** The adapters sub-app. */
 export function adaptersApp(deps: SidecarDeps): OpenAPIHono {
   const app = new OpenAPIHono({ defaultHook: validationHook });
-  const lookup = async (name: string, serverName: string) => {
-    const server = deps.config.servers.find((s) => s.name === serverName);
-    if (!server) {
+  const server = (serverName: string) => {
+    const found = deps.config.servers.find((s) => s.name === serverName);
+    if (!found) {
       throw new HTTPException(404, { message: `'server': no server '${serverName}' is configured` });
     }
-    const adapter = (await listAdapters(deps.config.dataDir)).find((a) => a.name === name);
-    return { server, adapter, plugin: deps.plugins[server.kind] };
+    return found;
   };
-  app.openapi(
-    list,
-    async (c) => c.json({ adapters: await listAdapters(deps.config.dataDir) as never[] }, 200),
-  );
-  app.openapi(verb("attach"), async (c) => {
-    const { name } = c.req.valid("param");
-    const { server, adapter, plugin } = await lookup(name, c.req.valid("json").server);
-    if (!adapter) throw new HTTPException(404, { message: `no adapter '${name}'` });
-    const started = performance.now();
-    const result = await plugin.attach(server, {
-      name,
-      path: adapter.path,
-      rank: adapter.rank,
-      version: adapter.version,
-    }, deps.call);
-    deps.metrics.attachCount++;
-    deps.metrics.attachSeconds += (performance.now() - started) / 1000;
-    return c.json({ ...result }, 200);
+  app.openapi(list, async (c) => {
+    const adapters = (await listAdapters(deps.config.dataDir)).map((a) => ({
+      ...a,
+      attachments: attachmentsOf(deps, a.name),
+    }));
+    return c.json({ adapters }, 200);
   });
-  app.openapi(verb("detach"), async (c) => {
+  app.openapi(attach, async (c) => {
     const { name } = c.req.valid("param");
-    const { server, plugin } = await lookup(name, c.req.valid("json").server);
-    await plugin.detach(server, name, deps.call);
-    return c.json({ server: server.name, adapter: name, detached: true }, 200);
+    const { name: serverName } = server(c.req.valid("json").server);
+    const adapter = (await listAdapters(deps.config.dataDir)).find((a) => a.name === name);
+    if (!adapter) throw new HTTPException(404, { message: `no adapter '${name}'` });
+    const { version, path, rank } = adapter;
+    return c.json(await deps.attach({ server: serverName, name, adapter: name, version, path, rank }), 200);
+  });
+  app.openapi(detach, async (c) => {
+    const { name } = c.req.valid("param");
+    const { name: serverName } = server(c.req.valid("json").server);
+    return c.json(await detachEverywhere(deps.reconciler, serverName, name), 200);
   });
   return app;
 }

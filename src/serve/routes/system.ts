@@ -1,11 +1,13 @@
 /**
- * `/healthz`, `/metrics` (Prometheus text) and `/v1/servers`.
+ * `/healthz`, `/metrics` (Prometheus text, with the reconcile loop's state per replica) and `/v1/servers`
+ * (configured servers, their desired attachments, and each replica's reachability and reconcile state).
  *
  * @module
  */
 
 import { Hono } from "hono";
 import type { SidecarDeps } from "../deps.ts";
+import { replicasOf } from "../deployments.ts";
 import { JOB_STATES } from "../store.ts";
 
 /** Prometheus text exposition of the sidecar's counters. */
@@ -30,8 +32,63 @@ export function metricsText(deps: SidecarDeps): string {
     "# HELP flexora_errors_total Requests answered with an error.",
     "# TYPE flexora_errors_total counter",
     `flexora_errors_total ${deps.metrics.errors}`,
+    ...reconcileMetrics(deps),
   );
   return lines.join("\n") + "\n";
+}
+
+/** A Prometheus label value. */
+const label = (v: string) => `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`;
+
+/** The reconcile loop's gauges and counters, per replica. */
+function reconcileMetrics(deps: SidecarDeps): string[] {
+  const states = deps.reconciler.replicaStates();
+  const at = (s: { server: string; url: string }) => `server=${label(s.server)},replica=${label(s.url)}`;
+  const gauge = (name: string, help: string, value: (s: typeof states[number]) => number | null) => [
+    `# HELP ${name} ${help}`,
+    `# TYPE ${name} gauge`,
+    ...states.flatMap((s) => {
+      const v = value(s);
+      return v === null ? [] : [`${name}{${at(s)}} ${v}`];
+    }),
+  ];
+  const desired = deps.reconciler.report().flatMap((server) =>
+    (["attached", "detached"] as const).map((state) =>
+      `flexora_desired_attachments{server=${label(server.name)},state="${state}"} ${
+        server.desired.filter((d) => d.state === state).length
+      }`
+    )
+  );
+  return [
+    "# HELP flexora_desired_attachments Desired attachments per server (detached: waiting to be seen gone).",
+    "# TYPE flexora_desired_attachments gauge",
+    ...desired,
+    ...gauge(
+      "flexora_replica_up",
+      "1 when the replica's last reconcile pass succeeded, 0 when it failed (absent before the first).",
+      (s) => (s.passes === 0 ? null : s.failures === 0 ? 1 : 0),
+    ),
+    ...gauge(
+      "flexora_replica_consecutive_failures",
+      "Failed passes in a row (backoff grows with them).",
+      (s) => s.failures,
+    ),
+    ...gauge(
+      "flexora_replica_last_success_timestamp_seconds",
+      "Start of the replica's last successful pass.",
+      (s) => (s.lastOk === null ? null : s.lastOk / 1000),
+    ),
+    ...gauge(
+      "flexora_replica_adapter_errors",
+      "Adapters the replica should serve and does not (a failed load, or a version it refused).",
+      (s) => new Set([...s.errors.keys(), ...s.rejected.keys()]).size,
+    ),
+    "# HELP flexora_reconcile_total Passes (passes_ok, passes_failed) and what they did per replica.",
+    "# TYPE flexora_reconcile_total counter",
+    ...states.flatMap((s) =>
+      [...s.counts].map(([what, n]) => `flexora_reconcile_total{${at(s)},what="${what}"} ${n}`)
+    ),
+  ];
 }
 
 /** The system sub-app. */
@@ -40,16 +97,23 @@ export function systemApp(deps: SidecarDeps): Hono {
   app.get("/healthz", (c) => c.json({ ok: true }));
   app.get("/metrics", (c) => c.text(metricsText(deps), 200, { "content-type": "text/plain; version=0.0.4" }));
   app.get("/v1/servers", async (c) => {
+    const states = new Map(deps.reconciler.report().map((s) => [s.name, s]));
     const servers = await Promise.all(deps.config.servers.map(async (s) => {
-      const reachable = await deps.plugins[s.kind].reachable(s, { ...deps.call, retries: 0 }).catch(() =>
-        false
+      const plugin = deps.plugins[s.kind], state = states.get(s.name)!;
+      const replicas = await Promise.all(
+        replicasOf(s).map(async (r, i) => ({
+          ...state.replicas[i],
+          reachable: await plugin.reachable(r, { ...deps.call, retries: 0 }).catch(() => false),
+        })),
       );
       return {
         name: s.name,
         kind: s.kind,
         url: s.url,
-        reachable,
-        capabilities: deps.plugins[s.kind].capabilities(s),
+        reachable: replicas.every((r) => r.reachable),
+        capabilities: plugin.capabilities(s),
+        desired: state.desired,
+        replicas,
       };
     }));
     return c.json({ servers });
