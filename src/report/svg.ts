@@ -16,13 +16,15 @@ export interface RunRecord {
   readonly gates: readonly number[];
   readonly selected: readonly number[];
   readonly rule?: string;
+  /** While a search runs: the step the gates are from (the chart then says so instead of "final"). */
+  readonly gatesAt?: number;
   /** Gate values per layer after each search step. */
   readonly gateHistory: readonly (readonly number[])[];
   /** Loss panels (one per stage, each on its own step axis): panel title → curve name → points (step, loss). */
   readonly losses: Readonly<Record<string, Readonly<Record<string, readonly (readonly [number, number])[]>>>>;
 }
 
-const W = 720, PANEL_H = 220, PAD = 48;
+const W = 720, PANEL_H = 220, PAD = 48, MAX_DOTS = 30;
 const COLORS = [
   "#4e79a7",
   "#f28e2b",
@@ -82,12 +84,14 @@ function gateBars(r: RunRecord, y0: number): string {
     y(1)
   }" stroke="#333" stroke-dasharray="4 3"/>`;
   const rule = r.rule ? ` — selection: ${r.rule}, layers ${r.selected.join(", ") || "none"}` : "";
-  return axes(x0, y0, w, h, 0, hi, `final gate per layer${rule}`) + bars + one;
+  const what = r.gatesAt === undefined ? "final gate per layer" : `gate per layer at step ${r.gatesAt}`;
+  return axes(x0, y0, w, h, 0, hi, `${what}${rule}`) + bars + one;
 }
 
 /** A panel of curves over steps. */
 function curves(
   label: string,
+  xLabel: string,
   series: readonly { name: string; points: readonly (readonly [number, number])[] }[],
   y0: number,
 ): string {
@@ -99,10 +103,22 @@ function curves(
     y = scale(Math.min(...ys), Math.max(...ys), y0 + h, y0);
   const lines = series.map((s, i) => {
     const color = COLORS[i % COLORS.length];
-    return polyline(s.points.map(([a, b]) => [x(a), y(b)]), color, "curve") +
+    const points = s.points.map(([a, b]) => [x(a), y(b)] as const);
+    // Sparse series (one point per epoch) also get a dot per point, so a single point is visible.
+    const dots = points.length > MAX_DOTS
+      ? ""
+      : points.map(([a, b]) =>
+        `<circle class="point" cx="${a.toFixed(1)}" cy="${b.toFixed(1)}" r="3" fill="${color}"/>`
+      ).join("");
+    return polyline(points, color, "curve") + dots +
       `<text x="${x0 + w + 10}" y="${y0 + 12 + i * 14}" font-size="11" fill="${color}">${esc(s.name)}</text>`;
   }).join("");
-  return axes(x0, y0, w, h, Math.min(...ys), Math.max(...ys), label) + lines;
+  const xTicks = [Math.min(...xs), Math.max(...xs)].map((v, i) =>
+    `<text x="${x(v).toFixed(1)}" y="${y0 + h + 14}" text-anchor="${i ? "end" : "start"}" font-size="10">${
+      i ? `${v} ${xLabel}` : v
+    }</text>`
+  ).join("");
+  return axes(x0, y0, w, h, Math.min(...ys), Math.max(...ys), label) + xTicks + lines;
 }
 
 /** The whole picture. */
@@ -112,13 +128,16 @@ export function renderSvg(r: RunRecord): string {
     name: `layer ${l}`,
     points: r.gateHistory.map((g, step) => [step + 1, g[l]] as const),
   }));
-  if (r.gateHistory.length) panels.push(curves("gate per layer during the search", gateSeries, 60 + PANEL_H));
+  if (r.gateHistory.length) {
+    panels.push(curves("gate per layer during the search", "steps", gateSeries, 60 + PANEL_H));
+  }
   for (const [title, group] of Object.entries(r.losses)) {
     const series = Object.entries(group).filter(([, p]) => p.length).map(([name, points]) => ({
       name,
       points,
     }));
-    if (series.length) panels.push(curves(title, series, 60 + PANEL_H * panels.length));
+    const unit = title.endsWith("epoch") ? "epochs" : "steps";
+    if (series.length) panels.push(curves(title, unit, series, 60 + PANEL_H * panels.length));
   }
   const height = 60 + PANEL_H * panels.length;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" ` +
@@ -207,6 +226,7 @@ export function fromJob(job: Record<string, unknown>): RunRecord {
     title: `job ${job.id} (${job.state})`,
     gates: last,
     ...jobSelection(job, result, search.at(-1)?.logits),
+    gatesAt: result.selectedLayers || !search.length ? undefined : search.at(-1)!.step,
     gateHistory: search.flatMap((h) => (h.gates ? [h.gates] : [])),
     losses: {
       "search loss per step": {

@@ -56,6 +56,10 @@ Deno.test("a job record draws the same bars from its history", () => {
   // Gate curves per layer, search train and validation, retraining train per step and validation per epoch.
   assert.equal(count(svg, /class="curve"/g), 3 + 2 + 2);
   assert.doesNotMatch(svg, /NaN|undefined/);
+  // The one validation point of the retraining is drawn as a dot (a one-point polyline is invisible).
+  const validation =
+    /<polyline class="curve" points="([\d.]+),([\d.]+)"[^>]*\/><circle class="point" cx="([\d.]+)" cy="([\d.]+)"/g;
+  assert.ok([...svg.matchAll(validation)].some((m) => m[1] === m[3] && m[2] === m[4]));
 });
 
 Deno.test("while a job searches, its chart marks the layers its rule would select from the latest logits", () => {
@@ -68,7 +72,7 @@ Deno.test("while a job searches, its chart marks the layers its rule would selec
   const positive = fromJob(searching());
   assert.deepEqual(positive.selected, [0, 2]);
   assert.equal(positive.rule, "positive (so far)");
-  assert.match(renderSvg(positive), /selection: positive \(so far\), layers 0, 2/);
+  assert.match(renderSvg(positive), /gate per layer at step 1 — selection: positive \(so far\), layers 0, 2/);
   assert.deepEqual(fromJob(searching("top-k:1")).selected, [0]);
   // Baselines have no search and no rule.
   assert.deepEqual(fromJob(searching(undefined, "lora")).selected, []);
