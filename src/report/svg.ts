@@ -147,6 +147,12 @@ export function renderSvg(r: RunRecord): string {
     }</svg>\n`;
 }
 
+/**
+ * The retraining's two losses measure different tokens: training also predicts the EOS appended after each
+ * answer, while the epoch's evaluation scores the answer alone (as accuracy does), so the curves say which.
+ */
+const RETRAIN_TRAIN = "train (answer + EOS)", RETRAIN_VALIDATION = "validation (answer)";
+
 /** A record from an adapter's `flexora.json`. */
 export function fromReport(report: Record<string, unknown>, title: string): RunRecord {
   const gates = (report.gates as { values?: number[] } | undefined)?.values ?? [];
@@ -174,8 +180,10 @@ export function fromReport(report: Record<string, unknown>, title: string): RunR
         validation: history.map((h) => [h.step, h.valLoss] as const),
       },
       "retraining loss per epoch": {
-        train: epochs.map((e) => [e.epoch, e.trainLoss] as const),
-        validation: epochs.flatMap((e) => (e.validation ? [[e.epoch, e.validation.loss] as const] : [])),
+        [RETRAIN_TRAIN]: epochs.map((e) => [e.epoch, e.trainLoss] as const),
+        [RETRAIN_VALIDATION]: epochs.flatMap((
+          e,
+        ) => (e.validation ? [[e.epoch, e.validation.loss] as const] : [])),
       },
     },
   };
@@ -234,8 +242,8 @@ export function fromJob(job: Record<string, unknown>): RunRecord {
         validation: search.flatMap((h) => (h.valLoss !== undefined ? [[h.step, h.valLoss] as const] : [])),
       },
       "retraining loss per step": {
-        train: retrain.map((h) => [h.step, h.loss!] as const),
-        validation: evaluations.map((h) => [h.step, h.valLoss!] as const),
+        [RETRAIN_TRAIN]: retrain.map((h) => [h.step, h.loss!] as const),
+        [RETRAIN_VALIDATION]: evaluations.map((h) => [h.step, h.valLoss!] as const),
       },
     },
   };
