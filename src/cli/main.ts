@@ -6,6 +6,7 @@
 
 import { type Command, consoleIo, type Io, runCommand } from "./command.ts";
 import { compareCommand } from "./compare.ts";
+import { exportGgufCommand } from "./export_gguf.ts";
 import { finetuneCommand } from "./finetune.ts";
 import { generateCommand } from "./generate.ts";
 import { plotCommand } from "./plot.ts";
@@ -20,6 +21,7 @@ export const COMMANDS: readonly Command[] = [
   generateCommand,
   scoreCommand,
   plotCommand,
+  exportGgufCommand,
   serveCommand,
   version,
 ];
