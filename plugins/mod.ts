@@ -1,14 +1,17 @@
 /**
  * The server plugins: one per {@link ServerKind}, in one explicit table, plus the contract they implement.
  *
- * | kind       | attach                                           | list                         |
- * | ---------- | ------------------------------------------------ | ---------------------------- |
- * | `vllm`     | `POST /v1/load_lora_adapter`, or a resolver copy | `GET /v1/models`             |
- * | `embedded` | as vLLM (flexora's server has vLLM's routes)     | `GET /v1/models`             |
- * | `sglang`   | `POST /load_lora_adapter`                        | last `loaded_adapters` seen  |
- * | `lorax`    | copy into `adapterDir` (used per request)        | folders in `adapterDir`      |
- * | `llamacpp` | scale of a `--lora` adapter preloaded at start   | adapters with a nonzero scale |
- * | `ollama`   | blobs + `POST /api/create` (base + adapter)      | `GET /api/tags`              |
+ * | kind       | attach                                           | list                                                |
+ * | ---------- | ------------------------------------------------ | --------------------------------------------------- |
+ * | `vllm`     | `POST /v1/load_lora_adapter`, or a resolver copy | `GET /v1/models`                                    |
+ * | `embedded` | as vLLM (flexora's server has vLLM's routes)     | `GET /v1/models`                                    |
+ * | `sglang`   | `POST /load_lora_adapter`                        | `GET /v1/models`, or last `loaded_adapters` checked |
+ * | `lorax`    | copy into `adapterDir` (used per request)        | folders in `adapterDir`                             |
+ * | `llamacpp` | scale of a `--lora` adapter preloaded at start   | adapters with a nonzero scale                       |
+ * | `ollama`   | blobs + `POST /api/create` (base + adapter)      | `GET /api/tags`                                     |
+ *
+ * A plugin always speaks to one URL: the sidecar fans out over a server's replicas and keeps attachments true
+ * on each ({@link ../src/serve/reconcile/mod.ts}).
  *
  * @module
  */

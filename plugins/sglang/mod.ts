@@ -6,12 +6,16 @@
  *   `{success, error_message, loaded_adapters}` with 200 or 400. A name that is already loaded is refused by
  *   SGLang, so a new version is swapped in by unloading the old one first (requests in that instant fail).
  * - detach: `POST /unload_lora_adapter {lora_name}`.
- * - list: SGLang has no route that lists the adapters loaded at run time (`GET /v1/models` lists only the base
- *   model, `GET /get_server_info` only the `lora_paths` it was started with). The plugin remembers, per server
- *   URL, the `loaded_adapters` (name → path) of the last load or unload answer it saw; the candidates are those
- *   plus the startup `lora_paths`, and each is confirmed by a 1-token completion with `model: "<base>:<name>"`
- *   (SGLang refuses an adapter that is not loaded), so a restarted server never shows stale names. Adapters
- *   that someone else loaded are listed once this plugin has seen an answer naming them.
+ * - list: an SGLang that has sgl-project/sglang#12229 lists loaded adapters in `GET /v1/models`, like vLLM (cards
+ *   with a `parent`, `root` the path); its base card carries `parent: null`, which is how the plugin tells it from
+ *   an older one. Older SGLang has no route that lists the adapters loaded at run time (`GET /v1/models` lists
+ *   only the base model, `GET /get_server_info` only the `lora_paths` it was started with). For those the plugin
+ *   remembers, per server URL, the `loaded_adapters` (name → path) of the last load or unload answer it saw; the
+ *   candidates are those plus the startup `lora_paths`, and each is confirmed by a 1-token completion with
+ *   `model: "<base>:<name>"` (SGLang refuses an adapter that is not loaded), so a restarted server never shows
+ *   stale names. Adapters that someone else loaded are listed once this plugin has seen an answer naming them.
+ *   Either way the list is the registry of the tokenizer worker that answered: with `--tokenizer-worker-num` above
+ *   1 each worker has its own (sgl-project/sglang#31084), so run one.
  * - verify: listed with the same path, and a greedy probe through `POST /v1/completions` with
  *   `model: "<base>:<adapter>"` that differs from the base's.
  *
@@ -117,8 +121,24 @@ export function sglangPlugin(): ServerPlugin {
     seen.set(client.server.url, loadedOf(UNLOAD, body));
   };
 
-  /** Candidates (last answer seen + startup adapters), each confirmed by the server. */
+  /** `GET /v1/models`' adapters (name → root) when the server lists them there (the base card has a `parent`). */
+  const listedInModels = async (client: ServerClient): Promise<Loaded | null> => {
+    const body = await client.json("GET", "/v1/models");
+    const cards = isRecord(body) && Array.isArray(body.data) ? body.data.filter(isRecord) : [];
+    if (!cards.some((c) => "parent" in c)) return null;
+    return new Map(
+      cards.filter((c) => typeof c.parent === "string" && typeof c.id === "string")
+        .map((c) => [c.id as string, String(c.root)]),
+    );
+  };
+
+  /** The server's own list, else the candidates (last answer seen + startup adapters), each confirmed. */
   const loaded = async (client: ServerClient): Promise<Loaded> => {
+    const listed = await listedInModels(client);
+    if (listed) {
+      seen.set(client.server.url, listed);
+      return listed;
+    }
     const candidates = new Map([
       ...startupAdapters(await client.json("GET", "/get_server_info")),
       ...seen.get(client.server.url) ?? [],

@@ -73,13 +73,19 @@ async function snapshot(dir: string): Promise<string[]> {
   return await Promise.all(names.map(async (n) => `${n}:${await fileDigest(`${dir}/${n}`)}`));
 }
 
-/** Registers the suite's tests for `kind`. */
-export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Expectations = {}): void {
+/** Registers the suite's tests for `kind`; `variant` names a second configuration of the same kind in test names. */
+export function conformance(
+  kind: ServerKind,
+  makeServer: MakeServer,
+  expect: Expectations = {},
+  variant?: string,
+): void {
   const plugin = PLUGINS[kind];
+  const name = variant ? `${kind} (${variant})` : kind;
   const caps = plugin.capabilities({ name: "capabilities", kind, url: "http://127.0.0.1:9" });
   const changed = caps.generate ? true : null;
 
-  Deno.test(`${kind}: attach loads, verifies and lists the adapter, and never writes into its folder`, async () => {
+  Deno.test(`${name}: attach loads, verifies and lists the adapter, and never writes into its folder`, async () => {
     const alpha = await makeAdapter("alpha");
     const before = await snapshot(alpha.path);
     await withServer(makeServer, [alpha], async (fake) => {
@@ -98,7 +104,7 @@ export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Ex
     assert.deepEqual(await snapshot(alpha.path), before);
   });
 
-  Deno.test(`${kind}: a new version under the same name (new folder)`, async () => {
+  Deno.test(`${name}: a new version under the same name (new folder)`, async () => {
     const v1 = await makeAdapter("alpha", { seed: 1 }), v2 = await makeAdapter("alpha", { seed: 2 });
     await withServer(makeServer, [v1], async (fake) => {
       await plugin.attach(fake.server, v1, FAST);
@@ -125,7 +131,7 @@ export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Ex
     });
   });
 
-  Deno.test(`${kind}: detach takes the adapter off the list; detaching it again is an AttachError`, async () => {
+  Deno.test(`${name}: detach takes the adapter off the list; detaching it again is an AttachError`, async () => {
     const alpha = await makeAdapter("alpha");
     await withServer(makeServer, [alpha], async (fake) => {
       await plugin.attach(fake.server, alpha, FAST);
@@ -136,7 +142,7 @@ export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Ex
     });
   });
 
-  Deno.test(`${kind}: a server that is down gets retries+1 attempts, backed off, then an AttachError`, async () => {
+  Deno.test(`${name}: a server that is down gets retries+1 attempts, backed off, then an AttachError`, async () => {
     const alpha = await makeAdapter("alpha");
     await withServer(makeServer, [alpha], async (fake) => {
       const counting = countingFetch();
@@ -156,7 +162,7 @@ export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Ex
     });
   });
 
-  Deno.test(`${kind}: two 500s, then success, reported as 3 attempts`, async () => {
+  Deno.test(`${name}: two 500s, then success, reported as 3 attempts`, async () => {
     const alpha = await makeAdapter("alpha");
     await withServer(makeServer, [alpha], async (fake) => {
       fake.failNext(2);
@@ -169,7 +175,7 @@ export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Ex
 
   const lacking = (Object.keys(caps) as (keyof typeof caps)[]).filter((c) => !caps[c]);
   Deno.test({
-    name: `${kind}: capabilities it lacks (${lacking.join(", ") || "none"}) throw UnsupportedError`,
+    name: `${name}: capabilities it lacks (${lacking.join(", ") || "none"}) throw UnsupportedError`,
     ignore: lacking.length === 0,
     fn: async () => {
       const alpha = await makeAdapter("alpha"), beta = await makeAdapter("beta");
@@ -186,7 +192,7 @@ export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Ex
     },
   });
 
-  Deno.test(`${kind}: a bad adapter is an AttachError before any request`, async () => {
+  Deno.test(`${name}: a bad adapter is an AttachError before any request`, async () => {
     const big = await makeAdapter("big", { rank: 8 });
     const empty = freshPath("empty");
     await Deno.mkdir(empty);
@@ -208,14 +214,14 @@ export function conformance(kind: ServerKind, makeServer: MakeServer, expect: Ex
     });
   });
 
-  Deno.test(`${kind}: reachable is true for a server that answers, false for one that is down`, async () => {
+  Deno.test(`${name}: reachable is true for a server that answers, false for one that is down`, async () => {
     await withServer(makeServer, [], async (fake) => {
       assert.equal(await plugin.reachable(fake.server, FAST), true);
       assert.equal(await plugin.reachable({ ...fake.server, url: downUrl() }, FAST), false);
     });
   });
 
-  Deno.test(`${kind}: an abort stops the retries at once`, async () => {
+  Deno.test(`${name}: an abort stops the retries at once`, async () => {
     const alpha = await makeAdapter("alpha");
     await withServer(makeServer, [alpha], async (fake) => {
       const controller = new AbortController();

@@ -11,6 +11,12 @@ import { conformance, FAST } from "./conformance.ts";
 import { type SglangOptions, startSglang } from "./fakes/sglang.ts";
 
 conformance("sglang", () => startSglang({ token: "secret" }));
+conformance(
+  "sglang",
+  () => startSglang({ token: "secret", listsAdapters: true }),
+  {},
+  "listing in /v1/models",
+);
 
 async function withSglang(
   options: SglangOptions,
@@ -78,5 +84,20 @@ Deno.test("sglang: the server's refusal (rank above --max-lora-rank) keeps its 4
       1,
       "a 400 is not retried",
     );
+  });
+});
+
+Deno.test("sglang: a server that lists adapters in /v1/models is read there, without confirmation completions", async () => {
+  const early = await makeAdapter("early"), late = await makeAdapter("late");
+  await withSglang({ startup: [early], listsAdapters: true }, async (fake) => {
+    const plugin = sglangPlugin();
+    await plugin.attach(fake.server, late, FAST);
+    const before = fake.requests.length;
+    assert.deepEqual(await plugin.list(fake.server, FAST), ["early", "late"]);
+    assert.deepEqual(fake.requests.slice(before), ["GET /v1/models"]);
+    // Gone behind the plugin's back (a restart): gone from the list, and no longer verified.
+    await unloadBehindTheBack(fake, "late");
+    assert.deepEqual(await plugin.list(fake.server, FAST), ["early"]);
+    assert.equal((await plugin.verify(fake.server, late, FAST)).listed, false);
   });
 });

@@ -2,7 +2,8 @@
  * A fake SGLang: `POST /load_lora_adapter` and `/unload_lora_adapter` (no `/v1`) answering
  * `{success, error_message, loaded_adapters}` with 200 or 400 (a name already loaded, a missing folder, a rank
  * above its `--max-lora-rank`, an unknown name to unload), `GET /get_server_info` with the `lora_paths` it was
- * started with, `GET /v1/models` listing only the base model, and `POST /v1/completions` where
+ * started with, `GET /v1/models` listing only the base model (or, with `listsAdapters`, as SGLang does since
+ * sgl-project/sglang#12229: the base with `parent: null` and each loaded adapter), and `POST /v1/completions` where
  * `model: "<base>:<adapter>"` selects an adapter.
  */
 
@@ -24,6 +25,8 @@ export interface SglangOptions extends CommonOptions {
   readonly startup?: readonly AdapterRef[];
   /** `--max-lora-rank` (default 16). */
   readonly maxLoraRank?: number;
+  /** List loaded adapters in `GET /v1/models` (SGLang with sgl-project/sglang#12229; default false). */
+  readonly listsAdapters?: boolean;
 }
 
 /** The fake, with its loaded adapters (name → path and identity). */
@@ -55,7 +58,16 @@ export async function startSglang(o: SglangOptions = {}): Promise<SglangFake> {
       lora_paths: (o.startup ?? []).map((a) => ({ lora_name: a.name, lora_path: a.path, pinned: false })),
       version: "0.5.0",
     }));
-  app.get("/v1/models", (c) => c.json({ object: "list", data: [{ id: base, object: "model", root: base }] }));
+  app.get("/v1/models", (c) => {
+    if (!o.listsAdapters) {
+      return c.json({ object: "list", data: [{ id: base, object: "model", root: base }] });
+    }
+    const adapters = [...loaded].map(([id, l]) => ({ id, object: "model", root: l.path, parent: base }));
+    return c.json({
+      object: "list",
+      data: [{ id: base, object: "model", root: base, parent: null }, ...adapters],
+    });
+  });
   app.post("/load_lora_adapter", async (c) => {
     const { lora_name: name, lora_path: path } = await c.req.json();
     if (loaded.has(name)) {
