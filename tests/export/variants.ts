@@ -24,13 +24,13 @@ export async function tempDir(prefix: string): Promise<string> {
 
 /**
  * stories260K in `dir` with config fields replaced and tensors added (name → shape, filled with seeded values in
- * [−scale, scale]); matrices stored as `matrices` (F32, or F16 to hold the weights an F16 GGUF holds).
+ * [−scale, scale]) or dropped; matrices stored as `matrices` (F32, or F16 to hold the weights an F16 GGUF holds).
  */
 export async function storiesVariant(
   dir: string,
   config: Record<string, unknown>,
   extra: Record<string, number[]> = {},
-  options: { scale?: number; matrices?: "F32" | "F16" } = {},
+  options: { scale?: number; matrices?: "F32" | "F16"; drop?: readonly string[] } = {},
 ): Promise<string> {
   const scale = options.scale ?? 0.5;
   await Deno.mkdir(dir, { recursive: true });
@@ -41,6 +41,7 @@ export async function storiesVariant(
   await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify({ ...json, ...config }));
   const tensors = [];
   for (const [name, info] of (await openCheckpoint(STORIES)).tensors) {
+    if (options.drop?.includes(name)) continue;
     const dtype = info.shape.length === 2 ? options.matrices ?? "F32" : "F32";
     tensors.push({ name, dtype, shape: [...info.shape], data: await readTensorF32(info) });
   }

@@ -60,7 +60,7 @@ export function ggufAlpha(lora: Parameters<typeof loraScale>[0]): number {
  * await writeAdapter(`${tmp}/peft`, lora, initLora(cfg, lora, 0));
  * await exportAdapterGguf(`${tmp}/peft`, base, `${tmp}/a.gguf`);
  * const { metadata, tensorInfos } = await gguf(`${tmp}/a.gguf`, { allowLocalFile: true });
- * if (metadata["adapter.lora.alpha"] !== 4) throw new Error("alpha as given");
+ * if ((metadata as Record<string, unknown>)["adapter.lora.alpha"] !== 4) throw new Error("alpha as given");
  * if (tensorInfos.map((t) => t.name).join() !== "blk.1.attn_q.weight.lora_a,blk.1.attn_q.weight.lora_b") throw new Error();
  * ```
  */

@@ -137,7 +137,7 @@ function modelTensors(cfg: ModelConfig, checkpoint: Checkpoint, dtype: GgufDType
  * const out = `${await Deno.makeTempDir()}/stories260K.gguf`;
  * await exportModelGguf(dir, out, { dtype: "F32" });
  * const { metadata } = await gguf(out, { allowLocalFile: true });
- * if (metadata["llama.block_count"] !== 5) throw new Error("five layers");
+ * if ((metadata as Record<string, unknown>)["llama.block_count"] !== 5) throw new Error("five layers");
  * ```
  */
 export async function exportModelGguf(
