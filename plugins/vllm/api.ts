@@ -56,9 +56,17 @@ export function baseName(server: ServerConfig, cards: readonly ModelCard[]): str
   return base;
 }
 
+/** vLLM's 400 for a name that is loaded already (without `load_inplace`, or from a vLLM that predates it). */
+function loadedAlready(e: unknown): boolean {
+  return e instanceof ServerError && e.status === 400 && /already been loaded/.test(e.serverMessage);
+}
+
 /**
- * `POST /v1/load_lora_adapter` with `load_inplace`, so a new version replaces a loaded one; a vLLM that predates
- * `load_inplace` answers 400 "already been loaded", and the adapter is then unloaded and loaded again.
+ * `POST /v1/load_lora_adapter`. A name that is loaded already (a new version) is replaced with `load_inplace`, so
+ * requests never find it missing (those running keep the weights they started with); a vLLM that predates
+ * `load_inplace` answers 400 "already been loaded" again, and the adapter is then unloaded and loaded (requests in
+ * that instant fail). A first load does not send `load_inplace`: some vLLM versions keep the flag on the stored
+ * request and then re-read the adapter from disk at every step (vllm-project/vllm#33791).
  */
 export async function loadAdapter(
   client: ServerClient,
@@ -68,12 +76,16 @@ export async function loadAdapter(
 ): Promise<void> {
   const request = { lora_name: name, lora_path: path };
   try {
-    await client.send({ path: "/v1/load_lora_adapter", json: { ...request, load_inplace: true } });
+    await client.send({ path: "/v1/load_lora_adapter", json: request });
+    return;
   } catch (e) {
     if (isMissingRoute(e)) throw routesOff(what, e);
-    if (!(e instanceof ServerError && e.status === 400 && /already been loaded/.test(e.serverMessage))) {
-      throw e;
-    }
+    if (!loadedAlready(e)) throw e;
+  }
+  try {
+    await client.send({ path: "/v1/load_lora_adapter", json: { ...request, load_inplace: true } });
+  } catch (e) {
+    if (!loadedAlready(e)) throw e;
     await unloadAdapter(client, name, what);
     await client.send({ path: "/v1/load_lora_adapter", json: request });
   }

@@ -4,9 +4,10 @@
  * The runtime routes exist only when vLLM runs with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`;
  * otherwise they answer FastAPI's 404 `{"detail":"Not Found"}`, reported as {@link RUNTIME_UPDATING_OFF}.
  *
- * - attach: `POST /v1/load_lora_adapter {lora_name, lora_path, load_inplace: true}` (a 200 with a plain-text
- *   body). vLLM re-reads an evicted adapter from its path, so the plugin never writes into `lora_path`: each
- *   version has its own folder and replaces the loaded one in place.
+ * - attach: `POST /v1/load_lora_adapter {lora_name, lora_path}` (a 200 with a plain-text body); a new version of a
+ *   loaded name is loaded again with `load_inplace: true`, which replaces it without a moment where the name is
+ *   missing (`api.ts`). vLLM re-reads an evicted adapter from its path, so the plugin never writes into
+ *   `lora_path`: each version has its own folder.
  * - with `options.resolverDir` (vLLM's filesystem resolver): the folder is copied to `<resolverDir>/<name>/`
  *   instead and loads on first use by name (`resolver.ts`).
  * - detach: `POST /v1/unload_lora_adapter {lora_name}` (and, in resolver mode, the copy is removed).

@@ -81,18 +81,37 @@ Deno.test("vllm: an adapter that loads but changes nothing is listed with change
   });
 });
 
-Deno.test("vllm: a new version is loaded in place (load_inplace) from its own folder", async () => {
+Deno.test("vllm: a new version is loaded in place (load_inplace) from its own folder; a first load is plain", async () => {
   await withVllm({}, async (fake) => {
     const v1 = await makeAdapter("alpha", { seed: 1 }), v2 = await makeAdapter("alpha", { seed: 2 });
     await vllm.attach(fake.server, v1, FAST);
     await vllm.attach(fake.server, v2, FAST);
     assert.deepEqual(fake.loadBodies, [
-      { lora_name: "alpha", lora_path: v1.path, load_inplace: true },
+      { lora_name: "alpha", lora_path: v1.path },
+      { lora_name: "alpha", lora_path: v2.path },
       { lora_name: "alpha", lora_path: v2.path, load_inplace: true },
     ]);
+    assert.ok(!fake.requests.includes("POST /v1/unload_lora_adapter"), "never missing in between");
     assert.equal(fake.loaded.get("alpha")?.path, v2.path);
     const stale = await vllm.verify(fake.server, v1, FAST);
     assert.equal(stale.listed, false, "listed with the other version's root");
+  });
+});
+
+Deno.test("vllm: a vLLM without load_inplace gets the new version by unload, then load", async () => {
+  await withVllm({ loadInplace: false }, async (fake) => {
+    const v1 = await makeAdapter("alpha", { seed: 1 }), v2 = await makeAdapter("alpha", { seed: 2 });
+    await vllm.attach(fake.server, v1, FAST);
+    const before = fake.requests.length;
+    const result = await vllm.attach(fake.server, v2, FAST);
+    assert.deepEqual(fake.requests.slice(before, before + 4), [
+      "POST /v1/load_lora_adapter",
+      "POST /v1/load_lora_adapter",
+      "POST /v1/unload_lora_adapter",
+      "POST /v1/load_lora_adapter",
+    ]);
+    assert.equal(result.verification.listed, true, result.verification.detail);
+    assert.equal(fake.loaded.get("alpha")?.path, v2.path);
   });
 });
 

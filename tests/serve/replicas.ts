@@ -13,7 +13,7 @@ import { TINY, writeTestAdapter } from "./embedded/helpers.ts";
 
 export { TINY };
 
-/** One `POST /v1/load_lora_adapter`: its path and when it started and was answered (performance.now()). */
+/** One `POST /v1/load_lora_adapter` that succeeded: its path, and when it started and was answered. */
 export interface LoadRecord {
   readonly path: string;
   readonly started: number;
@@ -59,7 +59,7 @@ export class Replica {
         const body = await req.clone().json();
         const started = performance.now();
         const res = await this.#embedded.app.fetch(req);
-        this.loads.push({ path: body.lora_path, started, ended: performance.now() });
+        if (res.ok) this.loads.push({ path: body.lora_path, started, ended: performance.now() });
         return res;
       }
       const res = await this.#embedded.app.fetch(req);

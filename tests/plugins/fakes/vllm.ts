@@ -30,6 +30,8 @@ export interface VllmOptions extends CommonOptions {
   readonly errorShape?: "nested" | "flat";
   /** The server's own `--max-lora-rank` (default 16). */
   readonly maxLoraRank?: number;
+  /** Knows `load_inplace` (vLLM since vllm-project/vllm#31326; default true); older ones ignore the field. */
+  readonly loadInplace?: boolean;
   /** The served model (default "tiny-llama"). */
   readonly baseModel?: string;
   /** vLLM's `VLLM_LORA_RESOLVER_CACHE_DIR`, also passed to the plugin as `options.resolverDir`. */
@@ -115,7 +117,7 @@ export function startVllm(o: VllmOptions = {}): Promise<VllmFake> {
       if (!name || !path) {
         return error("Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput", 400);
       }
-      if (loaded.has(name) && !body.load_inplace) {
+      if (loaded.has(name) && !(body.load_inplace && (o.loadInplace ?? true))) {
         return error(
           `The lora adapter '${name}' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.`,
           "InvalidUserInput",
