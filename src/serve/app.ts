@@ -37,7 +37,7 @@ export interface Sidecar {
   readonly manager: JobManager;
   readonly reconciler: Reconciler;
   /**
-   * Stops the reconcile loop and the worker (the running job checkpoints and becomes interrupted) and closes the
+   * Stops the worker (the running job checkpoints and becomes interrupted) and the reconcile loop, and closes the
    * store.
    */
   close(): Promise<void>;
@@ -122,8 +122,8 @@ export async function createSidecar(
     manager,
     reconciler,
     async close() {
+      await manager.close(); // a job in its attaching stage finishes its rollout first
       await reconciler.stop();
-      await manager.close();
       store.close();
       desired.close();
     },

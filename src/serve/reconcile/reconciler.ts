@@ -177,6 +177,7 @@ export class Reconciler {
       if (row.state !== "detached") continue;
       if (d.replicas.every((r) => r.state.cleared.get(row.name) === row.updatedAt)) {
         this.#o.store.forget(row.server, row.name, row.updatedAt);
+        for (const r of d.replicas) r.state.cleared.delete(row.name);
       }
     }
   }
