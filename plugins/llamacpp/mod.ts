@@ -6,8 +6,11 @@
  * whole list.
  *
  * - attach: finds the preloaded adapter of this name (file `<name>.gguf`, or `path` equal to the adapter's) and
- *   sets its scale to 1; an adapter that was not preloaded is an {@link UnsupportedError} (capability `load` is
- *   false). flexora's GGUF export arrives with the GGUF issue.
+ *   sets its scale to 1. An adapter that was not preloaded cannot be loaded (capability `load` is false): the
+ *   plugin converts it to GGUF, `<name>.gguf` beside the adapter's folder (or in `options.ggufDir`), and throws an
+ *   {@link UnsupportedError} with the llama-server command line that preloads it (`options.baseGguf`: the base
+ *   model's GGUF file, for that command line). The conversion needs the base model's folder: `options.modelDir`,
+ *   or the adapter's `base_model_name_or_path` (see `plugins/gguf.ts`).
  * - detach: sets its scale to 0.
  * - list: the adapters with a nonzero scale, named by their file name without `.gguf`.
  * - verify: scale nonzero, and greedy completions (`POST /completion`, 8 tokens) with the per-request
@@ -16,10 +19,12 @@
  * @module
  */
 
-import { basename } from "node:path";
-import { checkName, inspectAdapter } from "../adapter.ts";
+import { basename, dirname, join } from "node:path";
+import { type AdapterFiles, checkName, inspectAdapter } from "../adapter.ts";
 import { attaching, detaching, failingAs } from "../errors.ts";
+import { baseModelDir, writeAdapterGguf } from "../gguf.ts";
 import { isRecord, ServerClient, unexpectedAnswer } from "../http.ts";
+import { stringOption } from "../options.ts";
 import {
   type AdapterRef,
   AttachError,
@@ -125,12 +130,52 @@ async function verifyWith(
   return { listed, changesOutput, detail: `${where}; ${detail}` };
 }
 
-function notPreloaded(what: string, adapter: AdapterRef, all: readonly LoraEntry[]): UnsupportedError {
-  const preloaded = all.length ? all.map((e) => e.path).join(", ") : "none";
+/**
+ * Where the plugin writes an adapter's GGUF: `<options.ggufDir>/<name>.gguf`, else `<name>.gguf` in the folder
+ * that holds the adapter's folder (the sidecar keeps versions in `<data>/adapters/<name>/<version>`, so the file
+ * keeps its path across versions and a restarted llama-server picks up the newest).
+ *
+ * @example
+ * ```ts
+ * import { ggufFile } from "./mod.ts";
+ * const server = { name: "l", kind: "llamacpp" as const, url: "http://127.0.0.1:8080" };
+ * if (ggufFile(server, { name: "sql", path: "/data/adapters/sql/job-1", rank: 8 }) !== "/data/adapters/sql/sql.gguf") {
+ *   throw new Error("beside the version folders");
+ * }
+ * ```
+ */
+export function ggufFile(server: ServerConfig, adapter: AdapterRef): string {
+  return join(stringOption(server, "ggufDir") ?? dirname(adapter.path), `${adapter.name}.gguf`);
+}
+
+/** The error for an adapter llama-server was not started with, after writing its GGUF where possible. */
+async function notPreloaded(
+  what: string,
+  server: ServerConfig,
+  adapter: AdapterRef,
+  files: AdapterFiles,
+  all: readonly LoraEntry[],
+): Promise<UnsupportedError> {
+  const preloaded = `Preloaded: ${all.length ? all.map((e) => e.path).join(", ") : "none"}`;
+  const cannot = `${what}: llama.cpp cannot load adapters at run time`;
+  const modelDir = await baseModelDir(server, files);
+  if (modelDir === null) {
+    return new UnsupportedError(
+      `${cannot}, and flexora cannot convert the adapter to GGUF without its base model's folder: set ` +
+        `options.modelDir, or run 'deno task flexora export-gguf --model BASE_DIR --adapter ${adapter.path} ` +
+        `--out ${adapter.name}.gguf', start llama-server with --lora ${adapter.name}.gguf ` +
+        `(--lora-init-without-apply starts it at scale 0) and attach again to set its scale. ${preloaded}`,
+    );
+  }
+  const gguf = await writeAdapterGguf(what, adapter, modelDir, ggufFile(server, adapter));
+  const base = stringOption(server, "baseGguf");
+  const howBase = base
+    ? ""
+    : ` (BASE.gguf: 'deno task flexora export-gguf --model ${modelDir} --out BASE.gguf')`;
   return new UnsupportedError(
-    `${what}: llama.cpp cannot load adapters at run time; start llama-server with --lora ${adapter.name}.gguf ` +
-      `(the adapter converted to GGUF; add --lora-init-without-apply to start it at scale 0) and attach again ` +
-      `to set its scale. Preloaded: ${preloaded}`,
+    `${cannot}; flexora wrote the adapter as GGUF to ${gguf.path}. Restart llama-server with it preloaded: ` +
+      `llama-server -m ${base ?? "BASE.gguf"} --lora ${gguf.path} --lora-init-without-apply${howBase}, ` +
+      `then attach again to set its scale. ${preloaded}`,
   );
 }
 
@@ -149,11 +194,11 @@ export const llamacppPlugin: ServerPlugin = {
   async attach(server, adapter, ctx) {
     const started = performance.now();
     const what = attaching(server, adapter.name);
-    await inspectAdapter(server, adapter);
+    const files = await inspectAdapter(server, adapter);
     const client = new ServerClient(server, ctx);
     const all = await failingAs(what, () => entries(client));
     const entry = find(all, adapter, what);
-    if (!entry) throw notPreloaded(what, adapter, all);
+    if (!entry) throw await notPreloaded(what, server, adapter, files, all);
     if (entry.scale !== 1) await failingAs(what, () => setScale(client, all, entry.id, 1));
     const v = await failingAs(what, () => verifyWith(client, adapter, ctx, what));
     return attachResult(server, adapter, v, client, started);

@@ -2,10 +2,13 @@
  * Ollama. An adapter becomes a new model, base + adapter, named `<namespace>/<name>` (namespace
  * `options.namespace`, default "flexora", which is also how `list` tells flexora's models from the others).
  *
- * - attach: asks `POST /api/show` for the base model's architecture (Ollama converts safetensors LoRA adapters
- *   only for llama and gemma2 models; others need a GGUF adapter, an {@link UnsupportedError} until flexora
- *   exports GGUF), uploads `adapter_config.json` and `adapter_model.safetensors` as blobs
- *   (`POST /api/blobs/sha256:<digest>`, 201; Ollama's converter reads both), then `POST /api/create
+ * - attach: asks `POST /api/show` for the base model's architecture. Ollama converts safetensors LoRA adapters
+ *   only for llama and gemma2 models (and when it does not say): for those the plugin uploads
+ *   `adapter_config.json` and `adapter_model.safetensors` as blobs (`POST /api/blobs/sha256:<digest>`, 201;
+ *   Ollama's converter reads both). For any other base it converts the adapter to a GGUF LoRA adapter
+ *   (`plugins/gguf.ts`; the base model's folder comes from `options.modelDir` or the adapter's
+ *   `base_model_name_or_path`), checks that its architecture is the base's, and uploads that one file
+ *   (`<name>.gguf`, written to a temporary folder, never into the adapter's). Then `POST /api/create
  *   {model, from, adapters: {file: "sha256:<digest>"}}`, whose answer streams NDJSON status lines ending with
  *   `{"status":"success"}` (or an `{"error"}` line). Attaching again replaces the model.
  * - The architecture is Ollama's own (`general.architecture` of the base it serves), not the adapter's
@@ -19,9 +22,10 @@
  * @module
  */
 
-import { checkName, CONFIG_FILE, inspectAdapter, WEIGHTS_FILE } from "../adapter.ts";
+import { type AdapterFiles, checkName, CONFIG_FILE, inspectAdapter, WEIGHTS_FILE } from "../adapter.ts";
 import { attaching, detaching, failingAs } from "../errors.ts";
 import { fileDigest } from "../files.ts";
+import { baseModelDir, writeAdapterGguf } from "../gguf.ts";
 import { isRecord, ServerClient, ServerError, unexpectedAnswer } from "../http.ts";
 import { stringOption } from "../options.ts";
 import {
@@ -127,6 +131,50 @@ async function verifyWith(client: ServerClient, adapter: AdapterRef, ctx: CallCo
   return { listed, changesOutput, detail: `GET /api/tags lists ${model}; ${detail}` } satisfies Verification;
 }
 
+/** What a GGUF attach needs. */
+interface GgufAttach {
+  readonly what: string;
+  readonly server: ServerConfig;
+  readonly adapter: AdapterRef;
+  readonly files: AdapterFiles;
+  readonly client: ServerClient;
+  /** Ollama's base model and its architecture. */
+  readonly base: string;
+  readonly arch: string;
+  /** The model to create. */
+  readonly model: string;
+}
+
+/** Converts the adapter to GGUF in a temporary folder, checks its architecture, uploads it and creates the model. */
+async function attachGguf(a: GgufAttach): Promise<void> {
+  const modelDir = await baseModelDir(a.server, a.files);
+  if (modelDir === null) {
+    throw new UnsupportedError(
+      `${a.what}: Ollama converts safetensors LoRA adapters only for ${
+        SAFETENSORS_ARCHITECTURES.join(" and ")
+      } ` +
+        `models, and the base '${a.base}' is '${a.arch}'; flexora converts the adapter to GGUF for it, which needs ` +
+        `the base model's folder: set options.modelDir`,
+    );
+  }
+  const tmp = await Deno.makeTempDir({ prefix: "flexora-ollama-" });
+  try {
+    const gguf = await writeAdapterGguf(a.what, a.adapter, modelDir, join(tmp, `${a.adapter.name}.gguf`));
+    if (gguf.architecture !== a.arch) {
+      throw new AttachError(
+        `${a.what}: the adapter was made for a '${gguf.architecture}' model (${modelDir}), but Ollama's base ` +
+          `'${a.base}' is '${a.arch}'`,
+      );
+    }
+    await failingAs(a.what, async () => {
+      const digest = await uploadBlob(a.client, gguf.path);
+      await create(a.client, a.model, a.base, { [`${a.adapter.name}.gguf`]: digest });
+    });
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
 /**
  * The Ollama plugin.
  *
@@ -143,26 +191,20 @@ export const ollamaPlugin: ServerPlugin = {
   async attach(server, adapter, ctx) {
     const started = performance.now();
     const what = attaching(server, adapter.name);
-    await inspectAdapter(server, adapter);
+    const files = await inspectAdapter(server, adapter);
     const base = baseModel(server, what);
     const client = new ServerClient(server, ctx);
     const arch = await failingAs(what, () => architecture(client, base));
-    if (arch !== null && !SAFETENSORS_ARCHITECTURES.includes(arch)) {
-      throw new UnsupportedError(
-        `${what}: Ollama converts safetensors LoRA adapters only for ${
-          SAFETENSORS_ARCHITECTURES.join(" and ")
-        } ` +
-          `models, and the base '${base}' is '${arch}'; it needs the adapter as GGUF (flexora's GGUF export ` +
-          `arrives with the GGUF issue)`,
-      );
-    }
-    await failingAs(what, async () => {
-      const adapters: Record<string, string> = {};
-      for (const file of [CONFIG_FILE, WEIGHTS_FILE]) {
-        adapters[file] = await uploadBlob(client, join(adapter.path, file));
-      }
-      await create(client, modelName(server, adapter.name), base, adapters);
-    });
+    const model = modelName(server, adapter.name);
+    if (arch === null || SAFETENSORS_ARCHITECTURES.includes(arch)) {
+      await failingAs(what, async () => {
+        const adapters: Record<string, string> = {};
+        for (const file of [CONFIG_FILE, WEIGHTS_FILE]) {
+          adapters[file] = await uploadBlob(client, join(adapter.path, file));
+        }
+        await create(client, model, base, adapters);
+      });
+    } else await attachGguf({ what, server, adapter, files, client, base, arch, model });
     const v = await failingAs(what, () => verifyWith(client, adapter, ctx, what));
     return attachResult(server, adapter, v, client, started);
   },

@@ -1,11 +1,14 @@
 /**
  * A fake Ollama: blobs (`POST /api/blobs/sha256:<digest>`, 201, refused when the bytes do not hash to the
  * digest), `POST /api/create` from a base model plus adapter blobs (streamed NDJSON status lines ending with
- * `{"status":"success"}`, or an `{"error"}` line: "unsupported architecture" for a base other than llama or
- * gemma2, a missing `adapter_config.json`), `DELETE /api/delete`, `GET /api/tags`, `POST /api/show`,
+ * `{"status":"success"}`, or an `{"error"}` line: "unsupported architecture" for safetensors adapters on a base
+ * other than llama or gemma2, a missing `adapter_config.json`), GGUF adapters (a `*.gguf` file, read with
+ * `@huggingface/gguf`; the fake refuses one whose `general.type` is not "adapter" or whose architecture is not
+ * the base's, which real Ollama would only fail on when it loads the model), `DELETE /api/delete`, `GET /api/tags`, `POST /api/show`,
  * `POST /api/generate` and `GET /api/version`. Names without a tag mean `:latest`. Errors are `{"error": "..."}`.
  */
 
+import { gguf } from "@huggingface/gguf";
 import { Hono } from "hono";
 import { createHash } from "node:crypto";
 import { BASE, type CommonOptions, type FakeServer, generated, serveFake } from "./common.ts";
@@ -33,6 +36,17 @@ export interface OllamaFake extends FakeServer {
 
 const full = (name: string) => name.includes(":") ? name : `${name}:latest`;
 
+/** The metadata of a GGUF blob, parsed by `@huggingface/gguf` (which reads files, so through a temporary one). */
+async function ggufMetadata(bytes: Uint8Array): Promise<Record<string, unknown>> {
+  const file = await Deno.makeTempFile({ suffix: ".gguf" });
+  try {
+    await Deno.writeFile(file, bytes);
+    return (await gguf(file, { allowLocalFile: true })).metadata as Record<string, unknown>;
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
 /** Starts a fake Ollama on 127.0.0.1 serving the base model "tiny-llama". */
 export function startOllama(o: OllamaOptions = {}): Promise<OllamaFake> {
   const base = "tiny-llama:latest", arch = o.baseArchitecture ?? "llama";
@@ -58,7 +72,23 @@ export function startOllama(o: OllamaOptions = {}): Promise<OllamaFake> {
       if (!blobs.has(digest)) return c.json({ error: `blob ${digest} not found` }, 400);
     }
     const lines: unknown[] = [{ status: "converting adapter" }];
-    if (arch !== "llama" && arch !== "gemma2") lines.push({ error: "unsupported architecture" });
+    const ggufFile = Object.keys(adapters).find((f) => f.endsWith(".gguf"));
+    if (ggufFile) {
+      const bytes = blobs.get(adapters[ggufFile])!;
+      const kv = await ggufMetadata(bytes);
+      if (kv["general.type"] !== "adapter") lines.push({ error: `${ggufFile} is not an adapter` });
+      else if (kv["general.architecture"] !== arch) {
+        lines.push({
+          error: `adapter architecture ${kv["general.architecture"]} does not match the base's ${arch}`,
+        });
+      } else {
+        const identity = createHash("sha256").update(bytes).digest("hex");
+        created.set(full(model), { from, adapters, identity });
+        lines.push({ status: "creating adapter layer" }, { status: "writing manifest" }, {
+          status: "success",
+        });
+      }
+    } else if (arch !== "llama" && arch !== "gemma2") lines.push({ error: "unsupported architecture" });
     else if (!adapters["adapter_config.json"]) {
       lines.push({ error: "open adapter_config.json: file does not exist" });
     } else {
