@@ -28,6 +28,14 @@ export * from "./src/train/mod.ts";
 export * from "./src/model/mod.ts";
 export * from "./src/data/mod.ts";
 export * from "./src/flexora/mod.ts";
+export {
+  exportAdapterGguf,
+  exportModelGguf,
+  type GgufDType,
+  type GgufExport,
+  type GgufTensor,
+  writeGguf,
+} from "./src/export/gguf/mod.ts";
 export { type Device, DeviceError, DEVICES, resolveDevice } from "./src/runtime/device.ts";
 export {
   createSession,

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { exportAdapterGguf } from "../../src/export/gguf/adapter.ts";
 import { exportModelGguf } from "../../src/export/gguf/model.ts";
 import { permuteRope } from "../../src/export/gguf/names.ts";
+import { vocabMetadata } from "../../src/export/gguf/vocab.ts";
 import { readConfig } from "../../src/model/config.ts";
 import { initLora, type LoraConfig } from "../../src/model/lora.ts";
 import { writeAdapter } from "../../src/model/peft.ts";
@@ -157,6 +158,59 @@ Deno.test("F16 export: matrices F16 within half-precision rounding, norms F32 an
     await hf("model.layers.1.post_attention_layernorm.weight"),
   );
   assert.ok(result.bytes < (await Deno.stat(stories32)).size * 0.6);
+});
+
+Deno.test("without --dtype, a checkpoint of 16-bit matrices is exported as F16, an F32 one as F32", async () => {
+  const half = await storiesVariant(join(tmp, "stories-f16"), {}, {}, { matrices: "F16" });
+  assert.equal((await exportModelGguf(half, join(tmp, "auto-f16.gguf"))).dtype, "F16");
+  assert.equal((await exportModelGguf(STORIES, join(tmp, "auto-f32.gguf"))).dtype, "F32");
+});
+
+Deno.test("a byte-level BPE tokenizer becomes llama.cpp's 'gpt2' vocabulary with its merges and pre-tokenizer", async () => {
+  const dir = join(tmp, "byte-level");
+  await Deno.mkdir(dir);
+  const vocab = { "a": 0, "b": 1, "Ġ": 2, "Ġa": 3, "ab": 4 };
+  await Deno.writeTextFile(
+    join(dir, "tokenizer.json"),
+    JSON.stringify({
+      model: { type: "BPE", byte_fallback: false, vocab, merges: ["Ġ a", ["a", "b"]] },
+      added_tokens: [{ id: 5, content: "<|endoftext|>", special: true }, {
+        id: 6,
+        content: "<tool>",
+        special: false,
+      }],
+    }),
+  );
+  await Deno.writeTextFile(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ eos_token: "<|endoftext|>" }),
+  );
+  const cfg = {
+    ...await readConfig(STORIES),
+    architecture: "qwen2" as const,
+    vocabSize: 8,
+    bosTokenId: null,
+  };
+  const kv = await vocabMetadata(dir, cfg);
+  const value = (key: string) => kv[key]?.value;
+  assert.equal(value("tokenizer.ggml.model"), "gpt2");
+  assert.equal(value("tokenizer.ggml.pre"), "qwen2");
+  assert.deepEqual(value("tokenizer.ggml.tokens"), [
+    "a",
+    "b",
+    "Ġ",
+    "Ġa",
+    "ab",
+    "<|endoftext|>",
+    "<tool>",
+    "[PAD7]",
+  ]);
+  assert.deepEqual(value("tokenizer.ggml.token_type"), [1, 1, 1, 1, 1, 3, 4, 5]);
+  assert.deepEqual(value("tokenizer.ggml.merges"), ["Ġ a", "a b"]);
+  assert.equal(value("tokenizer.ggml.eos_token_id"), 5);
+  assert.equal(value("tokenizer.ggml.bos_token_id"), undefined);
+  assert.equal(value("tokenizer.ggml.add_bos_token"), false);
+  assert.equal(kv["tokenizer.ggml.scores"], undefined);
 });
 
 Deno.test("Llama 3 RoPE scaling becomes rope_freqs.weight: 1 for high frequencies, the factor for low ones", async () => {
