@@ -5,7 +5,7 @@
  */
 
 import { GGMLQuantizationType, gguf } from "@huggingface/gguf";
-import { f16ToF32 } from "../../src/model/float16.ts";
+import { f16ToF32 } from "../../src/util/float16.ts";
 
 /** A parsed GGUF file: metadata by key, tensors by name (shape innermost first, as GGUF stores it). */
 export interface ReadGguf {

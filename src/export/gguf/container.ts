@@ -22,7 +22,7 @@
 
 import { dirname, join, resolve } from "node:path";
 import { GGMLQuantizationType, GGUFValueType, serializeGgufMetadata } from "@huggingface/gguf";
-import { f32ToF16 } from "../../model/float16.ts";
+import { f32ToF16 } from "../../util/float16.ts";
 
 /** One metadata value with its GGUF type, as `serializeGgufMetadata` takes it. */
 export interface MetaValue {
