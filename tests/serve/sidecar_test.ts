@@ -177,6 +177,14 @@ Deno.test("health, metrics, servers and the OpenAPI description", async () => {
       "local",
       true,
     ]]);
+    assert.deepEqual(servers[0].desired, []);
+    assert.deepEqual(
+      servers[0].replicas.map((
+        r: { url: string; state: string; reachable: boolean },
+      ) => [r.url, r.state, r.reachable]),
+      [["http://127.0.0.1:9", "pending", true]],
+    );
+    assert.match(metrics, /^flexora_desired_attachments\{server="local",state="attached"\} 0$/m);
     const doc = await (await s.request("/openapi.json")).json();
     for (
       const path of [
@@ -190,6 +198,7 @@ Deno.test("health, metrics, servers and the OpenAPI description", async () => {
       assert.ok(doc.paths[path], `openapi.json lacks ${path}`);
     }
     assert.ok(doc.components.schemas.JobCreate);
+    assert.ok(doc.components.schemas.AttachReport && doc.components.schemas.DetachReport);
   } finally {
     await s.close();
   }

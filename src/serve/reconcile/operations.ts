@@ -53,6 +53,38 @@ function failures(replicas: readonly ReplicaOutcome[]): string {
  * Makes `a` desired and attaches it to every replica of its server, one by one. Throws when no replica serves it:
  * an {@link AttachError} (or {@link UnsupportedError} when the server cannot do it), whose message says whether
  * the attachment stays desired.
+ *
+ * @example
+ * ```ts
+ * import type { ServerKind, ServerPlugin } from "../../../plugins/types.ts";
+ * import { attachEverywhere, DesiredStore, Reconciler } from "./mod.ts";
+ * const loaded = new Map<string, Map<string, string>>(); // replica URL → name → path
+ * const at = (url: string) => loaded.get(url) ?? loaded.set(url, new Map()).get(url)!;
+ * const verification = { listed: true, changesOutput: true, detail: "probe differs" };
+ * const plugin: ServerPlugin = {
+ *   kind: "vllm",
+ *   capabilities: () => ({ load: true, unload: true, list: true, generate: true }),
+ *   attach: (s, a) => (at(s.url).set(a.name, a.path),
+ *     Promise.resolve({ server: s.name, adapter: a.name, verification, attempts: 1, millis: 0 })),
+ *   detach: (s, name) => (at(s.url).delete(name), Promise.resolve()),
+ *   list: (s) => Promise.resolve([...at(s.url).keys()]),
+ *   verify: () => Promise.resolve(verification),
+ *   reachable: () => Promise.resolve(true),
+ * };
+ * const kinds: ServerKind[] = ["vllm", "sglang", "lorax", "llamacpp", "ollama", "embedded"];
+ * const store = new DesiredStore(":memory:");
+ * const reconciler = new Reconciler({
+ *   store,
+ *   servers: [{ name: "vllm-a", kind: "vllm", url: "http://a:8000", replicas: ["http://a:8000", "http://b:8000"] }],
+ *   plugins: Object.fromEntries(kinds.map((k) => [k, plugin])) as Record<ServerKind, ServerPlugin>,
+ *   call: { fetch },
+ * });
+ * const sql = { server: "vllm-a", name: "sql", adapter: "sql", version: "v1", path: "/adapters/sql/v1", rank: 8 };
+ * const report = await attachEverywhere(reconciler, sql);
+ * if (!report.complete || report.replicas.map((r) => r.action).join() !== "attached,attached") throw new Error();
+ * if (at("http://b:8000").get("sql") !== "/adapters/sql/v1") throw new Error("on every replica");
+ * store.close();
+ * ```
  */
 export async function attachEverywhere(reconciler: Reconciler, a: Attachment): Promise<AttachReport> {
   const { previous, replicas } = await reconciler.attach(a);

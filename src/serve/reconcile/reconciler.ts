@@ -64,7 +64,24 @@ interface Deployment {
   readonly rollout: Mutex;
 }
 
-/** Keeps the desired attachments true on every replica. */
+/**
+ * Keeps the desired attachments true on every replica (see the module doc; {@link ./operations.ts} attaches and
+ * detaches through it).
+ *
+ * @example
+ * ```ts
+ * import { PLUGINS } from "../../../plugins/mod.ts";
+ * import { DesiredStore, Reconciler } from "./mod.ts";
+ * const store = new DesiredStore(":memory:");
+ * const servers = [{ name: "vllm-a", kind: "vllm" as const, url: "http://127.0.0.1:9", replicas: ["http://127.0.0.1:9"] }];
+ * const reconciler = new Reconciler({ store, servers, plugins: PLUGINS, call: { fetch }, settings: { intervalMs: 1000 } });
+ * reconciler.start(); // nothing is desired: no replica is contacted
+ * await reconciler.stop();
+ * const [server] = reconciler.report();
+ * if (server.replicas[0].state !== "pending" || reconciler.settings.jitter !== 0.1) throw new Error("defaults");
+ * store.close();
+ * ```
+ */
 export class Reconciler {
   readonly settings: ReconcileSettings;
   readonly #o: ReconcilerOptions;
