@@ -133,7 +133,12 @@ export class Reconciler {
       await clock.sleep(delay, signal);
       if (signal.aborted) break;
       // A replica is contacted only when its server has desired rows: otherwise there is nothing to keep true.
-      if (this.#o.store.list(d.config.name).length > 0) await this.#pass(d, r, "loop");
+      // Nothing may end the loop but the signal (an unexpected error is the replica's last error).
+      try {
+        if (this.#o.store.list(d.config.name).length > 0) await this.#pass(d, r, "loop");
+      } catch (e) {
+        r.state.lastError = e instanceof Error ? e.message : String(e);
+      }
       delay = nextDelay(s, r.state.failures, clock.random());
     }
     r.state.nextAttempt = null;
@@ -176,14 +181,12 @@ export class Reconciler {
       const result = await work(t).finally(() => clearTimeout(timer));
       if (trigger !== "detach") r.state.finishPass(started, result.outcomes, result.error);
       this.#forgetCleared(d);
-      this.#o.onEvent?.({
-        trigger,
-        server: d.config.name,
-        url: r.server.url,
-        startedAt: started,
-        millis: this.#clock.now() - started,
-        ...result,
-      });
+      const event = { trigger, server: d.config.name, url: r.server.url, startedAt: started, ...result };
+      try {
+        this.#o.onEvent?.({ ...event, millis: this.#clock.now() - started });
+      } catch {
+        // A listener's failure is not the pass's.
+      }
       return result;
     });
   }
