@@ -1,14 +1,15 @@
 /**
  * The graph being built: values, nodes, initializers and names.
  *
- * Builder code is written once and emitted in float32 or float64 by choosing the graph's `float` type. Nodes are
+ * Builder code is written once and emitted in float32, float64 or float16 by choosing the graph's `float` type
+ * (with float16, what mixed precision keeps wide is in the graph's `wide` type, float32). Nodes are
  * appended in a valid topological order. Names are deterministic: a node is `<scope>/<Op>_<k>` with `k` counted
  * per scope, and its outputs take the node's name (`:j` added for the j-th of several).
  *
  * @module
  */
 
-import { type DType, type FloatDType, type HostArray, toHostArray } from "./dtype.ts";
+import { type ComputeFloat, type DType, type HostArray, toHostArray, wideFloat } from "./dtype.ts";
 import { OP_DEFS, type OpAttrs, type OpType } from "./ops.ts";
 import { atoms, formatShape, numel, type Shape, ShapeError } from "./shape.ts";
 
@@ -51,14 +52,20 @@ export function describe(v: Value): string {
 /** Options of a new graph. */
 export interface GraphOptions {
   /** Compute dtype of float values built by this code (default float32). */
-  float?: Extract<FloatDType, "float32" | "float64">;
+  float?: ComputeFloat;
   /** The graph's name in the serialized model. */
   name?: string;
 }
 
 /** A graph under construction. */
 export class Graph {
-  readonly float: "float32" | "float64";
+  /** The compute type: activations, and numbers given to the builder functions. */
+  readonly float: ComputeFloat;
+  /**
+   * The type kept wide under mixed precision: trainable parameters, optimizer state, normalisation statistics,
+   * softmax and losses. float32 when `float` is float16, else `float` itself.
+   */
+  readonly wide: "float32" | "float64";
   readonly name: string;
   readonly inputs: Value[] = [];
   readonly initializers: Value[] = [];
@@ -73,6 +80,10 @@ export class Graph {
 
   constructor(options: GraphOptions = {}) {
     this.float = options.float ?? "float32";
+    if (!["float32", "float64", "float16"].includes(this.float)) {
+      throw new GraphError(`a graph computes in float32, float64 or float16, got '${this.float}'`);
+    }
+    this.wide = wideFloat(this.float);
     this.name = options.name ?? "flexora";
   }
 

@@ -6,7 +6,14 @@
 
 export * from "./build.ts";
 export { type GradientOptions, gradients, unbroadcast } from "./autodiff.ts";
-export { type DType, type FloatDType, type HostArray, isFloat } from "./dtype.ts";
+export {
+  type ComputeFloat,
+  type DType,
+  type FloatDType,
+  type HostArray,
+  isFloat,
+  wideFloat,
+} from "./dtype.ts";
 export {
   apply1,
   describe,

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { isFloat } from "./dtype.ts";
+import { type FloatDType, isFloat, wideFloat } from "./dtype.ts";
 import {
   add,
   cast,
@@ -98,21 +98,26 @@ function slicePads(node: Node<"Slice">): Value {
   return concat([...before, ...after], 0);
 }
 
-/** Gradient of Gather: scatter-add d into zeros shaped like data, along `axis`. */
-function gatherVjp(node: Node<"Gather">, d: Value): Value {
+/**
+ * Gradient of Gather: scatter-add d into zeros shaped like data, along `axis`. A float16 gradient is summed in
+ * float32 and cast back: repeated indices add up many terms, and onnxruntime's CPU ScatterND has no float16 add.
+ */
+function gatherVjp(node: Node<"Gather">, dY: Value): Value {
   const [data, indices] = node.inputs;
+  const wide = wideFloat(data.dtype as FloatDType);
+  const d = cast(dY, wide);
   const k = node.attrs.axis < 0 ? node.attrs.axis + data.shape.length : node.attrs.axis;
   const ri = indices.shape.length;
   const idx = unsqueeze(cast(indices, "int64"), [-1]);
-  if (k === 0) return scatterND(fullLike(data, 0), idx, d, "add");
+  if (k === 0) return cast(scatterND(fullLike(data, 0, wide), idx, d, "add"), data.dtype);
   // Bring the gathered axis (data) and the index axes (d) to the front, scatter, and move back.
   const r = data.shape.length;
   const dataPerm = [k, ...[...Array(r).keys()].filter((i) => i !== k)];
   const dPerm = [...Array(ri).keys()].map((i) => k + i);
   for (let i = 0; i < d.shape.length; i++) if (i < k || i >= k + ri) dPerm.push(i);
-  const scattered = scatterND(fullLike(transpose(data, dataPerm), 0), idx, transpose(d, dPerm), "add");
+  const scattered = scatterND(fullLike(transpose(data, dataPerm), 0, wide), idx, transpose(d, dPerm), "add");
   const inverse = dataPerm.map((_, i) => dataPerm.indexOf(i));
-  return transpose(scattered, inverse);
+  return cast(transpose(scattered, inverse), data.dtype);
 }
 
 /** Classes 0..C-1 equal to each label, as floats: one-hot rows [N, C]. */

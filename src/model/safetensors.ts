@@ -17,7 +17,7 @@
  */
 
 import { dirname, join, resolve } from "node:path";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./float16.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../util/float16.ts";
 
 export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 };
 
@@ -247,7 +247,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
 }
 
 /**
- * Reads a tensor's data converted to float32 (from F32, F16 or BF16).
+ * Reads a tensor's data converted to float32 (from F32, F16, BF16 or F64; F64 rounds).
  *
  * @example
  * ```ts
@@ -259,13 +259,14 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
  */
 export async function readTensorF32(info: TensorInfo): Promise<Float32Array> {
   const { name, dtype, file, offset, length } = info;
-  if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16") {
+  if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16" && dtype !== "F64") {
     throw new Error(
-      `Cannot read tensor '${name}' of ${file} as float32: dtype ${dtype} is not F32, F16 or BF16`,
+      `Cannot read tensor '${name}' of ${file} as float32: dtype ${dtype} is not F32, F16, BF16 or F64`,
     );
   }
   const bytes = await readBytes(file, offset, length); // a fresh, aligned buffer; hosts are little-endian
   if (dtype === "F32") return new Float32Array(bytes.buffer);
+  if (dtype === "F64") return Float32Array.from(new Float64Array(bytes.buffer));
   const bits = new Uint16Array(bytes.buffer);
   return dtype === "F16" ? f16ToF32(bits) : bf16ToF32(bits);
 }

@@ -75,14 +75,27 @@ const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
   float16: "float16",
 };
 
+/*
+ * float16 tensors travel as their bits in a Uint16Array. Where the runtime has a global Float16Array (Deno does,
+ * Node.js 22 does not), onnxruntime-common wraps those bits in one, which onnxruntime-node's native side cannot
+ * read (it sees no bytes: "not enough space: expected 64, got 0"); so an input's data is handed over as the
+ * Uint16Array, and an output's Float16Array is viewed as bits again.
+ */
+
 function toOrt(t: HostTensor): ort.Tensor {
   const type = ORT_TYPE[t.dtype];
   if (!type) throw new Error(`onnxruntime-node cannot take ${t.dtype} tensors as inputs`);
-  return new ort.Tensor(type, t.data as ort.Tensor.DataType, t.dims);
+  const tensor = new ort.Tensor(type, t.data as ort.Tensor.DataType, t.dims);
+  if (t.dtype === "float16") Object.defineProperty(tensor, "data", { value: t.data });
+  return tensor;
 }
 
 function fromOrt(t: ort.Tensor): HostTensor {
-  return { dtype: t.type as DType, dims: t.dims, data: t.data as HostArray };
+  const d = t.data as ArrayBufferView & { length: number };
+  const data = t.type === "float16" && !(d instanceof Uint16Array)
+    ? new Uint16Array(d.buffer, d.byteOffset, d.length)
+    : d as HostArray;
+  return { dtype: t.type as DType, dims: t.dims, data };
 }
 
 /** A loaded model. */

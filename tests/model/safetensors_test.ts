@@ -279,5 +279,9 @@ Deno.test("readTensorF32 refuses non-float dtypes, naming the tensor and dtype",
     ids: { dtype: "I64", shape: [1], data_offsets: [0, 8] },
   }, 8);
   const [ids] = (await readHeader(path)).tensors;
-  await rejectsNaming(() => readTensorF32(ids), path, /tensor 'ids' .*dtype I64 is not F32, F16 or BF16/);
+  await rejectsNaming(
+    () => readTensorF32(ids),
+    path,
+    /tensor 'ids' .*dtype I64 is not F32, F16, BF16 or F64/,
+  );
 });
