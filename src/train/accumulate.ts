@@ -2,26 +2,43 @@
  * Gradient accumulation: an update over several micro-batches. A gradient graph gives each micro-batch's loss
  * and parameter gradients; the host combines them weighted by each micro-batch's number of target tokens, so the
  * update equals one on the whole batch (its loss being the mean over all target tokens); an apply graph then runs
- * the optimizer. Parameters and optimizer slots stay on the host between steps, as in {@link TrainLoop}.
+ * the optimizer. Parameters and optimizer slots stay on the host between steps, as in {@link TrainLoop}. A float16
+ * gradient graph takes the loss scale as an input and returns unscaled gradients; an update whose accumulated
+ * gradients are not all finite is dropped and the scale halves (see {@link ./loss_scale.ts}).
  *
  * @module
  */
 
 import { gradients } from "../graph/autodiff.ts";
+import { cast } from "../graph/build.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
+import {
+  DynamicLossScale,
+  LOSS_SCALE_INPUT,
+  LOSS_SCALER_STATE,
+  type LossScaleOptions,
+  unscale,
+} from "./loss_scale.ts";
 import { applyOptimizer, type Optimizer } from "./optim.ts";
 import { initialState, lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
 
-/** Output names of a gradient graph: `loss` and `grad/<param>`. */
+/**
+ * Output names of a gradient graph: `loss` and `grad/<param>`. With `lossScale` (the input of
+ * {@link lossScaleInput}), backward starts from the scaled loss (`backwardFrom.seed` must already be scaled)
+ * and the gradients are returned unscaled.
+ */
 export function gradOutputs(
   loss: Value,
   params: readonly Value[],
   backwardFrom?: { readonly value: Value; readonly seed: Value },
+  lossScale?: Value,
 ): Outputs {
-  const start = backwardFrom ?? { value: loss, seed: undefined };
-  const grads = loss.graph.scope("backward", () => gradients(start.value, params, { seed: start.seed }));
+  const g = loss.graph;
+  const start = backwardFrom ?? { value: loss, seed: lossScale && cast(lossScale, loss.dtype) };
+  const scaled = g.scope("backward", () => gradients(start.value, params, { seed: start.seed }));
+  const grads = lossScale ? g.scope("unscale", () => unscale(scaled, lossScale)) : scaled;
   return Object.fromEntries([["loss", loss], ...params.map((p, i) => [`grad/${p.name}`, grads[i]])]);
 }
 
@@ -54,19 +71,25 @@ export class AccumulatingLoop {
   readonly #apply: Session;
   readonly #params: readonly string[];
   readonly #group: string;
+  readonly #scaler?: DynamicLossScale;
   #state: Record<string, HostTensor> = {};
   #step = 0;
 
   /**
    * `params` names the trained parameters; `slots` the optimizer's slot names; `initial` gives every parameter
-   * (slots start at zero unless given), `steps` the updates already taken.
+   * (slots and the loss scaler's state start fresh unless given), `steps` the updates already taken;
+   * `lossScale` configures the scaler when the gradient graph has a loss-scale input.
    */
   constructor(
     sessions: { grad: Session; apply: Session },
     params: readonly string[],
     slots: readonly string[],
     initial: Readonly<Record<string, HostTensor>>,
-    { steps = 0, group = "train" } = {},
+    { steps = 0, group = "train", lossScale = {} }: {
+      steps?: number;
+      group?: string;
+      lossScale?: LossScaleOptions;
+    } = {},
   ) {
     this.#grad = sessions.grad;
     this.#apply = sessions.apply;
@@ -75,6 +98,9 @@ export class AccumulatingLoop {
     this.#step = steps;
     const owners = params.flatMap((p) => slots.map((slot) => [slotName(p, slot), p]));
     this.#state = initialState(params, Object.fromEntries(owners), initial);
+    if (sessions.grad.inputNames.includes(LOSS_SCALE_INPUT)) {
+      this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE]);
+    }
   }
 
   /** Updates taken so far. */
@@ -92,6 +118,8 @@ export class AccumulatingLoop {
     lr: number,
   ): Promise<StepResult> {
     const params = Object.fromEntries(this.#params.map((p) => [p, this.#state[p]]));
+    const dtype = this.#state[this.#params[0]].dtype;
+    if (this.#scaler) params[LOSS_SCALE_INPUT] = hostTensor(dtype, [], [this.#scaler.scale]);
     const sums: Record<string, Float64Array> = {};
     let loss = 0;
     for (const [i, batch] of micro.entries()) {
@@ -103,11 +131,19 @@ export class AccumulatingLoop {
         for (let k = 0; k < d.length; k++) acc[k] += weights[i] * d[k];
       }
     }
-    const dtype = this.#state[this.#params[0]].dtype;
+    if (this.#scaler) {
+      const finite = Object.values(sums).every((acc) => acc.every(Number.isFinite));
+      if (!this.#scaler.update(finite)) {
+        this.#step++;
+        const losses = { [this.#group]: loss }, gradNorms = { [this.#group]: NaN };
+        return { loss, gradNorm: NaN, losses, gradNorms, outputs: {}, skipped: true };
+      }
+    }
     const feeds: Record<string, HostTensor> = {
       ...this.#state,
       [lrInput(this.#group)]: hostTensor(dtype, [], [lr]),
-      [STEP_INPUT]: hostTensor(dtype, [], [this.#step + 1]),
+      // The optimizer's 1-based step counts the updates taken, not the dropped ones.
+      [STEP_INPUT]: hostTensor(dtype, [], [this.#step - (this.#scaler?.skipped ?? 0) + 1]),
     };
     for (const p of this.#params) {
       const sum = dtype === "float32" ? Float32Array.from(sums[p]) : sums[p];
@@ -123,6 +159,7 @@ export class AccumulatingLoop {
       losses: { [this.#group]: loss },
       gradNorms: { [this.#group]: gradNorm },
       outputs: {},
+      skipped: false,
     };
   }
 
@@ -131,8 +168,8 @@ export class AccumulatingLoop {
     return Object.fromEntries(this.#params.map((p) => [p, this.#state[p]]));
   }
 
-  /** Parameters and optimizer slots (what a checkpoint saves). */
+  /** Parameters, optimizer slots and the loss scaler's state (what a checkpoint saves). */
   state(): Record<string, HostTensor> {
-    return { ...this.#state };
+    return { ...this.#state, ...(this.#scaler && { [LOSS_SCALER_STATE]: this.#scaler.state() }) };
   }
 }

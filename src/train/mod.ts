@@ -4,6 +4,7 @@
  * @module
  */
 
+export * from "./loss_scale.ts";
 export * from "./optim.ts";
 export * from "./schedule.ts";
 export * from "./step.ts";

@@ -34,9 +34,17 @@
  */
 
 import { gradients } from "../graph/autodiff.ts";
+import { cast } from "../graph/build.ts";
 import type { Graph, Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
+import {
+  DynamicLossScale,
+  LOSS_SCALER_STATE,
+  lossScaleInput,
+  type LossScaleOptions,
+  unscale,
+} from "./loss_scale.ts";
 import { applyOptimizer, type Optimizer } from "./optim.ts";
 
 /** Name of the 1-based step-number input every train step has. */
@@ -71,6 +79,8 @@ export interface TrainStepGraph {
   readonly slotOwner: Readonly<Record<string, string>>;
   /** For each state input (parameter or slot), the output that holds its next value. */
   readonly next: Readonly<Record<string, string>>;
+  /** Name of the loss-scale input, in a float16 graph (see {@link ./loss_scale.ts}). */
+  readonly lossScale?: string;
 }
 
 /** Options of {@link TrainStepBuilder.update}. */
@@ -79,15 +89,25 @@ export interface UpdateOptions {
   constants?: readonly Value[];
   /**
    * Start backward at `value` with upstream gradient `seed` instead of at the loss: for losses whose own backward
-   * is built by hand (the chunked LM head).
+   * is built by hand (the chunked LM head). With a {@link TrainStepBuilder.lossScale}, `seed` is that of the
+   * scaled loss.
    */
   backwardFrom?: { readonly value: Value; readonly seed: Value };
-  /** Gradients of the parameters built by the caller (in `params` order); the loss is then only reported. */
+  /**
+   * Gradients of the parameters built by the caller (in `params` order); the loss is then only reported. With a
+   * {@link TrainStepBuilder.lossScale}, they are those of the scaled loss.
+   */
   gradients?: readonly Value[];
 }
 
-/** Builds a step of one or more update groups. */
+/**
+ * Builds a step of one or more update groups. Step number and learning rates are scalars of the graph's wide
+ * type; a float16 graph also gets a loss-scale input: every backward starts from the loss times it, and the
+ * gradients are divided by it before the optimizer.
+ */
 export class TrainStepBuilder {
+  /** The loss-scale input of a float16 graph (see {@link ./loss_scale.ts}); undefined otherwise. */
+  readonly lossScale?: Value;
   readonly #g: Graph;
   readonly #step: Value;
   readonly #outputs: Record<string, Value> = {};
@@ -98,7 +118,8 @@ export class TrainStepBuilder {
 
   constructor(g: Graph) {
     this.#g = g;
-    this.#step = g.input(STEP_INPUT, g.float, []);
+    this.#step = g.input(STEP_INPUT, g.wide, []);
+    this.lossScale = lossScaleInput(g);
   }
 
   /**
@@ -116,12 +137,14 @@ export class TrainStepBuilder {
     for (const p of params) {
       if (!g.inputs.includes(p)) throw new Error(`parameter '${p.name}' must be a graph input to be trained`);
     }
-    const lr = g.input(lrInput(name), g.float, []);
-    const start = options.backwardFrom ?? { value: loss, seed: undefined };
-    const grads = options.gradients ?? g.scope(
+    const lr = g.input(lrInput(name), g.wide, []);
+    const scale = this.lossScale;
+    const start = options.backwardFrom ?? { value: loss, seed: scale && cast(scale, loss.dtype) };
+    const scaled = options.gradients ?? g.scope(
       `${name}.backward`,
       () => gradients(start.value, params, { constants: options.constants, seed: start.seed }),
     );
+    const grads = scale ? g.scope(`${name}.unscale`, () => unscale(scaled, scale)) : scaled;
     if (grads.length !== params.length) {
       throw new Error(`group '${name}': ${grads.length} gradients for ${params.length} parameters`);
     }
@@ -162,6 +185,7 @@ export class TrainStepBuilder {
       params: [...this.#params],
       slotOwner: { ...this.#slotOwner },
       next: { ...this.#next },
+      lossScale: this.lossScale?.name,
     };
   }
 }
@@ -187,6 +211,11 @@ export interface StepResult {
   readonly gradNorms: Readonly<Record<string, number>>;
   /** Every output that is not state, such as extras. */
   readonly outputs: Readonly<Record<string, HostTensor>>;
+  /**
+   * True when the update was dropped because a gradient was not finite under float16 loss scaling (the batch
+   * still counts as a step); see {@link ./loss_scale.ts}.
+   */
+  readonly skipped?: boolean;
 }
 
 /**
@@ -209,24 +238,33 @@ export function initialState(
   return state;
 }
 
-/** Host side of training: keeps parameters and slots, and runs steps that feed them back. */
+/**
+ * Host side of training: keeps parameters and slots, and runs steps that feed them back. For a float16 step it
+ * also keeps the dynamic loss scale, and drops the update of a step whose gradients were not finite.
+ */
 export class TrainLoop {
   readonly #session: Session;
   readonly #graph: TrainStepGraph;
+  readonly #scaler?: DynamicLossScale;
   #state: Record<string, HostTensor> = {};
   #step = 0;
 
-  /** `initial` gives every parameter; slots start at zero unless given too (a resumed run). */
+  /**
+   * `initial` gives every parameter; slots (and the loss scaler's state) start fresh unless given too (a resumed
+   * run). `lossScale` configures the scaler of a float16 step.
+   */
   constructor(
     session: Session,
     graph: TrainStepGraph,
     initial: Readonly<Record<string, HostTensor>>,
     steps = 0,
+    lossScale: LossScaleOptions = {},
   ) {
     this.#session = session;
     this.#graph = graph;
     this.#step = steps;
     this.#state = initialState(graph.params, graph.slotOwner, initial);
+    if (graph.lossScale) this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE]);
   }
 
   /** Updates taken so far. */
@@ -246,25 +284,30 @@ export class TrainLoop {
     const feeds: Record<string, HostTensor> = {
       ...batch,
       ...this.#state,
-      [STEP_INPUT]: scalar(this.#step + 1),
+      // The optimizer's 1-based step counts the updates taken, not the dropped ones.
+      [STEP_INPUT]: scalar(this.#step - (this.#scaler?.skipped ?? 0) + 1),
     };
+    if (this.#scaler) feeds[this.#graph.lossScale!] = scalar(this.#scaler.scale);
     for (const group of this.#graph.groups) {
       const rate = typeof lr === "number" ? lr : lr[group.name];
       if (rate === undefined) throw new Error(`no learning rate for update group '${group.name}'`);
       feeds[lrInput(group.name)] = scalar(rate);
     }
     const out = await this.#session.run(feeds);
-    for (const [input, output] of Object.entries(this.#graph.next)) this.#state[input] = out[output];
-    this.#step++;
     const losses: Record<string, number> = {}, gradNorms: Record<string, number> = {};
     for (const group of this.#graph.groups) {
       losses[group.name] = Number(out[group.loss].data[0]);
       gradNorms[group.name] = Number(out[group.gradNorm].data[0]);
     }
+    const keep = this.#scaler?.update(Object.values(gradNorms).every(Number.isFinite)) ?? true;
+    if (keep) {
+      for (const [input, output] of Object.entries(this.#graph.next)) this.#state[input] = out[output];
+    }
+    this.#step++;
     const first = this.#graph.groups[0].name;
     const stateOutputs = new Set(Object.values(this.#graph.next));
     const outputs = Object.fromEntries(Object.entries(out).filter(([k]) => !stateOutputs.has(k)));
-    return { loss: losses[first], gradNorm: gradNorms[first], losses, gradNorms, outputs };
+    return { loss: losses[first], gradNorm: gradNorms[first], losses, gradNorms, outputs, skipped: !keep };
   }
 
   /** Current parameter values by input name. */
@@ -272,8 +315,13 @@ export class TrainLoop {
     return Object.fromEntries(this.#graph.params.map((p) => [p, this.#state[p]]));
   }
 
-  /** Parameters and optimizer slots by input name (what a checkpoint saves). */
+  /** Parameters, optimizer slots and the loss scaler's state, by name (what a checkpoint saves). */
   state(): Record<string, HostTensor> {
-    return { ...this.#state };
+    return { ...this.#state, ...(this.#scaler && { [LOSS_SCALER_STATE]: this.#scaler.state() }) };
+  }
+
+  /** The current loss scale of a float16 step; undefined for other steps. */
+  get lossScale(): number | undefined {
+    return this.#scaler?.scale;
   }
 }
