@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { ComputeFloat } from "../graph/dtype.ts";
 import type { Session } from "../runtime/session.ts";
 import { type HostTensor, hostTensor } from "../runtime/session.ts";
 import { Rng } from "../util/random.ts";
@@ -24,6 +25,8 @@ export interface GenerateOptions {
   seed?: number;
   /** Token ids that end generation (they are not returned). */
   stop?: readonly number[];
+  /** The step graph's compute type, which its KV cache is in (default float32; `model.dtype`). */
+  dtype?: ComputeFloat;
   /** Extra inputs of the step graph, such as LoRA weights and gate logits. */
   adapterInputs?: Readonly<Record<string, HostTensor>>;
   /** Called with each new token. */
@@ -86,7 +89,7 @@ export async function generate(
   if (prompt.length === 0) throw new Error("the prompt must hold at least one token");
   const rng = new Rng(options.seed ?? 0);
   const sampled = options.temperature !== undefined && !options.greedy;
-  const emptyKv = hostTensor("float32", [1, cfg.numKvHeads, 0, cfg.headDim]);
+  const emptyKv = hostTensor(options.dtype ?? "float32", [1, cfg.numKvHeads, 0, cfg.headDim]);
   let past: Record<string, HostTensor> = {};
   for (let l = 0; l < cfg.numLayers; l++) {
     past[`past_key_values.${l}.key`] = emptyKv;
@@ -104,7 +107,7 @@ export async function generate(
       attention_mask: hostTensor("int64", [1, cached + T], new Array(cached + T).fill(1)),
       last_index: hostTensor("int64", [1], [T - 1]),
     });
-    const logits = result.logits.data as Float32Array;
+    const logits = result.logits.data as Float32Array; // wide in every compute type
     const next = sampled ? sample(logits, options.temperature!, options.topP ?? 1, rng) : argmax(logits);
     if (options.stop?.includes(next)) break;
     out.push(next);

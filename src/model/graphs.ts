@@ -4,12 +4,15 @@
  * tensors to the same session.
  *
  * Input names follow Hugging Face: `input_ids`, `position_ids`, `attention_mask`, `past_key_values.{l}.key`.
- * Legend as in {@link ./llama.ts}.
+ * Graphs compute in the weight store's type unless told otherwise; LoRA weights and gate logits are inputs of
+ * the wide type (float32 under float16), the KV cache is in the compute type, logits and log-likelihoods come
+ * out wide. Legend as in {@link ./llama.ts}.
  *
  * @module
  */
 
 import { flatten, gather, mul, neg, reshape, softmax, softmaxCrossEntropy } from "../graph/build.ts";
+import type { ComputeFloat } from "../graph/dtype.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import type { ModelConfig } from "./config.ts";
@@ -33,17 +36,26 @@ export interface AdapterSpec {
   readonly gated?: boolean;
 }
 
-/** Declares LoRA parameter inputs (and gate logits) and returns the binding the decoder takes. */
+/** Options of the inference graphs. */
+export interface GraphBuildOptions {
+  /** Compute type (default: the weight store's, float32 unless the model was loaded otherwise). */
+  float?: ComputeFloat;
+}
+
+/**
+ * Declares LoRA parameter inputs (and gate logits) in the graph's wide type, the master copy mixed precision
+ * trains, and returns the binding the decoder takes.
+ */
 export function loraInputs(g: Graph, cfg: ModelConfig, adapter: AdapterSpec): LoraBinding {
   const params = new Map<string, Value>();
   for (const [name, shape] of loraShapes(cfg, adapter.config)) {
-    params.set(name, g.input(name, g.float, shape));
+    params.set(name, g.input(name, g.wide, shape));
   }
   if (!adapter.gated) return { config: adapter.config, params };
   return {
     config: adapter.config,
     params,
-    gates: gateValues(g.input(GATE_LOGITS, g.float, [cfg.numLayers])),
+    gates: gateValues(g.input(GATE_LOGITS, g.wide, [cfg.numLayers])),
   };
 }
 
@@ -66,8 +78,13 @@ export function tokenInputs(g: Graph): DecoderInputs {
  * at the flat positions `last_index` [B] (row b's last real token is b·T + length_b − 1) and
  * `present.{l}.key|value` [B, KV, P+T, Dh].
  */
-export function buildStepGraph(cfg: ModelConfig, weights: WeightStore, adapter?: AdapterSpec): BuiltGraph {
-  const g = new Graph({ name: "step" });
+export function buildStepGraph(
+  cfg: ModelConfig,
+  weights: WeightStore,
+  adapter?: AdapterSpec,
+  options: GraphBuildOptions = {},
+): BuiltGraph {
+  const g = new Graph({ name: "step", float: options.float ?? weights.dtype });
   const kvShape = ["B", cfg.numKvHeads, "P", cfg.headDim];
   const past: KvPair[] = Array.from({ length: cfg.numLayers }, (_, l) => ({
     key: g.input(`past_key_values.${l}.key`, g.float, kvShape),
@@ -96,8 +113,13 @@ export function buildStepGraph(cfg: ModelConfig, weights: WeightStore, adapter?:
  * Per-token log-likelihoods: output `token_logprobs` [B, T] holds log p(targets[b, t] | tokens ≤ t), and 0 where
  * the target is -100 (ignored).
  */
-export function buildScoringGraph(cfg: ModelConfig, weights: WeightStore, adapter?: AdapterSpec): BuiltGraph {
-  const g = new Graph({ name: "score" });
+export function buildScoringGraph(
+  cfg: ModelConfig,
+  weights: WeightStore,
+  adapter?: AdapterSpec,
+  options: GraphBuildOptions = {},
+): BuiltGraph {
+  const g = new Graph({ name: "score", float: options.float ?? weights.dtype });
   const inputs = tokenInputs(g);
   const targets = g.input("targets", "int64", ["B", "T"]);
   const lora = adapter ? loraInputs(g, cfg, adapter) : undefined;

@@ -2,6 +2,11 @@
  * The Llama-family decoder (llama, mistral, qwen2) as graph code: RMSNorm, rotate-half RoPE, grouped-query
  * attention with an optional KV cache, SwiGLU, and LoRA branches scaled by per-layer gates.
  *
+ * Mixed precision (a float16 graph): activations and the matrix products are float16; RMSNorm's statistics,
+ * the attention scores' masking and softmax, RoPE's angles and the LM head's logits are in the graph's wide type
+ * (float32), as Hugging Face Llama computes them under float16; LoRA weights and gates arrive wide (the master
+ * copy) and are cast down where they meet activations. In float32 and float64 graphs every cast is a no-op.
+ *
  * Legend: B batch, T new tokens, P cached tokens, S = P + T keys, D model width, H heads, KV key/value heads,
  * rep = H / KV, Dh head size, I intermediate width, V vocab, L layers, R LoRA rank.
  *
@@ -72,12 +77,13 @@ export interface DecoderOutputs {
   readonly present: KvPair[];
 }
 
-/** Large negative score for masked keys: exp() of it is 0 in float32 and float64. */
+/** Large negative score for masked keys: exp() of it is 0 in float32 and float64 (scores are never float16). */
 const MASKED = -1e9;
 
-/** RMSNorm over the last axis: x / √(mean(x²) + ε) · w. */
+/** RMSNorm over the last axis: x / √(mean(x²) + ε) · w, normalised in the wide type and cast back before · w. */
 export function rmsNorm(x: Value, w: Value, eps: number): Value {
-  return mul(mul(x, reciprocal(sqrt(add(reduceMean(mul(x, x), [-1], true), eps)))), w);
+  const xw = cast(x, x.graph.wide);
+  return mul(cast(mul(xw, reciprocal(sqrt(add(reduceMean(mul(xw, xw), [-1], true), eps)))), x.dtype), w);
 }
 
 /** The decoder's computation, from token ids to final-normed hidden states. */
@@ -106,9 +112,10 @@ export function decoder(
         const names = loraNames(l, module);
         const a = lora?.params.get(names.a), b = lora?.params.get(names.b);
         if (!a || !b) return y;
+        const low = (v: Value) => cast(v, h.dtype); // the wide master copy, cast to the compute type
         let k: Value | number = scale;
-        if (lora!.gates) k = mul(slice(lora!.gates, [l], [l + 1], [0]), scale); // [1]
-        return add(y, mul(matmul(matmul(h, transpose(a)), transpose(b)), k));
+        if (lora!.gates) k = low(mul(slice(lora!.gates, [l], [l + 1], [0]), scale)); // [1]
+        return add(y, mul(matmul(matmul(h, transpose(low(a))), transpose(low(b))), k));
       });
     };
     x = g.scope(prefix, () => {
@@ -161,7 +168,7 @@ function attentionMask(cfg: ModelConfig, inputs: DecoderInputs): Value {
   const pastLen = inputs.past?.[0]
     ? reshape(g.shapeTensor([inputs.past[0].key.shape[2]]), [])
     : g.scalar(0, "int64"); // P as an int64 scalar
-  const ones = full(g, [T, S], 1);
+  const ones = full(g, [T, S], 1, g.wide);
   let allowed = greater(trilu(ones, false, pastLen), 0); // [T, S]
   if (cfg.slidingWindow !== null) {
     allowed = and(allowed, greater(trilu(ones, true, add(pastLen, 1 - cfg.slidingWindow)), 0));
@@ -191,8 +198,9 @@ function attention(
   }
   // Queries grouped by the key/value head they share: [B, KV, rep, T, Dh] against [B, KV, 1, S, Dh].
   const q5 = reshape(q, [B, KV, H / KV, T, Dh]);
-  const scores = mul(matmul(q5, transposeLast2(unsqueeze(k, [2]))), 1 / Math.sqrt(Dh)); // [B, KV, rep, T, S]
-  const probs = softmax(where(allowed, scores, MASKED));
+  const qk = cast(matmul(q5, transposeLast2(unsqueeze(k, [2]))), h.graph.wide);
+  const scores = mul(qk, 1 / Math.sqrt(Dh)); // [B, KV, rep, T, S], wide
+  const probs = cast(softmax(where(allowed, scores, MASKED)), h.dtype);
   const ctx = matmul(probs, unsqueeze(v, [2])); // [B, KV, rep, T, Dh]
   const merged = reshape(transpose(reshape(ctx, [B, H, T, Dh]), [0, 2, 1, 3]), [B, T, H * Dh]);
   return { out: proj("o_proj", merged), present: { key: k, value: v } };
@@ -203,8 +211,8 @@ export function lmHeadWeight(cfg: ModelConfig, weights: WeightStore, g: Graph): 
   return weights.weight(g, cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
 }
 
-/** Logits [..., V] from hidden states. */
+/** Logits [..., V] from hidden states, in the graph's wide type. */
 export function lmHead(cfg: ModelConfig, weights: WeightStore, hidden: Value): Value {
   const g = hidden.graph;
-  return g.scope("lm_head", () => matmul(hidden, transpose(lmHeadWeight(cfg, weights, g))));
+  return g.scope("lm_head", () => cast(matmul(hidden, transpose(lmHeadWeight(cfg, weights, g))), g.wide));
 }

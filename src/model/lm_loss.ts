@@ -10,6 +10,10 @@
  *
  * Chunks split the vocabulary, not the tokens: the token count N = B·T is only known at run time.
  *
+ * Mixed precision: the logits' matrix products run in the compute type (float16), then the logits, softmax,
+ * log-sum-exp and loss are in the graph's wide type (float32); the backward's (softmax − onehot) · weight is
+ * formed in float32 and multiplied by the loss scale there, before it is cast down for the product with W.
+ *
  * Legend: N tokens, D width, V vocab, C chunk.
  *
  * @module
@@ -54,30 +58,41 @@ export interface LossWithBackward {
 /** Default chunk: 8192 classes (a [2048, 8192] float32 block is 64 MiB). */
 export const DEFAULT_VOCAB_CHUNK = 8192;
 
+/** Options of {@link lmHeadLoss}. */
+export interface LmHeadLossOptions {
+  /** Classes per chunk (default {@link DEFAULT_VOCAB_CHUNK}). */
+  chunk?: number;
+  /** Label that takes no loss (default -100). */
+  ignoreIndex?: number;
+  /** A scalar of the wide type: the backward seed is that of the loss times it (float16 loss scaling). */
+  lossScale?: Value;
+}
+
 /**
- * Mean cross-entropy of hidden [N, D] · weightᵀ (weight [V, D]) against labels [N] (ignoreIndex: no loss).
- * With V ≤ `chunk` this is the fused SoftmaxCrossEntropyLoss op and ordinary autodiff.
+ * Mean cross-entropy of hidden [N, D] · weightᵀ (weight [V, D]) against labels [N] (ignoreIndex: no loss), in
+ * the graph's wide type. With V ≤ `chunk` this is the fused SoftmaxCrossEntropyLoss op and ordinary autodiff.
  */
 export function lmHeadLoss(
   hidden: Value,
   weight: Value,
   labels: Value,
-  chunk: number = DEFAULT_VOCAB_CHUNK,
-  ignoreIndex = -100,
+  options: LmHeadLossOptions = {},
 ): LossWithBackward {
   const g = hidden.graph;
+  const { chunk = DEFAULT_VOCAB_CHUNK, ignoreIndex = -100, lossScale } = options;
   const V = Number(weight.shape[0]);
   if (!Number.isInteger(chunk) || chunk <= 0) {
     throw new Error(`'vocabChunk' must be a positive integer, got ${chunk}`);
   }
+  const logits = (a: Value, b: Value) => cast(matmul(a, transpose(b)), g.wide); // a·bᵀ, widened
   if (V <= chunk) {
-    const { loss } = softmaxCrossEntropy(matmul(hidden, transpose(weight)), labels, { ignoreIndex });
-    return { loss, backward: { value: loss, seed: g.scalar(1) } };
+    const { loss } = softmaxCrossEntropy(logits(hidden, weight), labels, { ignoreIndex });
+    return { loss, backward: { value: loss, seed: lossScale ?? g.scalar(1, loss.dtype) } };
   }
   const N = hidden.shape[0];
   const bounds: [number, number][] = [];
   for (let c0 = 0; c0 < V; c0 += chunk) bounds.push([c0, Math.min(c0 + chunk, V)]);
-  const valid = cast(not(equal(labels, ignoreIndex)), g.float); // [N]
+  const valid = cast(not(equal(labels, ignoreIndex)), g.wide); // [N]
   const rowWeight = div(valid, reduceSum(valid, [0])); // [N]: 1/count where a label counts
   const classes = ([c0, c1]: [number, number]) =>
     g.constant([...Array(c1 - c0).keys()].map((i) => c0 + i), [c1 - c0], "int64");
@@ -86,9 +101,9 @@ export function lmHeadLoss(
   // Forward: per chunk, row max, Σ exp(l − max) and the label's logit; then a log-sum-exp across chunks.
   const parts = bounds.map((b) =>
     g.scope(`chunk_${b[0]}`, () => {
-      const l = matmul(hidden, transpose(rows(b))); // [N, C]
+      const l = logits(hidden, rows(b)); // [N, C]
       const m = reduceMax(l, [1], true); // [N, 1]
-      const onehot = cast(equal(unsqueeze(labels, [1]), classes(b)), g.float); // [N, C]
+      const onehot = cast(equal(unsqueeze(labels, [1]), classes(b)), g.wide); // [N, C]
       return { m, s: reduceSum(exp(sub(l, m)), [1], true), picked: reduceSum(mul(l, onehot), [1], true) };
     })
   );
@@ -99,15 +114,15 @@ export function lmHeadLoss(
 
   // Backward: d hidden = Σ_c ((softmax_c − onehot_c) · rowWeight) W_c, recomputed chunk by chunk.
   const lseRow = reshape(lse, [1, N]); // [1, N]
-  const weightRow = reshape(rowWeight, [1, N]);
+  const weightRow = reshape(lossScale ? mul(rowWeight, lossScale) : rowWeight, [1, N]);
   const labelRow = unsqueeze(labels, [0]); // [1, N]
   const dHidden = sum(...bounds.map((b) =>
     g.scope(`chunk_${b[0]}.backward`, () => {
       const w = rows(b);
-      const lT = matmul(w, transpose(hidden)); // [C, N]
-      const onehotT = cast(equal(unsqueeze(classes(b), [1]), labelRow), g.float); // [C, N]
+      const lT = logits(w, hidden); // [C, N]
+      const onehotT = cast(equal(unsqueeze(classes(b), [1]), labelRow), g.wide); // [C, N]
       const gradT = mul(sub(exp(sub(lT, lseRow)), onehotT), weightRow); // [C, N]
-      return matmul(transpose(gradT), w); // [N, D]
+      return matmul(transpose(cast(gradT, hidden.dtype)), w); // [N, D]
     })
   ));
   return { loss, backward: { value: hidden, seed: dHidden } };

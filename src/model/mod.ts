@@ -21,6 +21,7 @@ export {
   type BuiltGraph,
   GATE_LOGITS,
   gateValues,
+  type GraphBuildOptions,
   loraInputs,
 } from "./graphs.ts";
 export {
@@ -31,7 +32,7 @@ export {
   type LoraBinding,
   rmsNorm,
 } from "./llama.ts";
-export { DEFAULT_VOCAB_CHUNK, lmHeadLoss, type LossWithBackward } from "./lm_loss.ts";
+export { DEFAULT_VOCAB_CHUNK, lmHeadLoss, type LmHeadLossOptions, type LossWithBackward } from "./lm_loss.ts";
 export {
   initLora,
   type LoraConfig,
@@ -45,7 +46,7 @@ export {
   type TargetModule,
   validateLora,
 } from "./lora.ts";
-export { loadModel, type Model } from "./model.ts";
+export { dtypeWarning, loadModel, type LoadModelOptions, type Model } from "./model.ts";
 export { type Adapter, AdapterError, fromPeftKey, readAdapter, toPeftKey, writeAdapter } from "./peft.ts";
 export { type ChoiceRow, type ChoiceScore, type CompletionRow, Scorer, type ScorerOptions } from "./score.ts";
 export {
@@ -61,8 +62,9 @@ export {
   buildLoraTrainStep,
   buildSearchStep,
   lmLoss,
+  type LmLossOptions,
   type SearchOptimizers,
   type TrainGraph,
   type TrainGraphOptions,
 } from "./train_graphs.ts";
-export { WeightStore } from "./weights.ts";
+export { FLOAT16_COPY, WeightStore, type WeightStoreOptions } from "./weights.ts";

@@ -7,6 +7,7 @@
 
 import { resolve } from "node:path";
 import { createSession, type Session } from "../runtime/session.ts";
+import type { ComputeFloat } from "../graph/dtype.ts";
 import { serialize } from "../graph/serialize.ts";
 import { type ModelConfig, readConfig } from "./config.ts";
 import type { BuiltGraph } from "./graphs.ts";
@@ -20,8 +21,22 @@ export interface Model {
   readonly config: ModelConfig;
   readonly tokenizer: Tokenizer;
   readonly weights: WeightStore;
+  /** The compute type its graphs are built in unless they ask for another (see {@link LoadModelOptions}). */
+  readonly dtype: ComputeFloat;
   /** Creates an onnxruntime session for a graph built on this model's weights. */
   session(built: BuiltGraph, options?: { threads?: number; providers?: string[] }): Promise<Session>;
+}
+
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  /**
+   * Compute type (default float32). float16 is mixed precision, meant for GPUs: base weights become float16
+   * initializers (F32/BF16 converted once in memory), activations are float16, and RMSNorm statistics, attention
+   * softmax, RoPE angles, the LM head's softmax and losses, LoRA weights, gate logits and optimizer state stay
+   * float32; training scales the loss dynamically. On the CPU, onnxruntime emulates float16 (see
+   * {@link dtypeWarning}). float64 is for gradient checks.
+   */
+  dtype?: ComputeFloat;
 }
 
 /**
@@ -33,25 +48,52 @@ export interface Model {
  * const model = await loadModel(new URL("../../fixtures/tiny-llama", import.meta.url).pathname);
  * if (model.config.numLayers !== 3) throw new Error("the fixture has 3 layers");
  * if (model.tokenizer.encode("what color")[0] !== 1) throw new Error("BOS first");
+ * const half = await loadModel(new URL("../../fixtures/tiny-llama", import.meta.url).pathname, {
+ *   dtype: "float16",
+ * });
+ * if (half.dtype !== "float16") throw new Error("graphs built on it compute in float16");
  * ```
  */
-export async function loadModel(dir: string): Promise<Model> {
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
+  const dtype = options.dtype ?? "float32";
+  if (!["float32", "float16", "float64"].includes(dtype)) {
+    throw new Error(`'dtype' must be float32, float16 or float64, got ${JSON.stringify(dtype)}`);
+  }
   const root = resolve(dir);
   const config = await readConfig(root);
-  const weights = new WeightStore(await openCheckpoint(root));
+  const weights = new WeightStore(await openCheckpoint(root), { dtype });
   const tokenizer = await loadTokenizer(root, { modelVocabSize: config.vocabSize });
   return {
     dir: root,
     config,
     tokenizer,
     weights,
+    dtype,
     async session(built, options = {}) {
       return await createSession(serialize(built.graph, built.outputs), {
         threads: options.threads,
         providers: options.providers,
         optimization: built.graph.float === "float64" ? "basic" : "all",
-        externalData: await weights.externalData(),
+        externalData: await weights.externalData(built.graph),
       });
     },
   };
+}
+
+/**
+ * A warning when `dtype` is float16 and the first execution provider is the CPU's: onnxruntime runs float16
+ * graphs there by casting to float32 around every op that lacks a float16 CPU kernel, so it gains nothing over
+ * float32 (`bench/float16.ts` measured 0.94–1.03× the time) and loses precision. Null otherwise.
+ *
+ * @example
+ * ```ts
+ * import { dtypeWarning } from "./model.ts";
+ * if (dtypeWarning("float16", ["cpu"]) === null) throw new Error("float16 on CPU warns");
+ * if (dtypeWarning("float16", ["cuda", "cpu"]) !== null) throw new Error("on CUDA it does not");
+ * ```
+ */
+export function dtypeWarning(dtype: ComputeFloat, providers: readonly string[] = ["cpu"]): string | null {
+  if (dtype !== "float16" || (providers[0] ?? "cpu") !== "cpu") return null;
+  return "dtype float16 on the CPU is emulated (onnxruntime casts to float32 around ops without float16 " +
+    "CPU kernels): no faster than float32 and less precise; float16 is meant for GPUs";
 }

@@ -32,13 +32,16 @@ export function inverseFrequencies(cfg: ModelConfig): Float32Array {
   });
 }
 
-/** cos and sin tables [B, 1, T, Dh] for int64 positions [B, T]. */
+/**
+ * cos and sin tables [B, 1, T, Dh] for int64 positions [B, T], in the compute type. The angles are formed in the
+ * graph's wide type: in float16, position · frequency would be off by whole radians past position 2048.
+ */
 export function ropeTables(positions: Value, cfg: ModelConfig): { cos: Value; sin: Value } {
   const g = positions.graph;
-  const inv = g.constant(Array.from(inverseFrequencies(cfg)), [cfg.headDim / 2]);
-  const angles = mul(unsqueeze(cast(positions, g.float), [2]), inv); // [B, T, Dh/2]
+  const inv = g.constant(Array.from(inverseFrequencies(cfg)), [cfg.headDim / 2], g.wide);
+  const angles = mul(unsqueeze(cast(positions, g.wide), [2]), inv); // [B, T, Dh/2]
   const emb = unsqueeze(concat([angles, angles], 2), [1]); // [B, 1, T, Dh]
-  return { cos: cos(emb), sin: sin(emb) };
+  return { cos: cast(cos(emb), g.float), sin: cast(sin(emb), g.float) };
 }
 
 /** Rotates x [B, H, T, Dh] by the tables of {@link ropeTables}. */

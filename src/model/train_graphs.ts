@@ -11,10 +11,12 @@
 
 import { add, div, flatten, mul, sub } from "../graph/build.ts";
 import { gradients } from "../graph/autodiff.ts";
+import type { ComputeFloat } from "../graph/dtype.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Optimizer } from "../train/optim.ts";
 import { lrInput, TrainStepBuilder, type TrainStepGraph } from "../train/step.ts";
 import { globalNorm } from "../train/optim.ts";
+import { unscale } from "../train/loss_scale.ts";
 import { IGNORE } from "./batch.ts";
 import type { ModelConfig } from "./config.ts";
 import { type AdapterSpec, GATE_LOGITS, gateValues, loraInputs } from "./graphs.ts";
@@ -36,36 +38,42 @@ export function batchInputs(g: Graph, prefix = ""): { inputs: DecoderInputs; lab
   };
 }
 
+/** Options of {@link lmLoss}. */
+export interface LmLossOptions {
+  /** LM-head classes per chunk (default {@link DEFAULT_VOCAB_CHUNK}). */
+  vocabChunk?: number;
+  /** Float16 loss scale (a wide scalar): backward's seed is that of the loss times it. */
+  lossScale?: Value;
+}
+
 /**
  * Mean cross-entropy of the next-token predictions over labels that are not ignored, with the LM head in
- * vocabulary chunks of `vocabChunk` classes (see {@link lmHeadLoss}).
+ * vocabulary chunks (see {@link lmHeadLoss}).
  */
 export function lmLoss(
   cfg: ModelConfig,
   weights: WeightStore,
   batch: { inputs: DecoderInputs; labels: Value },
   lora?: LoraBinding,
-  vocabChunk: number = DEFAULT_VOCAB_CHUNK,
+  options: LmLossOptions = {},
 ): LossWithBackward {
   const g = batch.labels.graph;
   const { hidden } = decoder(cfg, weights, batch.inputs, lora);
   return g.scope(
     "lm_head",
     () =>
-      lmHeadLoss(
-        flatten(hidden, 1),
-        lmHeadWeight(cfg, weights, g),
-        flatten(batch.labels, 0),
-        vocabChunk,
-        IGNORE,
-      ),
+      lmHeadLoss(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(batch.labels, 0), {
+        chunk: options.vocabChunk ?? DEFAULT_VOCAB_CHUNK,
+        ignoreIndex: IGNORE,
+        lossScale: options.lossScale,
+      }),
   );
 }
 
 /** Options of the training graphs. */
 export interface TrainGraphOptions {
-  /** Compute type (default float32; float64 for gradient checks). */
-  float?: "float32" | "float64";
+  /** Compute type (default: the weight store's, float32 unless the model was loaded otherwise). */
+  float?: ComputeFloat;
   /** LM-head classes per chunk (default {@link DEFAULT_VOCAB_CHUNK}). */
   vocabChunk?: number;
 }
@@ -84,11 +92,14 @@ export function buildLoraTrainStep(
   optimizer: Optimizer,
   options: TrainGraphOptions = {},
 ): TrainGraph {
-  const g = new Graph({ name: "lora_train", float: options.float });
+  const g = new Graph({ name: "lora_train", float: options.float ?? weights.dtype });
   const batch = batchInputs(g);
   const lora = loraInputs(g, cfg, adapter);
   const builder = new TrainStepBuilder(g);
-  const { loss, backward } = lmLoss(cfg, weights, batch, lora, options.vocabChunk);
+  const { loss, backward } = lmLoss(cfg, weights, batch, lora, {
+    vocabChunk: options.vocabChunk,
+    lossScale: builder.lossScale,
+  });
   builder.update("lora", loss, [...lora.params.values()], optimizer, { backwardFrom: backward });
   return { graph: g, step: builder.finish() };
 }
@@ -123,7 +134,7 @@ export function buildSearchStep(
   optimizers: SearchOptimizers,
   options: TrainGraphOptions & { hypergradient?: Hypergradient } = {},
 ): TrainGraph {
-  const g = new Graph({ name: "flexora_search", float: options.float });
+  const g = new Graph({ name: "flexora_search", float: options.float ?? weights.dtype });
   const train = batchInputs(g);
   const val = batchInputs(g, "val/");
   const binding = loraInputs(g, cfg, { config: lora, gated: true });
@@ -135,14 +146,16 @@ export function buildSearchStep(
     ...binding,
     params: new Map(names.map((n, i) => [n, values[i]])),
   });
-  const trainLoss = g.scope("train", () => lmLoss(cfg, weights, train, binding, options.vocabChunk));
+  const lossOptions = { vocabChunk: options.vocabChunk, lossScale: builder.lossScale };
+  const trainLoss = g.scope("train", () => lmLoss(cfg, weights, train, binding, lossOptions));
   const updated = builder.update("lora", trainLoss.loss, params, optimizers.lora, {
     backwardFrom: trainLoss.backward,
   });
   // The validation pass sees the updated weights w′, held fixed for the gate gradient.
-  const valLoss = g.scope("val", () => lmLoss(cfg, weights, val, at(updated), options.vocabChunk));
+  const valLoss = g.scope("val", () => lmLoss(cfg, weights, val, at(updated), lossOptions));
   const unrolled = options.hypergradient === "unrolled";
-  const [dLogits, ...v] = g.scope(
+  const scale = builder.lossScale; // float16: every gradient below is that of the scaled loss
+  const [dLogits, ...scaledV] = g.scope(
     "val.backward",
     () =>
       gradients(valLoss.backward.value, unrolled ? [logits, ...updated] : [logits], {
@@ -153,13 +166,14 @@ export function buildSearchStep(
   let hyper = dLogits;
   if (unrolled) {
     hyper = g.scope("unrolled", () => {
+      const v = scale ? unscale(scaledV, scale) : scaledV; // so that ε is that of the unscaled direction
       const eps = div(0.01, globalNorm(v)); // scalar ε
       const shifted = (sign: 1 | -1) => params.map((p, i) => add(p, mul(v[i], mul(eps, sign))));
       const gateGrad = (sign: 1 | -1) => {
         const w = shifted(sign);
         const loss = g.scope(
           sign > 0 ? "plus" : "minus",
-          () => lmLoss(cfg, weights, train, at(w), options.vocabChunk),
+          () => lmLoss(cfg, weights, train, at(w), lossOptions),
         );
         return gradients(loss.backward.value, [logits], { constants: w, seed: loss.backward.seed })[0];
       };
@@ -169,5 +183,9 @@ export function buildSearchStep(
     });
   }
   builder.update("gates", valLoss.loss, [logits], optimizers.gates, { gradients: [hyper] });
-  return { graph: g, step: builder.finish({ gates: gateValues(logits), "gates/hypergradient": hyper }) };
+  const hypergradient = scale ? unscale([hyper], scale)[0] : hyper;
+  return {
+    graph: g,
+    step: builder.finish({ gates: gateValues(logits), "gates/hypergradient": hypergradient }),
+  };
 }

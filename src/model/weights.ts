@@ -1,16 +1,21 @@
 /**
  * Base weights as graph initializers that point into the checkpoint's safetensors files (ONNX external data), so
- * no weights are copied into a serialized graph and models past protobuf's 2 GB limit work. Stored 16-bit weights
- * are cast to the graph's compute type in the graph (onnxruntime folds the cast once, at session creation).
+ * no weights are copied into a serialized graph and models past protobuf's 2 GB limit work.
+ *
+ * In a float32 or float64 graph a stored 16-bit weight is cast to the compute type in the graph (onnxruntime
+ * folds the cast once, at session creation). In a float16 graph, F16 weights point into their files as they are,
+ * and F32/BF16 ones into one float16 copy made in memory once per store (so sessions pre-pack float16 constants
+ * and nothing is cast per session).
  *
  * @module
  */
 
 import { basename } from "node:path";
 import { cast } from "../graph/build.ts";
-import type { DType } from "../graph/dtype.ts";
+import type { ComputeFloat, DType } from "../graph/dtype.ts";
 import type { Graph, Value } from "../graph/graph.ts";
-import type { Checkpoint, SafetensorsDType } from "./safetensors.ts";
+import { f32ToF16 } from "../util/float16.ts";
+import { type Checkpoint, readTensorF32, type SafetensorsDType, type TensorInfo } from "./safetensors.ts";
 
 const DTYPES: Partial<Record<SafetensorsDType, DType>> = {
   F32: "float32",
@@ -19,14 +24,31 @@ const DTYPES: Partial<Record<SafetensorsDType, DType>> = {
   F64: "float64",
 };
 
+/** The external-data location of the in-memory float16 copy of a checkpoint's F32/BF16/F64 weights. */
+export const FLOAT16_COPY = "flexora.float16.bin";
+
+/** Alignment of each tensor in the float16 copy, in bytes. */
+const ALIGN = 64;
+
+/** Options of a {@link WeightStore}. */
+export interface WeightStoreOptions {
+  /** The compute type graphs built on this store use unless they ask for another (default float32). */
+  dtype?: ComputeFloat;
+}
+
 /** A checkpoint's tensors, bound to graphs on demand. */
 export class WeightStore {
   readonly checkpoint: Checkpoint;
+  /** The compute type the model's graphs default to. */
+  readonly dtype: ComputeFloat;
   readonly #bound = new WeakMap<Graph, Map<string, Value>>();
-  #external?: Promise<Record<string, Uint8Array>>;
+  readonly #bytes = new Map<string, Promise<Uint8Array>>();
+  /** Where each converted tensor lies in the float16 copy; laid out at the first float16 graph. */
+  #copyLayout?: { places: Map<string, { offset: number; length: number }>; size: number };
 
-  constructor(checkpoint: Checkpoint) {
+  constructor(checkpoint: Checkpoint, options: WeightStoreOptions = {}) {
     this.checkpoint = checkpoint;
+    this.dtype = options.dtype ?? "float32";
   }
 
   /** True when the checkpoint holds `name`. */
@@ -47,26 +69,89 @@ export class WeightStore {
         `${info.file}: tensor '${name}' is ${info.dtype}; weights must be F32, F16, BF16 or F64`,
       );
     }
-    const init = g.initializer(name, info.shape, {
-      location: basename(info.file),
-      offset: info.offset,
-      length: info.length,
-    }, dtype);
-    v = g.scope(name, () => cast(init, g.float));
+    if (g.float === "float16" && dtype !== "float16") {
+      const place = this.#copyPlaces().get(name)!;
+      v = g.initializer(name, info.shape, { location: FLOAT16_COPY, ...place }, "float16");
+    } else {
+      const init = g.initializer(name, info.shape, {
+        location: basename(info.file),
+        offset: info.offset,
+        length: info.length,
+      }, dtype);
+      v = g.scope(name, () => cast(init, g.float));
+    }
     bound.set(name, v);
     return v;
   }
 
-  /**
-   * The bytes of every checkpoint file by external-data location, for {@link createSession}'s `externalData`;
-   * read once and shared by every session built on this store.
-   */
-  externalData(): Promise<Record<string, Uint8Array>> {
-    this.#external ??= (async () => {
-      const data: Record<string, Uint8Array> = {};
-      for (const file of this.checkpoint.files) data[basename(file)] = await Deno.readFile(file);
-      return data;
-    })();
-    return this.#external;
+  /** Offsets of every F32/BF16/F64 tensor in the float16 copy. */
+  #copyPlaces(): Map<string, { offset: number; length: number }> {
+    if (!this.#copyLayout) {
+      const places = new Map<string, { offset: number; length: number }>();
+      let size = 0;
+      for (const info of this.checkpoint.tensors.values()) {
+        if (info.dtype !== "F32" && info.dtype !== "BF16" && info.dtype !== "F64") continue;
+        const length = 2 * info.shape.reduce((a, b) => a * b, 1);
+        places.set(info.name, { offset: size, length });
+        size += Math.ceil(length / ALIGN) * ALIGN;
+      }
+      this.#copyLayout = { places, size };
+    }
+    return this.#copyLayout.places;
   }
+
+  /**
+   * The bytes behind external-data locations, for {@link createSession}'s `externalData`: those `graph`'s
+   * initializers point at, or (without a graph) every checkpoint file, and the float16 copy when this store
+   * computes in float16 or a float16 graph was built on it. Each location is read (or converted) once and shared
+   * by every session built on this store.
+   */
+  async externalData(graph?: Graph): Promise<Record<string, Uint8Array>> {
+    const files = new Map(this.checkpoint.files.map((f) => [basename(f), f]));
+    const copy = this.#copyLayout || this.dtype === "float16" ? [FLOAT16_COPY] : [];
+    const locations = graph
+      ? new Set(graph.initializers.flatMap((v) => v.init?.kind === "external" ? [v.init.location] : []))
+      : new Set([...files.keys(), ...copy]);
+    const data: Record<string, Uint8Array> = {};
+    for (const location of locations) {
+      let bytes = this.#bytes.get(location);
+      if (!bytes) {
+        const file = files.get(location);
+        if (location === FLOAT16_COPY) bytes = this.#float16Copy();
+        else if (file) bytes = Deno.readFile(file);
+        else {throw new Error(
+            `external data '${location}' is not a file of the checkpoint in ${this.checkpoint.dir}`,
+          );}
+        this.#bytes.set(location, bytes);
+      }
+      data[location] = await bytes;
+    }
+    return data;
+  }
+
+  /** Every F32/BF16/F64 tensor converted to float16, one tensor read at a time. */
+  async #float16Copy(): Promise<Uint8Array> {
+    const places = this.#copyPlaces();
+    const out = new Uint8Array(this.#copyLayout!.size);
+    for (const [name, { offset, length }] of places) {
+      const info = this.checkpoint.get(name);
+      const half = toFloat16(info, await readTensorF32(info));
+      out.set(new Uint8Array(half.buffer, half.byteOffset, length), offset);
+    }
+    return out;
+  }
+}
+
+/** float32 values of `info` as float16 bits; a finite value past float16's range is an error naming the tensor. */
+function toFloat16(info: TensorInfo, x: Float32Array): Uint16Array {
+  const half = f32ToF16(x);
+  for (let i = 0; i < half.length; i++) {
+    if ((half[i] & 0x7fff) === 0x7c00 && Number.isFinite(x[i])) {
+      throw new Error(
+        `${info.file}: tensor '${info.name}' holds ${x[i]} (element ${i}), beyond float16's range ` +
+          `(±65504); compute in float32 instead`,
+      );
+    }
+  }
+  return half;
 }

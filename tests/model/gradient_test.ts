@@ -38,7 +38,7 @@ async function checkModelGradients(vocabChunk: number) {
   });
   const g = new Graph({ float: "float64" });
   const binding = loraInputs(g, cfg, { config: lora, gated: true });
-  const { loss, backward } = lmLoss(cfg, weights, batchInputs(g), binding, vocabChunk);
+  const { loss, backward } = lmLoss(cfg, weights, batchInputs(g), binding, { vocabChunk });
   const wrt: Value[] = [...binding.params.values(), g.inputs.find((v) => v.name === GATE_LOGITS)!];
   const outputs: Record<string, Value> = { loss };
   gradients(backward.value, wrt, { seed: backward.seed }).forEach((
