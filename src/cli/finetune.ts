@@ -61,6 +61,7 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
       maxLength: num("max-length", { integer: true, min: 1 }),
       valSize: num("val-size", { integer: true, min: 1 }),
       checkpointEvery: num("checkpoint-every", { integer: true, min: 0 }),
+      dtype: values.dtype as FinetuneInput["dtype"],
     }),
     search: {
       ...base.search,

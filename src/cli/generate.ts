@@ -14,7 +14,7 @@ export const generateCommand: Command = {
   name: "generate",
   summary: "generate text from a prompt (greedy, or sampled with temperature/top-p/seed)",
   usage: "--model DIR (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N [--greedy] [--temperature T] " +
-    "[--top-p P] [--seed S] [--adapter DIR] [--device D] [--json]",
+    "[--top-p P] [--seed S] [--adapter DIR] [--device D] [--dtype T] [--json]",
   options: {
     ...MODEL_OPTIONS,
     prompt: { type: "string" },
@@ -45,7 +45,8 @@ export const generateCommand: Command = {
     const temperature = numberOption(values, "temperature", { positive: true });
     const topP = numberOption(values, "top-p", { positive: true, max: 1 });
     const seed = numberOption(values, "seed", { integer: true });
-    const { model, adapterSpec, adapterInputs, providers } = await openModel(values, io);
+    const { model, adapterSpec, adapterInputs, providers, warning } = await openModel(values, io);
+    if (warning) io.err(`warning: ${warning}`);
     const prompt = ids ?? model.tokenizer.encode(values.prompt as string);
     const bad = prompt.find((id) => id >= model.config.vocabSize);
     if (bad !== undefined) {
@@ -63,6 +64,7 @@ export const generateCommand: Command = {
       seed,
       stop,
       adapterInputs,
+      dtype: model.dtype,
     });
     const text = model.tokenizer.decode(out, { skipSpecialTokens: true });
     io.out(values.json ? JSON.stringify({ ids: out, text }) : text);

@@ -1,12 +1,12 @@
 /**
- * The options every model command shares: `--model DIR`, `--adapter DIR`, `--device D`.
+ * The options every model command shares: `--model DIR`, `--adapter DIR`, `--device D`, `--dtype T`.
  *
  * @module
  */
 
 import type { ParseArgsOptionsConfig } from "node:util";
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
-import { loadModel, type Model } from "../model/model.ts";
+import { dtypeWarning, loadModel, type Model } from "../model/model.ts";
 import { type Adapter, readAdapter } from "../model/peft.ts";
 import type { AdapterSpec } from "../model/graphs.ts";
 import type { HostTensor } from "../runtime/session.ts";
@@ -18,13 +18,18 @@ export const MODEL_OPTIONS: ParseArgsOptionsConfig = {
   model: { type: "string" },
   adapter: { type: "string" },
   device: { type: "string" },
+  dtype: { type: "string" },
 };
+
+/** The compute types `--dtype` accepts. */
+export const DTYPES = ["float32", "float16"] as const;
 
 /** --help lines of the model options. */
 export const MODEL_HELP: Record<string, string> = {
   model: "DIR  Hugging Face model directory (config.json, safetensors, tokenizer)",
   adapter: "DIR  PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)",
   device: `D  ${DEVICES.join("|")} (default auto: the best available, logged)`,
+  dtype: "T  float32 (default) or float16: mixed precision, meant for GPUs (emulated on the CPU, no faster)",
 };
 
 /** A loaded model, its optional adapter, and the providers to run on. */
@@ -35,18 +40,23 @@ export interface OpenModel {
   readonly adapterSpec?: AdapterSpec;
   readonly adapterInputs: Record<string, HostTensor>;
   readonly providers: string[];
+  /** Set when float16 would run on the CPU (see {@link dtypeWarning}); the command prints it, or lets the library. */
+  readonly warning?: string;
 }
 
-/** Loads `--model`, `--adapter` and resolves `--device`; the device choice is logged to stderr. */
+/** Loads `--model` in `--dtype` and `--adapter`, and resolves `--device` (the choice is logged to stderr). */
 export async function openModel(values: Record<string, unknown>, io: Io): Promise<OpenModel> {
   const device = choiceOption<Device>(values, "device", DEVICES, "auto");
+  const dtype = choiceOption(values, "dtype", DTYPES, "float32");
   const { providers } = await resolveDevice(device, (l) => io.err(l));
-  const model = await loadModel(requireString(values, "model"));
-  if (typeof values.adapter !== "string") return { model, providers, adapterInputs: {} };
+  const warning = dtypeWarning(dtype, providers) ?? undefined;
+  const model = await loadModel(requireString(values, "model"), { dtype });
+  if (typeof values.adapter !== "string") return { model, providers, adapterInputs: {}, warning };
   const adapter = await readAdapter(values.adapter, model.config);
   return {
     model,
     providers,
+    warning,
     adapter,
     adapterSpec: { config: adapter.config },
     adapterInputs: adapter.params,

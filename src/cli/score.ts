@@ -54,7 +54,7 @@ export function classifyRows(
 export const scoreCommand: Command = {
   name: "score",
   summary: "score a JSONL file: multiple-choice accuracy, or completion perplexity",
-  usage: "--model DIR --data FILE.jsonl [--adapter DIR] [--device D] [--json]",
+  usage: "--model DIR --data FILE.jsonl [--adapter DIR] [--device D] [--dtype T] [--json]",
   options: { ...MODEL_OPTIONS, data: { type: "string" } },
   help: {
     ...MODEL_HELP,
@@ -63,7 +63,8 @@ export const scoreCommand: Command = {
   async run(values, _positionals, io) {
     const file = requireString(values, "data");
     const rows = classifyRows(file, await readJsonl(file));
-    const { model, adapterSpec, adapterInputs, providers } = await openModel(values, io);
+    const { model, adapterSpec, adapterInputs, providers, warning } = await openModel(values, io);
+    if (warning) io.err(`warning: ${warning}`);
     const session = await model.session(buildScoringGraph(model.config, model.weights, adapterSpec), {
       providers,
     });

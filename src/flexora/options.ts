@@ -75,6 +75,12 @@ export interface FinetuneOptions {
   maxGradNorm: number;
   /** Save a checkpoint every this many steps (default 50; 0: only at the end of a stage and on stop). */
   checkpointEvery: number;
+  /**
+   * Compute type (default float32). float16 is mixed precision for GPUs: float16 activations and base weights,
+   * float32 LoRA weights, gates and optimizer state, dynamic loss scaling (see `loadModel`); on the CPU it is
+   * emulated, no faster than float32, and the run warns.
+   */
+  dtype: "float32" | "float16";
 }
 
 /** The run-wide settings every stage takes alongside its own options. */
@@ -111,6 +117,7 @@ export function defaultOptions(): FinetuneOptions {
     weightDecay: 0,
     maxGradNorm: 1,
     checkpointEvery: 50,
+    dtype: "float32",
   };
 }
 
@@ -127,6 +134,7 @@ export interface FinetuneInput {
   weightDecay?: number;
   maxGradNorm?: number;
   checkpointEvery?: number;
+  dtype?: FinetuneOptions["dtype"];
 }
 
 /** Thrown for invalid options; the message starts "Cannot start training:" and names the option and the value. */
@@ -219,6 +227,7 @@ export function resolveOptions(
   nonNeg("weightDecay", o.weightDecay);
   posNum("maxGradNorm", o.maxGradNorm);
   nonNegInt("checkpointEvery", o.checkpointEvery);
+  oneOf("dtype", o.dtype, ["float32", "float16"] as const);
   formatSelection(o.select);
   return o;
 }

@@ -9,10 +9,16 @@ import { join } from "node:path";
 import { carveValidation, type Dataset, loadDataset } from "../data/dataset.ts";
 import type { Example } from "../data/example.ts";
 import { tokenizeExamples } from "../data/tokenize.ts";
-import { loadModel, type Model } from "../model/model.ts";
+import { dtypeWarning, loadModel, type Model } from "../model/model.ts";
 import { Rng } from "../util/random.ts";
 import { type ExportOptions, exportPeft } from "./export.ts";
-import { type FinetuneInput, type FinetuneOptions, resolveOptions, type RunOptions } from "./options.ts";
+import {
+  type FinetuneInput,
+  type FinetuneOptions,
+  OptionsError,
+  resolveOptions,
+  type RunOptions,
+} from "./options.ts";
 import type { RunHooks } from "./progress.ts";
 import { retrain, type RetrainResult } from "./retrain.ts";
 import { searchGates, type SearchResult } from "./search.ts";
@@ -41,7 +47,7 @@ export interface FinetuneResult {
 export interface FinetuneHooks extends RunHooks, ExportOptions {
   /** Write the adapter here (a new folder). */
   out?: string;
-  /** Called with warnings (empty selection, truncation). */
+  /** Called with warnings (empty selection, truncation, float16 on the CPU). */
   onWarning?: (message: string) => void;
 }
 
@@ -51,7 +57,8 @@ export function randomLayers(n: number, k: number, seed: number): number[] {
 }
 
 /**
- * Runs the whole pipeline on a model (or its folder) and a dataset (or its path).
+ * Runs the whole pipeline on a model (or its folder, loaded in `dtype`) and a dataset (or its path). A model
+ * given loaded runs in its own dtype, which `dtype`, when given, must equal.
  *
  * @example
  * ```ts
@@ -74,8 +81,21 @@ export async function finetune(
   input: FinetuneInput = {},
   hooks: FinetuneHooks = {},
 ): Promise<FinetuneResult> {
-  const options = resolveOptions(input);
-  const model = typeof modelOrDir === "string" ? await loadModel(modelOrDir) : modelOrDir;
+  let options = resolveOptions(input);
+  const model = typeof modelOrDir === "string"
+    ? await loadModel(modelOrDir, { dtype: options.dtype })
+    : modelOrDir;
+  if (model.dtype !== options.dtype) {
+    if (input.dtype !== undefined || model.dtype === "float64") {
+      throw new OptionsError(
+        `Cannot start training: 'dtype' is ${options.dtype}, but the model was loaded in ${model.dtype}`,
+      );
+    }
+    options = { ...options, dtype: model.dtype };
+  }
+  // The stages' sessions run on the CPU.
+  const warning = dtypeWarning(model.dtype, ["cpu"]);
+  if (warning) hooks.onWarning?.(warning);
   const data = typeof dataOrPath === "string"
     ? await loadDataset(dataOrPath, { tokenizer: model.tokenizer })
     : dataOrPath;

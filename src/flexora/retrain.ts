@@ -15,6 +15,7 @@ import type { Model } from "../model/model.ts";
 import { Scorer } from "../model/score.ts";
 import { batchInputs, buildLoraTrainStep, lmLoss } from "../model/train_graphs.ts";
 import type { HostTensor } from "../runtime/session.ts";
+import { lossScaleInput } from "../train/loss_scale.ts";
 import { adamw } from "../train/optim.ts";
 import { makeSchedule } from "../train/schedule.ts";
 import { type StepResult, TrainLoop } from "../train/step.ts";
@@ -203,15 +204,16 @@ async function makeTrainer(
       release: () => session.release(),
     };
   }
-  const g = new Graph({ name: "lora_grad" });
+  const g = new Graph({ name: "lora_grad", float: model.dtype });
   const binding = loraInputs(g, model.config, { config: lora });
-  const { loss, backward } = lmLoss(model.config, model.weights, batchInputs(g), binding);
+  const lossScale = lossScaleInput(g);
+  const { loss, backward } = lmLoss(model.config, model.weights, batchInputs(g), binding, { lossScale });
   const grad = await model.session({
     graph: g,
-    outputs: gradOutputs(loss, [...binding.params.values()], backward),
+    outputs: gradOutputs(loss, [...binding.params.values()], backward, lossScale),
   });
   const shapes = [...loraShapes(model.config, lora)].map(([name, shape]) => ({ name, shape }));
-  const apply = await model.session(buildApplyGraph(shapes, optimizer, "float32", "lora"));
+  const apply = await model.session(buildApplyGraph(shapes, optimizer, g.wide, "lora"));
   const loop = new AccumulatingLoop({ grad, apply }, shapes.map((p) => p.name), optimizer.slots, initial, {
     steps,
     group: "lora",

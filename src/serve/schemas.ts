@@ -49,6 +49,7 @@ export const FinetuneOptions = z.strictObject({
   weightDecay: z.number().min(0).optional(),
   maxGradNorm: z.number().positive().optional(),
   checkpointEvery: z.int().min(0).optional(),
+  dtype: z.enum(["float32", "float16"]).optional(),
 }).openapi("FinetuneOptions");
 
 export const JobCreate = z.strictObject({

@@ -53,6 +53,14 @@ Deno.test("finetune --json writes an adapter and prints its summary", async () =
   assert.match(r.err, /search \d+\/\d+/); // progress lines on stderr
 });
 
+Deno.test("finetune --dtype float16 trains in float16, warns once about the CPU, and records the dtype", async () => {
+  const out = join(tmp, "half");
+  const r = await finetuneQuick(out, "--dtype", "float16", "--method", "lora");
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.err.match(/warning: dtype float16 on the CPU is emulated/g)?.length, 1, r.err);
+  assert.equal(JSON.parse(await Deno.readTextFile(join(out, "flexora.json"))).options.dtype, "float16");
+});
+
 Deno.test("finetune --method lora --select is ignored for lora; random-k uses top-k", async () => {
   const r = await finetuneQuick(join(tmp, "rk"), "--method", "random-k", "--select", "top-k:2");
   assert.equal(r.code, 0, r.err);

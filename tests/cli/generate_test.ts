@@ -23,6 +23,13 @@ Deno.test("generate --prompt-ids 1 --json gives the golden 32 greedy ids and the
   assert.ok((out.text as string).startsWith(LILY), `text: ${out.text}`);
 });
 
+Deno.test("generate --dtype float16 gives the golden 32 ids too, and warns that the CPU emulates float16", async () => {
+  const r = await flexora(...BASE, "--dtype", "float16", "--prompt-ids", "1", "--max-tokens", "32", "--json");
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(JSON.parse(r.out).ids, GOLDEN);
+  assert.match(r.err, /warning: dtype float16 on the CPU is emulated .*: no faster than float32/);
+});
+
 Deno.test("generate --greedy equals the default and prints plain text without --json", async () => {
   const r = await flexora(...BASE, "--prompt-ids", "1", "--max-tokens", "15", "--greedy");
   assert.equal(r.code, 0, r.err);
@@ -126,6 +133,12 @@ const BAD: { name: string; args: string[]; model?: false; code: number; err: Reg
     args: ["--prompt-ids", "1", "--max-tokens", "4", "--temperature", "1", "--seed", "1.5"],
     code: 2,
     err: [/--seed must be an integer/, /got '1.5'/],
+  },
+  {
+    name: "--dtype bfloat16",
+    args: ["--prompt-ids", "1", "--max-tokens", "4", "--dtype", "bfloat16"],
+    code: 2,
+    err: [/--dtype must be one of float32, float16, got 'bfloat16'/],
   },
   {
     name: "--prompt-ids 1,x",
