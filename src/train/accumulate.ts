@@ -99,7 +99,7 @@ export class AccumulatingLoop {
     const owners = params.flatMap((p) => slots.map((slot) => [slotName(p, slot), p]));
     this.#state = initialState(params, Object.fromEntries(owners), initial);
     if (sessions.grad.inputNames.includes(LOSS_SCALE_INPUT)) {
-      this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE]);
+      this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE], steps);
     }
   }
 

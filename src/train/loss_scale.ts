@@ -64,8 +64,11 @@ export class DynamicLossScale {
   #skipped: number;
   readonly #growthInterval: number;
 
-  /** Starts from `options`, or from `state` (see {@link state}) when resuming. */
-  constructor(options: LossScaleOptions = {}, state?: HostTensor) {
+  /**
+   * Starts from `options`, or from `state` (see {@link state}) when resuming a trainer that has taken `steps`
+   * steps (the skipped ones among them).
+   */
+  constructor(options: LossScaleOptions = {}, state?: HostTensor, steps = 0) {
     const initial = options.initial ?? 2 ** 16;
     this.#growthInterval = options.growthInterval ?? 2000;
     if (!(initial > 0) || !Number.isFinite(initial)) {
@@ -78,6 +81,11 @@ export class DynamicLossScale {
     if (!(scale > 0) || !(run >= 0) || !(skipped >= 0)) {
       throw new Error(
         `'${LOSS_SCALER_STATE}' must hold [scale > 0, run >= 0, skipped >= 0], got ${state?.data}`,
+      );
+    }
+    if (skipped > steps) {
+      throw new Error(
+        `'${LOSS_SCALER_STATE}' says the run skipped ${skipped} of its steps, more than the ${steps} taken`,
       );
     }
     [this.#scale, this.#run, this.#skipped] = [scale, run, skipped];

@@ -264,7 +264,7 @@ export class TrainLoop {
     this.#graph = graph;
     this.#step = steps;
     this.#state = initialState(graph.params, graph.slotOwner, initial);
-    if (graph.lossScale) this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE]);
+    if (graph.lossScale) this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE], steps);
   }
 
   /** Updates taken so far. */

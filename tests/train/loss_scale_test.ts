@@ -102,7 +102,7 @@ Deno.test("TrainLoop (float16): the loss scaler resumes from the trainer's state
 });
 
 Deno.test("AccumulatingLoop (float16): unscaled micro-batch gradients; a dropped update, then float32's", async () => {
-  const loop = async (float: "float32" | "float16") => {
+  const loop = async (float: "float32" | "float16", initial: Record<string, HostTensor> = W0, steps = 0) => {
     const { g, w, loss } = regression(float);
     const scale: Value | undefined = lossScaleInput(g);
     const grad = await createSession(serialize(g, gradOutputs(loss, [w], undefined, scale)));
@@ -113,7 +113,8 @@ Deno.test("AccumulatingLoop (float16): unscaled micro-batch gradients; a dropped
       { grad, apply: await createSession(serialize(apply.graph, apply.outputs)) },
       ["w"],
       optimizer.slots,
-      W0,
+      initial,
+      { steps },
     );
   };
   const [half, wide] = [await loop("float16"), await loop("float32")];
@@ -131,6 +132,16 @@ Deno.test("AccumulatingLoop (float16): unscaled micro-batch gradients; a dropped
     `${half.params().w.data} vs ${wide.params().w.data}`,
   );
   assert.deepEqual(Array.from(half.state()[LOSS_SCALER_STATE].data as Float32Array), [2 ** 15, 1, 1]);
+  // A loop resumed from that state carries on with the same scale and counts.
+  const resumed = await loop("float16", half.state(), half.steps);
+  await assert.rejects(
+    () => loop("float16", half.state(), 0),
+    /skipped 1 of its steps, more than the 0 taken/,
+  );
+  assert.deepEqual(resumed.state(), half.state());
+  const [a, b] = [await half.step(micro, [0.5, 0.5], 0.1), await resumed.step(micro, [0.5, 0.5], 0.1)];
+  assert.equal(a.loss, b.loss);
+  assert.deepEqual(resumed.state(), half.state());
 });
 
 Deno.test("DynamicLossScale doubles after growthInterval finite steps, within [2^-24, 2^24], and checks its state", () => {
