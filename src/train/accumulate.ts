@@ -103,7 +103,7 @@ export class AccumulatingLoop {
     }
   }
 
-  /** Updates taken so far. */
+  /** Steps taken so far, each a batch (an update dropped under float16 loss scaling counts too). */
   get steps(): number {
     return this.#step;
   }

@@ -267,7 +267,7 @@ export class TrainLoop {
     if (graph.lossScale) this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE], steps);
   }
 
-  /** Updates taken so far. */
+  /** Steps taken so far, each a batch (an update dropped under float16 loss scaling counts too). */
   get steps(): number {
     return this.#step;
   }
