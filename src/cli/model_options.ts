@@ -50,7 +50,7 @@ export async function openModel(values: Record<string, unknown>, io: Io): Promis
   const dtype = choiceOption(values, "dtype", DTYPES, "float32");
   const { providers } = await resolveDevice(device, (l) => io.err(l));
   const warning = dtypeWarning(dtype, providers) ?? undefined;
-  const model = await loadModel(requireString(values, "model"), { dtype });
+  const model = await loadModel(requireString(values, "model"), { dtype, providers });
   if (typeof values.adapter !== "string") return { model, providers, adapterInputs: {}, warning };
   const adapter = await readAdapter(values.adapter, model.config);
   return {

@@ -12,7 +12,8 @@ import { type DeploymentConfig, parseServers } from "../serve/deployments.ts";
 import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
 import { createEmbeddedApp } from "../serve/embedded/app.ts";
 import { generateToken, isLoopback } from "../serve/security.ts";
-import { numberOption } from "./args.ts";
+import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
+import { choiceOption, numberOption } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
 
 /** The token: `FLEXORA_TOKEN`, else the one stored in the data dir, else a new one (stored, and printed once). */
@@ -64,7 +65,7 @@ export const serveCommand: Command = {
   name: "serve",
   summary: "run the sidecar (jobs, adapters, attach) and optionally the embedded inference server",
   usage: "[--host H] [--port P] [--data-dir DIR] [--root DIR]... [--servers FILE] [--embedded-model DIR] " +
-    "[--embedded-port P] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S]",
+    "[--embedded-port P] [--device D] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S]",
   options: {
     host: { type: "string" },
     port: { type: "string" },
@@ -73,6 +74,7 @@ export const serveCommand: Command = {
     servers: { type: "string" },
     "embedded-model": { type: "string" },
     "embedded-port": { type: "string" },
+    device: { type: "string" },
     "reconcile-interval": { type: "string" },
     "reconcile-jitter": { type: "string" },
     "reconcile-max-backoff": { type: "string" },
@@ -86,6 +88,9 @@ export const serveCommand: Command = {
       "FILE  JSON array of inference servers {name, kind, url | replicas, token?, baseModel?, options?}",
     "embedded-model": "DIR  also serve this model with the embedded inference server, as server 'embedded'",
     "embedded-port": "P  embedded server port (default: sidecar port + 1)",
+    device:
+      `D  ${DEVICES.join("|")}: where jobs train and the embedded server runs (default auto: the best ` +
+      "available, logged)",
     "reconcile-interval": "S  seconds between two checks of each replica's adapters (default 15)",
     "reconcile-jitter": "F  each wait is the interval times 1 ± F, drawn at random (default 0.1)",
     "reconcile-max-backoff": "S  longest wait before retrying a failing replica (default 300)",
@@ -106,12 +111,17 @@ export const serveCommand: Command = {
       jitter: numberOption(values, "reconcile-jitter", { min: 0, max: 0.99 }),
       maxBackoffMs: seconds("reconcile-max-backoff"),
     };
+    // Resolved once here (an unavailable device stops the start); jobs get the concrete choice.
+    const { device, providers } = await resolveDevice(
+      choiceOption<Device>(values, "device", DEVICES, "auto"),
+      io.err,
+    );
     const token = await resolveToken(dataDir, io.err);
     const closers: (() => Promise<void>)[] = [];
     if (typeof values["embedded-model"] === "string") {
       const embeddedPort = numberOption(values, "embedded-port", { integer: true, min: 0, max: 65535 }) ??
         port + 1;
-      const model = await loadModel(values["embedded-model"]);
+      const model = await loadModel(values["embedded-model"], { providers });
       const embedded = createEmbeddedApp({
         model,
         allowedAdapterRoots: [join(dataDir, "adapters"), ...roots],
@@ -137,6 +147,7 @@ export const serveCommand: Command = {
         modelRoots: roots,
         dataRoots: roots,
         servers,
+        device,
         reconcile: Object.fromEntries(Object.entries(reconcile).filter(([, v]) => v !== undefined)),
       },
       PLUGINS,

@@ -93,8 +93,7 @@ export async function finetune(
     }
     options = { ...options, dtype: model.dtype };
   }
-  // The stages' sessions run on the CPU.
-  const warning = dtypeWarning(model.dtype, ["cpu"]);
+  const warning = dtypeWarning(model.dtype, model.providers);
   if (warning) hooks.onWarning?.(warning);
   const data = typeof dataOrPath === "string"
     ? await loadDataset(dataOrPath, { tokenizer: model.tokenizer })

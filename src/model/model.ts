@@ -23,6 +23,8 @@ export interface Model {
   readonly weights: WeightStore;
   /** The compute type its graphs are built in unless they ask for another (see {@link LoadModelOptions}). */
   readonly dtype: ComputeFloat;
+  /** The execution providers its sessions run on unless a call names others (see {@link LoadModelOptions}). */
+  readonly providers: readonly string[];
   /** Creates an onnxruntime session for a graph built on this model's weights. */
   session(built: BuiltGraph, options?: { threads?: number; providers?: string[] }): Promise<Session>;
 }
@@ -37,6 +39,12 @@ export interface LoadModelOptions {
    * {@link dtypeWarning}). float64 is for gradient checks.
    */
   dtype?: ComputeFloat;
+  /**
+   * onnxruntime execution providers, in order of preference, for every session built on the model (training,
+   * scoring, generation) unless a call names others; default `["cpu"]`. `resolveDevice` turns a device name
+   * into this list.
+   */
+  providers?: readonly string[];
 }
 
 /**
@@ -63,16 +71,18 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const config = await readConfig(root);
   const weights = new WeightStore(await openCheckpoint(root), { dtype });
   const tokenizer = await loadTokenizer(root, { modelVocabSize: config.vocabSize });
+  const providers = [...(options.providers ?? ["cpu"])];
   return {
     dir: root,
     config,
     tokenizer,
     weights,
     dtype,
+    providers,
     async session(built, options = {}) {
       return await createSession(serialize(built.graph, built.outputs), {
         threads: options.threads,
-        providers: options.providers,
+        providers: options.providers ?? providers,
         optimization: built.graph.float === "float64" ? "basic" : "all",
         externalData: await weights.externalData(built.graph),
       });

@@ -88,6 +88,7 @@ export async function createSidecar(
     servers: config.servers,
     attach,
     maxQueued: config.maxQueued,
+    device: config.device,
     spawn: overrides.spawn,
   });
   const deps: SidecarDeps = { config, store, manager, reconciler, attach, plugins, call, metrics };

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { Device } from "../runtime/device.ts";
 import type { CallContext, ServerKind, ServerPlugin } from "../../plugins/types.ts";
 import type { DeploymentConfig } from "./deployments.ts";
 import type { JobManager } from "./jobs.ts";
@@ -29,6 +30,8 @@ export interface SidecarConfig {
   readonly maxBodyBytes?: number;
   /** Jobs waiting at most (default 16). */
   readonly maxQueued?: number;
+  /** Where jobs train (default "cpu"; `flexora serve --device`). */
+  readonly device?: Device;
 }
 
 /** Counters for `/metrics`. */

@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { Device } from "../runtime/device.ts";
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import type { ServerConfig } from "../../plugins/types.ts";
@@ -103,6 +104,8 @@ export interface JobManagerOptions {
   readonly attach: (a: Attachment) => Promise<AttachReport>;
   /** Queued jobs at most before submissions get 429 (default 16). */
   readonly maxQueued?: number;
+  /** Where jobs train: a device name the runner resolves (default "cpu"). */
+  readonly device?: Device;
   readonly spawn?: Spawn;
 }
 
@@ -136,6 +139,7 @@ export class JobManager {
     this.#o = {
       ...options,
       maxQueued: options.maxQueued ?? 16,
+      device: options.device ?? "cpu",
       spawn: options.spawn ?? spawnRunner,
     };
   }
@@ -249,6 +253,7 @@ export class JobManager {
       checkpointDir: join(dir, "checkpoints"),
       resume: this.#resume.delete(job.id),
       padLayers: req.padLayers,
+      device: this.#o.device,
     };
     await Deno.writeTextFile(join(dir, "spec.json"), JSON.stringify(spec));
     const runner = this.#o.spawn(join(dir, "spec.json"));

@@ -13,6 +13,8 @@ import { summary } from "../cli/finetune.ts";
 import type { FinetuneInput } from "../flexora/options.ts";
 import { finetune } from "../flexora/pipeline.ts";
 import { StoppedError } from "../flexora/progress.ts";
+import { loadModel } from "../model/model.ts";
+import { type Device, resolveDevice } from "../runtime/device.ts";
 
 /** What the sidecar hands a runner. */
 export interface RunnerSpec {
@@ -23,6 +25,8 @@ export interface RunnerSpec {
   readonly checkpointDir: string;
   readonly resume: boolean;
   readonly padLayers?: boolean;
+  /** Where to train (default "cpu"); `auto` picks the best provider that works here. */
+  readonly device?: Device;
 }
 
 /** One line of runner output. */
@@ -53,7 +57,10 @@ if (import.meta.main) {
   const controller = new AbortController();
   watchStdin(controller);
   try {
-    const result = await finetune(spec.model, spec.data, spec.options, {
+    // The device's choice is logged on stderr, which the sidecar's own stderr carries.
+    const { providers } = await resolveDevice(spec.device ?? "cpu", (line) => console.error(line));
+    const model = await loadModel(spec.model, { dtype: spec.options.dtype, providers });
+    const result = await finetune(model, spec.data, spec.options, {
       out: spec.out,
       checkpointDir: spec.checkpointDir,
       resume: spec.resume,
