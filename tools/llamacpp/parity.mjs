@@ -64,9 +64,7 @@ async function run(llama, spec) {
       flashAttention: false,
       experimentalKvCacheKeyType: "F32",
       experimentalKvCacheValueType: "F32",
-      ...(spec.lora
-        ? { lora: { adapters: [{ filePath: spec.lora, scale: 1 }] } }
-        : {}),
+      ...(spec.lora ? { lora: { adapters: [{ filePath: spec.lora, scale: 1 }] } } : {}),
     });
     try {
       const sequence = context.getSequence();

@@ -139,7 +139,8 @@ Deno.test("a detach while a replica is down: kept off when it returns, and the t
   assert.deepEqual([...s.replicas.get(B)!.loaded.keys()], ["other"]);
   assert.deepEqual([...s.replicas.get(A)!.loaded.keys()], ["other"]);
   assert.equal(s.store.get("vllm", "sql"), null);
-  const sqlActions = s.events.slice(from).flatMap((e) => e.outcomes).filter((o) => o.name === "sql").map((o) => o.action);
+  const sqlActions = s.events.slice(from).flatMap((e) => e.outcomes)
+    .filter((o) => o.name === "sql").map((o) => o.action);
   assert.ok(
     !sqlActions.some((a) => a === "attached" || a === "repaired" || a === "swapped"),
     sqlActions.join(),
