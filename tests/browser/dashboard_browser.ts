@@ -164,6 +164,14 @@ Deno.test({
       const models = async () =>
         ((await (await fetch(embeddedUrl + "/v1/models")).json()).data as { id: string }[]).map((m) => m.id);
       assert.ok((await models()).includes("story-object"), `embedded server lists ${await models()}`);
+      // The adapter's row says where it is desired and how many replicas serve it (refreshed every 3 s).
+      await index.waitForFunction(
+        () =>
+          document.querySelector(`tr[data-adapter="story-object"] td.attached`)?.textContent ===
+            "embedded (1 of 1 replica)",
+        null,
+        { timeout: 15_000 },
+      );
       await index.screenshot({ path: await artifact("dashboard-index.png"), fullPage: true });
 
       await index.click(`tr[data-adapter="story-object"] button[data-verb="detach"][data-server="embedded"]`);
@@ -174,6 +182,11 @@ Deno.test({
       );
       assert.match(await text(index, "#message"), /^detached story-object on embedded/);
       assert.ok(!(await models()).includes("story-object"));
+      await index.waitForFunction(
+        () => document.querySelector(`tr[data-adapter="story-object"] td.attached`)?.textContent === "—",
+        null,
+        { timeout: 15_000 },
+      );
     } finally {
       await browser.close();
       await http.shutdown();

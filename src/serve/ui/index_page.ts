@@ -11,7 +11,7 @@ export const INDEX_BODY = `<p id="message" role="status"></p>
 <table><thead><tr><th>job</th><th>adapter</th><th>state</th><th>progress</th><th>created</th></tr></thead>
 <tbody id="jobs"></tbody></table>
 <h2>Adapters</h2>
-<table><thead><tr><th>name</th><th>version</th><th>layers</th><th>servers</th></tr></thead>
+<table><thead><tr><th>name</th><th>version</th><th>layers</th><th>attached to</th><th>servers</th></tr></thead>
 <tbody id="adapters"></tbody></table>`;
 
 /** The page script (browser JavaScript; the helpers of `page.ts` are in scope). */
@@ -27,11 +27,18 @@ function button(verb, adapter, server, label) {
   return "<button data-verb='" + verb + "' data-adapter='" + esc(adapter) + "' data-server='" + esc(server) + "'>" +
     esc(label) + "</button>";
 }
+// Where the adapter is desired, and how many replicas of each server serve it.
+function attachedTo(a) {
+  return (a.attachments || []).map((t) => {
+    const all = t.replicas || [], serving = all.filter((r) => r.version !== null).length;
+    return esc(t.server) + " (" + serving + " of " + all.length + " replica" + (all.length === 1 ? "" : "s") + ")";
+  }).join(", ") || "—";
+}
 function adapterRow(a, servers) {
   const buttons = servers.map((s) => button("attach", a.name, s.name, "attach to " + s.name) +
     button("detach", a.name, s.name, "detach from " + s.name)).join(" ");
   return "<tr data-adapter='" + esc(a.name) + "'><td>" + esc(a.name) + "</td><td>" + esc(a.version.slice(0, 8)) + "</td><td>" +
-    esc((a.summary.selectedLayers || []).join(", ")) + "</td><td>" + (buttons || "no servers configured") + "</td></tr>";
+    esc((a.summary.selectedLayers || []).join(", ")) + "</td><td class='attached'>" + attachedTo(a) + "</td><td>" + (buttons || "no servers configured") + "</td></tr>";
 }
 async function refresh() {
   const [{ jobs }, { adapters }, { servers }] = await Promise.all([api("/v1/jobs"), api("/v1/adapters"), api("/v1/servers")]);
