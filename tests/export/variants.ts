@@ -8,12 +8,12 @@
 
 import { join } from "node:path";
 import { readConfig } from "../../src/model/config.ts";
-import { initLora, type LoraConfig, validateLora } from "../../src/model/lora.ts";
+import { type LoraConfig, validateLora } from "../../src/model/lora.ts";
 import { writeAdapter } from "../../src/model/peft.ts";
 import { openCheckpoint, readTensorF32, writeSafetensors } from "../../src/model/safetensors.ts";
-import { hostTensor } from "../../src/runtime/session.ts";
 import { Rng } from "../../src/util/random.ts";
 import { DATA, STORIES } from "../model/shared.ts";
+import { nonzeroLora } from "../model/random_lora.ts";
 
 /** A fresh temporary folder, removed when the test process ends. */
 export async function tempDir(prefix: string): Promise<string> {
@@ -87,16 +87,7 @@ export async function randomAdapter(
 ): Promise<string> {
   const cfg = await readConfig(modelDir);
   const config = validateLora(cfg, lora);
-  const params = initLora(cfg, config, seed);
-  const rng = new Rng(seed + 1);
-  for (const [name, t] of Object.entries(params)) {
-    if (!name.endsWith("lora_B.weight")) continue;
-    params[name] = hostTensor(
-      "float32",
-      t.dims,
-      Float32Array.from({ length: t.data.length }, () => rng.uniform(-0.2, 0.2)),
-    );
-  }
+  const params = nonzeroLora(cfg, config, { seed, range: 0.2 });
   await writeAdapter(dir, config, params, { baseModel: modelDir });
   return dir;
 }

@@ -12,9 +12,9 @@ import { loadModel } from "../../src/model/model.ts";
 import { AdapterError, fromPeftKey, readAdapter, toPeftKey, writeAdapter } from "../../src/model/peft.ts";
 import { type TensorToWrite, writeSafetensors } from "../../src/model/safetensors.ts";
 import { Scorer } from "../../src/model/score.ts";
-import { type HostTensor, hostTensor } from "../../src/runtime/session.ts";
-import { Rng } from "../../src/util/random.ts";
+import type { HostTensor } from "../../src/runtime/session.ts";
 import { flexoraJson, tempJsonl, TINY, tinyRows } from "../cli/run.ts";
+import { nonzeroLora } from "./random_lora.ts";
 
 const tiny = await readConfig(TINY); // D 32, q 32, kv 16, intermediate 64, 3 layers
 const tmp = await Deno.makeTempDir({ prefix: "flexora-peft-test-" });
@@ -25,17 +25,7 @@ const freshDir = () => join(tmp, `adapter-${dirs++}`);
 
 /** Random LoRA parameters whose B matrices are nonzero too, so the adapter changes the model's output. */
 function randomParams(lora: LoraConfig, seed: number): Record<string, HostTensor> {
-  const params = initLora(tiny, lora, seed);
-  const rng = new Rng(seed + 1);
-  for (const [name, t] of Object.entries(params)) {
-    if (!name.endsWith("lora_B.weight")) continue;
-    params[name] = hostTensor(
-      "float32",
-      t.dims,
-      Float32Array.from({ length: t.data.length }, () => rng.uniform(-0.2, 0.2)),
-    );
-  }
-  return params;
+  return nonzeroLora(tiny, lora, { seed, range: 0.2 });
 }
 
 Deno.test("toPeftKey and fromPeftKey are inverse for every target module over several layers", () => {

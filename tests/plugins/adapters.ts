@@ -5,14 +5,13 @@
 
 import { join } from "node:path";
 import { readConfig } from "../../src/model/config.ts";
-import { initLora, type LoraConfig, type TargetModule, validateLora } from "../../src/model/lora.ts";
+import { type LoraConfig, type TargetModule, validateLora } from "../../src/model/lora.ts";
 import type { Model } from "../../src/model/model.ts";
 import { writeAdapter } from "../../src/model/peft.ts";
 import { padParams } from "../../src/flexora/export.ts";
-import { hostTensor } from "../../src/runtime/session.ts";
-import { Rng } from "../../src/util/random.ts";
 import type { AdapterRef } from "../../plugins/types.ts";
 import { TINY } from "../cli/run.ts";
+import { nonzeroLora } from "../model/random_lora.ts";
 
 /** The tiny model's folder (its config.json gives LoRAX's check the layer count). */
 export { TINY };
@@ -52,16 +51,7 @@ export async function makeAdapter(name: string, options: AdapterOptions = {}): P
     layers: options.layers ?? [0, 1, 2],
   });
   const seed = options.seed ?? 1;
-  const params = initLora(tiny, lora, seed);
-  const rng = new Rng(seed + 1000);
-  for (const [key, t] of Object.entries(params)) {
-    if (!key.endsWith("lora_B.weight")) continue;
-    params[key] = hostTensor(
-      "float32",
-      t.dims,
-      Float32Array.from({ length: t.data.length }, () => rng.uniform(-0.1, 0.1)),
-    );
-  }
+  const params = nonzeroLora(tiny, lora, { seed, bSeed: seed + 1000, range: 0.1 });
   // padParams only reads the model's config.
   const written = options.padLayers
     ? padParams({ config: tiny } as Model, lora, params)

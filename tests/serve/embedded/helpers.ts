@@ -9,10 +9,9 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Hono } from "hono";
 import type { ModelConfig } from "../../../src/model/config.ts";
-import { initLora, type LoraConfig, type TargetModule } from "../../../src/model/lora.ts";
+import type { LoraConfig, TargetModule } from "../../../src/model/lora.ts";
 import { writeAdapter } from "../../../src/model/peft.ts";
-import { hostTensor } from "../../../src/runtime/session.ts";
-import { Rng } from "../../../src/util/random.ts";
+import { nonzeroLora } from "../../model/random_lora.ts";
 
 /** The project's tiny random Llama (word-level tokenizer, no chat template, 3 layers, 128 positions). */
 export const TINY: string = fileURLToPath(new URL("../../../fixtures/tiny-llama", import.meta.url));
@@ -88,16 +87,7 @@ export async function writeTestAdapter(
     layers: shape.layers ?? Array.from({ length: cfg.numLayers }, (_, l) => l),
   };
   const seed = shape.seed ?? 1;
-  const params = initLora(cfg, config, seed);
-  const rng = new Rng(seed + 1000);
-  for (const [name, t] of Object.entries(params)) {
-    if (!name.endsWith("lora_B.weight")) continue;
-    params[name] = hostTensor(
-      "float32",
-      t.dims,
-      Float32Array.from({ length: t.data.length }, () => rng.uniform(-0.5, 0.5)),
-    );
-  }
+  const params = nonzeroLora(cfg, config, { seed, bSeed: seed + 1000, range: 0.5 });
   await writeAdapter(dir, config, params);
   return config;
 }
