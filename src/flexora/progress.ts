@@ -24,6 +24,28 @@ export interface ProgressEvent {
   readonly message?: string;
 }
 
+/** What a run's history keeps of a progress event: the points its charts draw. */
+export type HistoryPoint = Pick<ProgressEvent, "stage" | "step" | "loss" | "valLoss" | "gates" | "logits">;
+
+/**
+ * The history point of an event, or null for events a history skips (exports, and evaluations without a
+ * validation loss).
+ *
+ * @example
+ * ```ts
+ * import { historyPoint } from "./progress.ts";
+ * const e = { stage: "search", step: 1, total: 2, loss: 2.5, gates: [1.2, 0.8], elapsed: 1, eta: 1 } as const;
+ * if (historyPoint(e)?.gates?.length !== 2) throw new Error("a search step keeps its gates");
+ * if (historyPoint({ ...e, stage: "export" }) !== null) throw new Error("exports are not drawn");
+ * ```
+ */
+export function historyPoint(e: ProgressEvent): HistoryPoint | null {
+  const drawn = e.stage === "search" || e.stage === "retrain" ||
+    (e.stage === "evaluate" && e.valLoss !== undefined);
+  if (!drawn) return null;
+  return { stage: e.stage, step: e.step, loss: e.loss, valLoss: e.valLoss, gates: e.gates, logits: e.logits };
+}
+
 /** What long calls accept: a progress callback, an abort signal, and where to keep checkpoints. */
 export interface RunHooks {
   onProgress?: (event: ProgressEvent) => void;

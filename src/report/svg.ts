@@ -7,6 +7,7 @@
  */
 
 import { defaultOptions } from "../flexora/options.ts";
+import type { HistoryPoint } from "../flexora/progress.ts";
 import { formatSelection, parseSelection, selectLayers } from "../flexora/select.ts";
 
 /** What a chart is drawn from (an adapter's `flexora.json`, or a sidecar job's record). */
@@ -218,14 +219,7 @@ function jobSelection(
 /** A record from a sidecar job (`GET /v1/jobs/:id`). */
 export function fromJob(job: Record<string, unknown>): RunRecord {
   const result = (job.result ?? {}) as Record<string, unknown>;
-  const history = (result.history ?? []) as {
-    stage: string;
-    step: number;
-    loss?: number;
-    valLoss?: number;
-    gates?: number[];
-    logits?: number[];
-  }[];
+  const history = (result.history ?? []) as HistoryPoint[];
   const search = history.filter((h) => h.stage === "search");
   const retrain = history.filter((h) => h.stage === "retrain" && h.loss !== undefined);
   const evaluations = history.filter((h) => h.stage === "evaluate" && h.valLoss !== undefined);

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { type HistoryPoint, historyPoint, type ProgressEvent } from "../flexora/progress.ts";
 import type { Device } from "../runtime/device.ts";
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
@@ -258,32 +259,16 @@ export class JobManager {
     await Deno.writeTextFile(join(dir, "spec.json"), JSON.stringify(spec));
     const runner = this.#o.spawn(join(dir, "spec.json"));
     this.#running = { id: job.id, runner, cancelled: false };
-    let history: Record<string, unknown>[] = (job.result?.history as Record<string, unknown>[] | undefined) ??
-      [];
+    let history = (job.result?.history as HistoryPoint[] | undefined) ?? [];
     const warnings: string[] = [];
     let summary: Record<string, unknown> | null = null, failure: RunnerEvent | null = null;
     this.#set(job.id, { state: "searching" });
     for await (const e of runner.events) {
       if (e.type === "progress") {
-        const p = e.event as {
-          stage: string;
-          step: number;
-          loss?: number;
-          valLoss?: number;
-          gates?: number[];
-          logits?: number[];
-        };
-        if (
-          p.stage === "search" || p.stage === "retrain" || (p.stage === "evaluate" && p.valLoss !== undefined)
-        ) {
-          history.push({
-            stage: p.stage,
-            step: p.step,
-            loss: p.loss,
-            valLoss: p.valLoss,
-            gates: p.gates,
-            logits: p.logits,
-          });
+        const p = e.event as unknown as ProgressEvent;
+        const point = historyPoint(p);
+        if (point) {
+          history.push(point);
           history = capped(history);
         }
         this.#set(job.id, {
