@@ -45,16 +45,14 @@ export const generateCommand: Command = {
     const temperature = numberOption(values, "temperature", { positive: true });
     const topP = numberOption(values, "top-p", { positive: true, max: 1 });
     const seed = numberOption(values, "seed", { integer: true });
-    const { model, adapterSpec, adapterInputs, providers, warning } = await openModel(values, io);
+    const { model, adapterSpec, adapterInputs, warning } = await openModel(values, io);
     if (warning) io.err(`warning: ${warning}`);
     const prompt = ids ?? model.tokenizer.encode(values.prompt as string);
     const bad = prompt.find((id) => id >= model.config.vocabSize);
     if (bad !== undefined) {
       throw new UsageError(`--prompt-ids has ${bad}, past the vocabulary (${model.config.vocabSize})`);
     }
-    const session = await model.session(buildStepGraph(model.config, model.weights, adapterSpec), {
-      providers,
-    });
+    const session = await model.session(buildStepGraph(model.config, model.weights, adapterSpec));
     const stop = [...model.config.eosTokenIds];
     const out = await run(session, model.config, prompt, {
       maxTokens,

@@ -32,14 +32,13 @@ export const MODEL_HELP: Record<string, string> = {
   dtype: "T  float32 (default) or float16: mixed precision, meant for GPUs (emulated on the CPU, no faster)",
 };
 
-/** A loaded model, its optional adapter, and the providers to run on. */
+/** A loaded model (on the resolved device's providers), and its optional adapter. */
 export interface OpenModel {
   readonly model: Model;
   readonly adapter?: Adapter;
   /** What graphs need to take the adapter's weights as inputs. */
   readonly adapterSpec?: AdapterSpec;
   readonly adapterInputs: Record<string, HostTensor>;
-  readonly providers: string[];
   /** Set when float16 would run on the CPU (see {@link dtypeWarning}); the command prints it, or lets the library. */
   readonly warning?: string;
 }
@@ -51,11 +50,10 @@ export async function openModel(values: Record<string, unknown>, io: Io): Promis
   const { providers } = await resolveDevice(device, (l) => io.err(l));
   const warning = dtypeWarning(dtype, providers) ?? undefined;
   const model = await loadModel(requireString(values, "model"), { dtype, providers });
-  if (typeof values.adapter !== "string") return { model, providers, adapterInputs: {}, warning };
+  if (typeof values.adapter !== "string") return { model, adapterInputs: {}, warning };
   const adapter = await readAdapter(values.adapter, model.config);
   return {
     model,
-    providers,
     warning,
     adapter,
     adapterSpec: { config: adapter.config },

@@ -63,11 +63,9 @@ export const scoreCommand: Command = {
   async run(values, _positionals, io) {
     const file = requireString(values, "data");
     const rows = classifyRows(file, await readJsonl(file));
-    const { model, adapterSpec, adapterInputs, providers, warning } = await openModel(values, io);
+    const { model, adapterSpec, adapterInputs, warning } = await openModel(values, io);
     if (warning) io.err(`warning: ${warning}`);
-    const session = await model.session(buildScoringGraph(model.config, model.weights, adapterSpec), {
-      providers,
-    });
+    const session = await model.session(buildScoringGraph(model.config, model.weights, adapterSpec));
     const scorer = new Scorer(session, model.tokenizer, { adapterInputs });
     if ("choices" in rows[0]) {
       const result = await scorer.multipleChoice(rows as ChoiceRow[]);
