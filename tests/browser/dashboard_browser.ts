@@ -44,6 +44,27 @@ function recordRedraws(): void {
 }
 
 const text = (page: Page, selector: string) => page.locator(selector).innerText();
+const ROW = `tr[data-adapter="story-object"]`;
+
+/** Clicks the front page's `verb` button for story-object on the embedded server; returns the message it left. */
+async function press(index: Page, verb: "attach" | "detach", timeout: number): Promise<string> {
+  await index.click(`${ROW} button[data-verb="${verb}"][data-server="embedded"]`, { timeout: 10_000 });
+  await index.waitForFunction(
+    (v) => new RegExp(`^(${v}ed|${v} failed)`).test(document.getElementById("message")!.textContent ?? ""),
+    verb,
+    { timeout },
+  );
+  return await text(index, "#message");
+}
+
+/** Waits until story-object's "attached to" cell (refreshed every 3 s) reads `expected`. */
+async function attachedCell(index: Page, expected: string): Promise<void> {
+  await index.waitForFunction(
+    ([row, e]) => document.querySelector(`${row} td.attached`)?.textContent === e,
+    [ROW, expected],
+    { timeout: 15_000 },
+  );
+}
 
 Deno.test({
   name: "the dashboard shows a job's gates rising and falling during the search, and attaches its adapter",
@@ -153,40 +174,17 @@ Deno.test({
       // The front page lists the job and the adapter; its button attaches the adapter to the embedded server.
       await index.reload();
       await index.waitForSelector(`tr[data-job="${id}"] td.state-succeeded`, { timeout: 10_000 });
-      const attach = `tr[data-adapter="story-object"] button[data-verb="attach"][data-server="embedded"]`;
-      await index.click(attach, { timeout: 10_000 });
-      await index.waitForFunction(
-        () => /^(attached|attach failed)/.test(document.getElementById("message")!.textContent ?? ""),
-        null,
-        { timeout: 60_000 },
-      );
-      assert.match(await text(index, "#message"), /^attached story-object on embedded/);
+      assert.match(await press(index, "attach", 60_000), /^attached story-object on embedded/);
       const models = async () =>
         ((await (await fetch(embeddedUrl + "/v1/models")).json()).data as { id: string }[]).map((m) => m.id);
       assert.ok((await models()).includes("story-object"), `embedded server lists ${await models()}`);
-      // The adapter's row says where it is desired and how many replicas serve it (refreshed every 3 s).
-      await index.waitForFunction(
-        () =>
-          document.querySelector(`tr[data-adapter="story-object"] td.attached`)?.textContent ===
-            "embedded (1 of 1 replica)",
-        null,
-        { timeout: 15_000 },
-      );
+      // The adapter's row says where it is desired and how many replicas serve it.
+      await attachedCell(index, "embedded (1 of 1 replica)");
       await index.screenshot({ path: await artifact("dashboard-index.png"), fullPage: true });
 
-      await index.click(`tr[data-adapter="story-object"] button[data-verb="detach"][data-server="embedded"]`);
-      await index.waitForFunction(
-        () => /^(detached|detach failed)/.test(document.getElementById("message")!.textContent ?? ""),
-        null,
-        { timeout: 30_000 },
-      );
-      assert.match(await text(index, "#message"), /^detached story-object on embedded/);
+      assert.match(await press(index, "detach", 30_000), /^detached story-object on embedded/);
       assert.ok(!(await models()).includes("story-object"));
-      await index.waitForFunction(
-        () => document.querySelector(`tr[data-adapter="story-object"] td.attached`)?.textContent === "—",
-        null,
-        { timeout: 15_000 },
-      );
+      await attachedCell(index, "—");
     } finally {
       await browser.close();
       await http.shutdown();

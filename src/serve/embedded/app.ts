@@ -47,7 +47,7 @@ export interface EmbeddedOptions {
   readonly allowedAdapterRoots?: readonly string[];
   /** onnxruntime intra-op threads per session (default: the number of cores). */
   readonly threads?: number;
-  /** onnxruntime execution providers (default `["cpu"]`). */
+  /** onnxruntime execution providers (default: the model's, see `loadModel`). */
   readonly providers?: string[];
 }
 
