@@ -23,8 +23,9 @@ const id = ${JSON.stringify(id)};
 const seconds = (s) => (s >= 90 ? (s / 60).toFixed(1) + " min" : s.toFixed(1) + " s");
 function facts(job) {
   const q = job.request, o = q.options || {}, r = job.result || {};
-  const rows = [["adapter", q.name], ["model", q.model], ["data", q.data], ["method", q.method || o.method || "flexora"]];
-  if ((q.method || o.method || "flexora") === "flexora") rows.push(["selection rule", o.select || "positive"]);
+  const method = q.method || o.method || "flexora";
+  const rows = [["adapter", q.name], ["model", q.model], ["data", q.data], ["method", method]];
+  if (method === "flexora") rows.push(["selection rule", o.select || "positive"]);
   if (r.selectedLayers) rows.push(["selected layers", r.selectedLayers.join(", ")]);
   if (r.trainableParams) rows.push(["trainable parameters", r.trainableParams.toLocaleString()]);
   if (r.test) {
