@@ -131,7 +131,8 @@ export class JobManager {
   readonly #o: ManagerSettings;
   readonly #listeners = new Map<string, Set<Listener>>();
   readonly #resume = new Set<string>();
-  #running: { id: string; runner: RunnerHandle; cancelled: boolean } | null = null;
+  /** The job the worker holds, from its claim until its runner's end; null when the worker is idle. */
+  #slot: { readonly id: string; runner: RunnerHandle | null; cancelled: boolean } | null = null;
   #closed = false;
   /** Settles when the worker is idle (for tests and shutdown). */
   idle: Promise<void> = Promise.resolve();
@@ -181,9 +182,9 @@ export class JobManager {
   cancel(id: string): JobRecord {
     const job = this.get(id);
     if (FINAL_STATES.includes(job.state)) throw new JobError(409, `job '${id}' already ${job.state}`);
-    if (this.#running?.id === id) {
-      this.#running.cancelled = true;
-      this.#running.runner.stop();
+    if (this.#slot?.id === id) {
+      this.#slot.cancelled = true;
+      this.#slot.runner?.stop();
       return job;
     }
     return this.#set(id, { state: "cancelled" });
@@ -210,7 +211,7 @@ export class JobManager {
   /** Stops the running job (it checkpoints and becomes interrupted) and the worker. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#running?.runner.stop();
+    this.#slot?.runner?.stop();
     await this.idle;
   }
 
@@ -220,28 +221,34 @@ export class JobManager {
   }
 
   #set(id: string, fields: Parameters<JobStore["update"]>[1]): JobRecord {
-    const job = this.#o.store.update(id, fields);
-    for (const l of this.#listeners.get(id) ?? []) l(job);
+    return this.#notify(this.#o.store.update(id, fields));
+  }
+
+  #notify(job: JobRecord): JobRecord {
+    for (const l of this.#listeners.get(job.id) ?? []) l(job);
     return job;
   }
 
+  /** Starts the next queued job when the worker is free: the store's claim is the only way a job starts. */
   #pump(): void {
-    if (this.#running || this.#closed) return;
-    const next = this.#o.store.list(["queued"])[0];
+    if (this.#slot || this.#closed) return;
+    const next = this.#o.store.claim();
     if (!next) return;
-    this.idle = this.#run(next)
+    const slot = this.#slot = { id: next.id, runner: null, cancelled: false };
+    this.#notify(next);
+    this.idle = this.#run(next, slot)
       .catch((e) => {
         // Whatever went wrong fails this job only; the sidecar keeps serving.
         const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
         this.#set(next.id, { state: "failed", error: { code: "internal", message } });
       })
       .finally(() => {
-        this.#running = null;
+        this.#slot = null;
         this.#pump();
       });
   }
 
-  async #run(job: JobRecord): Promise<void> {
+  async #run(job: JobRecord, slot: { runner: RunnerHandle | null; cancelled: boolean }): Promise<void> {
     const req = job.request as unknown as JobRequest;
     const dir = join(this.#o.dataDir, "jobs", job.id);
     const out = join(this.#o.dataDir, "adapters", req.name, job.id);
@@ -257,12 +264,14 @@ export class JobManager {
       device: this.#o.device,
     };
     await Deno.writeTextFile(join(dir, "spec.json"), JSON.stringify(spec));
-    const runner = this.#o.spawn(join(dir, "spec.json"));
-    this.#running = { id: job.id, runner, cancelled: false };
+    if (slot.cancelled || this.#closed) {
+      this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
+      return;
+    }
+    const runner = slot.runner = this.#o.spawn(join(dir, "spec.json"));
     let history = (job.result?.history as HistoryPoint[] | undefined) ?? [];
     const warnings: string[] = [];
     let summary: Record<string, unknown> | null = null, failure: RunnerEvent | null = null;
-    this.#set(job.id, { state: "searching" });
     for await (const e of runner.events) {
       if (e.type === "progress") {
         const p = e.event as unknown as ProgressEvent;
@@ -290,8 +299,7 @@ export class JobManager {
       });
     }
     if (failure?.type === "stopped") {
-      const cancelled = this.#running?.cancelled;
-      this.#set(job.id, { state: cancelled ? "cancelled" : "interrupted" });
+      this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
       return;
     }
     const message = failure?.type === "error"

@@ -1,8 +1,8 @@
 /**
  * A training job in a child process of the sidecar. Reads its spec (a JSON file named on the command line), runs
  * the pipeline, and writes one JSON event per line on stdout: `progress`, `warning`, then `result`, `stopped` or
- * `error`. A line `stop` on stdin, or stdin closing (the sidecar died), stops the run between steps with its
- * state checkpointed.
+ * `error`. A line `stop` on stdin, stdin closing or stdout closing (the sidecar died) stops the run between steps
+ * with its state checkpointed, and the runner exits cleanly.
  *
  * A child process rather than a Worker: a native crash in onnxruntime then ends this job, not the sidecar.
  *
@@ -37,8 +37,22 @@ export type RunnerEvent =
   | { type: "stopped"; message: string }
   | { type: "error"; name: string; message: string };
 
-function emit(e: RunnerEvent): void {
-  Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(e) + "\n"));
+/**
+ * Writes events to stdout while the sidecar reads them. A write that fails (the pipe closed: the sidecar died) is
+ * the same news as stdin closing: the run is asked to stop, which checkpoints it, and later events are dropped.
+ */
+function emitter(controller: AbortController): (e: RunnerEvent) => void {
+  let open = true;
+  return (e) => {
+    if (!open) return;
+    try {
+      const bytes = new TextEncoder().encode(JSON.stringify(e) + "\n");
+      for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
+    } catch {
+      open = false;
+      controller.abort();
+    }
+  };
 }
 
 async function watchStdin(controller: AbortController): Promise<void> {
@@ -55,6 +69,7 @@ async function watchStdin(controller: AbortController): Promise<void> {
 if (import.meta.main) {
   const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(Deno.args[0]));
   const controller = new AbortController();
+  const emit = emitter(controller);
   watchStdin(controller);
   try {
     // The device's choice is logged on stderr, which the sidecar's own stderr carries.

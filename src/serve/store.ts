@@ -12,6 +12,7 @@ import { DatabaseSync } from "node:sqlite";
 /** Every job state, in the order a job can pass through them. */
 export const JOB_STATES = [
   "queued",
+  "starting",
   "searching",
   "retraining",
   "exporting",
@@ -30,7 +31,13 @@ export type JobState = typeof JOB_STATES[number];
 export const FINAL_STATES: readonly JobState[] = ["succeeded", "failed", "attach_failed", "cancelled"];
 
 /** States in which a job's runner is (or should be) working. */
-export const ACTIVE_STATES: readonly JobState[] = ["searching", "retraining", "exporting", "attaching"];
+export const ACTIVE_STATES: readonly JobState[] = [
+  "starting",
+  "searching",
+  "retraining",
+  "exporting",
+  "attaching",
+];
 
 /** A job as stored and served. */
 export interface JobRecord {
@@ -95,6 +102,19 @@ export class JobStore {
     )
       .run(id, JSON.stringify(request), now, now);
     return this.get(id)!;
+  }
+
+  /**
+   * Takes the oldest queued job for the worker: one statement moves it from `queued` to `starting` and returns
+   * it, so two callers can never take the same job. Null when none is queued.
+   */
+  claim(): JobRecord | null {
+    const row = this.#db.prepare(
+      `UPDATE jobs SET state = 'starting', updated_at = ?
+       WHERE seq = (SELECT MIN(seq) FROM jobs WHERE state = 'queued') AND state = 'queued'
+       RETURNING *`,
+    ).get(new Date().toISOString()) as Row | undefined;
+    return row ? toRecord(row) : null;
   }
 
   /** The job, or null. */

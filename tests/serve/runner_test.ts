@@ -5,6 +5,8 @@ import type { RunnerEvent, RunnerSpec } from "../../src/serve/runner.ts";
 import { resolveDevice } from "../../src/runtime/device.ts";
 import { ROOT } from "../model/shared.ts";
 
+const RUNNER = join(ROOT, "src/serve/runner.ts");
+
 /** Runs the real runner on a spec; returns its events and exit code. */
 async function run(spec: Partial<RunnerSpec>): Promise<{ events: RunnerEvent[]; code: number }> {
   const dir = await Deno.makeTempDir({ prefix: "flexora-runner-" });
@@ -41,4 +43,69 @@ Deno.test("the runner trains on the device in its spec, and a device it cannot u
   const last = cuda.events.at(-1);
   assert.equal(last?.type, "error");
   assert.equal((last as { message: string }).message, here);
+});
+
+Deno.test("when the sidecar goes (stdout closed, or stdout and stdin), the runner checkpoints where it was and exits cleanly", async () => {
+  for (const closing of ["stdout", "both"] as const) {
+    const dir = await Deno.makeTempDir({ prefix: "flexora-runner-" });
+    try {
+      const file = join(dir, "spec.json");
+      await Deno.writeTextFile(
+        file,
+        JSON.stringify({
+          model: join(ROOT, "fixtures/tiny-llama"),
+          data: join(ROOT, "fixtures/tiny-data"),
+          options: { maxLength: 64, checkpointEvery: 0, search: { epochs: 50 }, retrain: { epochs: 1 } },
+          out: join(dir, "adapter"),
+          checkpointDir: join(dir, "checkpoints"),
+          resume: false,
+        }),
+      );
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-read",
+          "--allow-write",
+          "--allow-env",
+          "--allow-ffi",
+          "--allow-sys",
+          RUNNER,
+          file,
+        ],
+        cwd: ROOT,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const stderr = new Response(child.stderr).text();
+      // Read events until the search has taken a few steps, then let go of the pipes as a dying sidecar would.
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let seen = 0, buffered = "";
+      while (seen < 3) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the runner ended early: ${await stderr}`);
+        buffered += value;
+        for (const line of buffered.split("\n").slice(0, -1)) {
+          const e = JSON.parse(line);
+          if (e.type === "progress" && e.event.stage === "search") seen = e.event.step;
+        }
+        buffered = buffered.slice(buffered.lastIndexOf("\n") + 1);
+      }
+      await reader.cancel();
+      if (closing === "both") await child.stdin.close();
+      const { code } = await child.status;
+      if (closing === "stdout") await child.stdin.close();
+      const log = await stderr;
+      assert.equal(code, 3, `${closing}: the runner stops as asked, exit 3, not a crash:\n${log}`);
+      assert.doesNotMatch(log, /BrokenPipe/);
+      const ckpt = JSON.parse(await Deno.readTextFile(join(dir, "checkpoints", "search", "checkpoint.json")));
+      // The checkpoint is where the run was: at most a couple of steps past the last one the sidecar saw.
+      assert.ok(
+        ckpt.step >= seen && ckpt.step <= seen + 5,
+        `${closing}: checkpoint at ${ckpt.step}, seen ${seen}`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
 });
