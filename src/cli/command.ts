@@ -53,16 +53,33 @@ export function helpText(cmd: Command): string {
   return lines.join("\n");
 }
 
+/**
+ * Parses a command's arguments as `runCommand` does, without running it: throws `node:util`'s error for an
+ * unknown option or a missing or surplus value.
+ *
+ * @example A command line checked without running the command
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseCommandArgs } from "./command.ts";
+ * import { exportGgufCommand } from "./export_gguf.ts";
+ *
+ * const { values } = parseCommandArgs(exportGgufCommand, ["--model", "M", "--out", "m.gguf", "--json"]);
+ * assert.equal(values.out, "m.gguf");
+ * assert.throws(() => parseCommandArgs(exportGgufCommand, ["--model", "M", "--bogus"]), /bogus/);
+ * ```
+ */
+export function parseCommandArgs(
+  cmd: Command,
+  args: string[],
+): { values: Record<string, unknown>; positionals: string[] } {
+  return parseArgs({ args, options: { ...COMMON, ...cmd.options }, allowPositionals: true, strict: true });
+}
+
 /** Parses a command's arguments and runs it; returns the exit code. */
 export async function runCommand(cmd: Command, args: string[], io: Io): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      options: { ...COMMON, ...cmd.options },
-      allowPositionals: true,
-      strict: true,
-    });
+    parsed = parseCommandArgs(cmd, args);
   } catch (e) {
     io.err(`flexora ${cmd.name}: ${(e as Error).message}\nRun 'flexora ${cmd.name} --help' for the options.`);
     return 2;
