@@ -8,13 +8,11 @@
 
 import { join } from "node:path";
 import { fromPeftKey } from "../src/model/names.ts";
+import { isSafeName, nameProblem } from "../src/util/safe_name.ts";
 import { readHeader, type SafetensorsHeader } from "../src/model/safetensors.ts";
 import { attaching } from "./errors.ts";
 import { positiveIntOption } from "./options.ts";
 import { type AdapterRef, AttachError, type ServerConfig } from "./types.ts";
-
-/** Names requests select adapters by (and folder names, so never `.` or `..`). */
-export const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** The files of a PEFT LoRA adapter folder. */
 export const CONFIG_FILE = "adapter_config.json";
@@ -36,8 +34,8 @@ export interface AdapterFiles {
 }
 
 /**
- * Checks an adapter name: `[A-Za-z0-9._-]{1,64}`, and not `.` or `..` (names become folder names); `what` starts
- * the error message.
+ * Checks an adapter name against the one name rule ({@link isSafeName}: a safe single path segment, never `.`
+ * or `..`); `what` starts the error message.
  *
  * @example
  * ```ts
@@ -46,13 +44,7 @@ export interface AdapterFiles {
  * ```
  */
 export function checkName(what: string, name: string): void {
-  if (!NAME.test(name) || name === "." || name === "..") {
-    throw new AttachError(
-      `${what}: an adapter name must match [A-Za-z0-9._-]{1,64} and not be '.' or '..', got ${
-        JSON.stringify(name)
-      }`,
-    );
-  }
+  if (!isSafeName(name)) throw new AttachError(`${what}: an adapter name ${nameProblem(name)}`);
 }
 
 /**

@@ -13,7 +13,7 @@ export type ServerKind = "vllm" | "sglang" | "lorax" | "llamacpp" | "ollama" | "
 
 /** A configured server (one deployment). */
 export interface ServerConfig {
-  /** Name in flexora's configuration, `[A-Za-z0-9._-]{1,64}`. */
+  /** Name in flexora's configuration, `isSafeName` (src/util/safe_name.ts). */
   readonly name: string;
   readonly kind: ServerKind;
   /** Base URL, e.g. `http://127.0.0.1:8000`. */
@@ -28,7 +28,7 @@ export interface ServerConfig {
 
 /** An adapter to attach: a PEFT folder written by flexora, and the name to serve it under. */
 export interface AdapterRef {
-  /** Name requests use to select the adapter, `[A-Za-z0-9._-]{1,64}`. */
+  /** Name requests use to select the adapter, `isSafeName` (src/util/safe_name.ts). */
   readonly name: string;
   /** Absolute path of the PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`). */
   readonly path: string;

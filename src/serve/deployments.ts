@@ -6,7 +6,7 @@
  */
 
 import type { ServerConfig, ServerKind } from "../../plugins/types.ts";
-import { NAME } from "./security.ts";
+import { isSafeName, nameProblem } from "../util/safe_name.ts";
 
 /** A configured server: one deployment, served by one or more replicas. */
 export interface DeploymentConfig extends ServerConfig {
@@ -71,9 +71,7 @@ export function parseServers(json: unknown, source = "servers"): DeploymentConfi
     const unknown = Object.keys(entry).find((k) => !FIELDS.has(k));
     if (unknown) throw new Error(`${at(unknown)} is not a server field (${[...FIELDS].join(", ")})`);
     const { name, kind, url, replicas, token, baseModel, options } = entry;
-    if (typeof name !== "string" || !NAME.test(name)) {
-      throw new Error(`${at("name")} must match [A-Za-z0-9._-]{1,64}, got ${JSON.stringify(name)}`);
-    }
+    if (!isSafeName(name)) throw new Error(`${at("name")} ${nameProblem(name)}`);
     if (names.has(name)) throw new Error(`${at("name")}: '${name}' is configured twice`);
     names.add(name);
     if (!SERVER_KINDS.includes(kind)) {

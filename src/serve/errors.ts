@@ -38,6 +38,13 @@ export function toResponse(e: Error, c: Context): Response {
   else if (e instanceof OptionsError) status = 400;
   else if (e instanceof UnsupportedError) status = 501;
   else if (e instanceof AttachError) status = 502;
-  const message = e instanceof HTTPException && e.message === "" ? "request failed" : e.message;
+  let message = e instanceof HTTPException && e.message === "" ? "request failed" : e.message;
+  if (status === 415) {
+    // Every route with a body takes JSON.
+    const sent = c.req.header("content-type");
+    message = `the request body must be JSON, sent with Content-Type: application/json (got ${
+      sent ? `Content-Type: ${sent}` : "no Content-Type"
+    })`;
+  }
   return c.json(errorBody(status === 500 ? `internal error: ${message}` : message), status);
 }

@@ -24,7 +24,7 @@ import { ACTIVE_STATES, FINAL_STATES, type JobRecord, type JobState, type JobSto
 export interface JobRequest {
   readonly model: string;
   readonly data: string;
-  /** Adapter name, `[A-Za-z0-9._-]{1,64}`. */
+  /** Adapter name (the one name rule, `isSafeName`). */
   readonly name: string;
   readonly options: Record<string, unknown>;
   readonly padLayers?: boolean;

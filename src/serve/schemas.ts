@@ -6,10 +6,14 @@
  */
 
 import { z } from "@hono/zod-openapi";
-import { NAME } from "./security.ts";
+import { isSafeName, NAME_RULE, nameProblem } from "../util/safe_name.ts";
 import { JOB_STATES } from "./store.ts";
 
-export const Name = z.string().regex(NAME, "must match [A-Za-z0-9._-]{1,64}");
+/** Adapter, job and server names: the one name rule ({@link isSafeName}). */
+export const Name = z.string().refine(isSafeName, { error: (issue) => nameProblem(issue.input) }).openapi({
+  description: NAME_RULE,
+  pattern: "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$",
+});
 
 const Lora = z.strictObject({
   rank: z.int().positive().optional(),

@@ -1,5 +1,5 @@
 /**
- * The sidecar's guards: bearer tokens, name rules, and paths confined to configured roots.
+ * The sidecar's guards: bearer tokens and paths confined to configured roots.
  *
  * @module
  */
@@ -8,9 +8,6 @@ import { timingSafeEqual } from "node:crypto";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
-
-/** Adapter, job and server names. */
-export const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** A random token for a first start without `FLEXORA_TOKEN`. */
 export function generateToken(): string {
@@ -22,6 +19,15 @@ export function generateToken(): string {
 function sameToken(given: string, token: string): boolean {
   const a = new TextEncoder().encode(given), b = new TextEncoder().encode(token);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * The token of an `Authorization: Bearer <token>` header, or null. The scheme is case-insensitive and may be
+ * followed by several spaces (RFC 7235 section 2.1).
+ */
+export function bearerToken(header: string | undefined): string | null {
+  const match = /^bearer +(\S+) *$/i.exec(header ?? "");
+  return match ? match[1] : null;
 }
 
 /** Options of {@link bearerAuth}. */
@@ -39,8 +45,7 @@ export function bearerAuth(options: AuthOptions): MiddlewareHandler {
     const open = c.req.path === "/healthz" ||
       (!mutating && (c.req.path === "/" || /^\/jobs\/[^/]+$/.test(c.req.path)));
     if (!open && (mutating || options.guardReads)) {
-      const header = c.req.header("authorization") ?? "";
-      const given = header.startsWith("Bearer ") ? header.slice(7) : "";
+      const given = bearerToken(c.req.header("authorization"));
       if (!given || !sameToken(given, options.token)) {
         throw new HTTPException(401, {
           message: "missing or wrong bearer token (Authorization: Bearer <token>)",

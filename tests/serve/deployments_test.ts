@@ -23,7 +23,8 @@ Deno.test("bad server entries are refused with the entry, field and value", () =
       [{ name: "a", kind: "vllm", url: "http://x", replica: [] }],
       /server 0 \('a'\): 'replica' is not a server field/,
     ],
-    [[{ name: "a b", kind: "vllm", url: "http://x" }], /'name' must match .*, got "a b"/],
+    [[{ name: "a b", kind: "vllm", url: "http://x" }], /'name' must be 1-64 characters .*, got "a b"/],
+    [[{ name: "..", kind: "vllm", url: "http://x" }], /'name' must be 1-64 characters .*, got "\.\."/],
     [[{ name: "a", kind: "tgi", url: "http://x" }], /'kind' must be one of .*, got "tgi"/],
     [[{ name: "a", kind: "vllm" }], /give either 'url' or 'replicas'/],
     [
