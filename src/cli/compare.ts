@@ -63,7 +63,7 @@ const SHARED = Object.fromEntries(
 export const compareCommand: Command = {
   name: "compare",
   summary: "run flexora, all-layer LoRA and random-k on the same data and print a table",
-  usage: "--model DIR --data DATASET [finetune options] [--json]",
+  usage: "--model DIR|ID --data DATASET [finetune options] [--json]",
   options: { ...MODEL_OPTIONS, ...SHARED },
   help: Object.fromEntries(Object.keys(SHARED).map((k) => [k, finetuneCommand.help[k] ?? MODEL_HELP[k]])),
   async run(values, _positionals, io) {

@@ -9,6 +9,7 @@ import type { GgufDType } from "../export/gguf/container.ts";
 import { exportModelGguf } from "../export/gguf/model.ts";
 import { choiceOption, requireString } from "./args.ts";
 import type { Command } from "./command.ts";
+import { MODEL_ARG_HELP, modelFolder } from "./model_options.ts";
 
 /** How to run what was written, for the plain-text output. */
 function usage(out: string, adapter: boolean): string {
@@ -20,7 +21,7 @@ function usage(out: string, adapter: boolean): string {
 export const exportGgufCommand: Command = {
   name: "export-gguf",
   summary: "write a model, or a PEFT adapter made for it, as GGUF for llama.cpp and Ollama",
-  usage: "--model DIR [--adapter DIR] --out FILE [--dtype f32|f16] [--json]",
+  usage: "--model DIR|ID [--adapter DIR] --out FILE [--dtype f32|f16] [--json]",
   options: {
     model: { type: "string" },
     adapter: { type: "string" },
@@ -28,13 +29,14 @@ export const exportGgufCommand: Command = {
     dtype: { type: "string" },
   },
   help: {
-    model: "DIR  Hugging Face model directory (llama, mistral or qwen2)",
+    model: `${MODEL_ARG_HELP}; llama, mistral or qwen2`,
     adapter: "DIR  PEFT LoRA adapter made for --model: write it as a GGUF LoRA adapter instead of the model",
     out: "FILE  the GGUF file to write",
     dtype: "D  f32 or f16 for matrices (default: f16 for a 16-bit checkpoint, else f32; adapters f32)",
   },
   async run(values, _positionals, io) {
-    const model = requireString(values, "model"), out = requireString(values, "out");
+    const out = requireString(values, "out");
+    const model = await modelFolder(requireString(values, "model"), io);
     const dtype = values.dtype === undefined
       ? undefined
       : choiceOption(values, "dtype", ["f32", "f16"], "f32").toUpperCase() as GgufDType;

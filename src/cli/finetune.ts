@@ -111,7 +111,7 @@ export function summary(r: FinetuneResult): Record<string, unknown> {
 export const finetuneCommand: Command = {
   name: "finetune",
   summary: "search gates, select layers, retrain LoRA on them and write a PEFT adapter (or a baseline)",
-  usage: "[--model DIR --data DATASET] [--out DIR] [--method flexora|lora|random-k] [--select RULE] " +
+  usage: "[--model DIR|ID --data DATASET] [--out DIR] [--method flexora|lora|random-k] [--select RULE] " +
     "[--resume DIR] [options] [--json]",
   options: {
     ...MODEL_OPTIONS,
@@ -145,7 +145,7 @@ export const finetuneCommand: Command = {
   },
   help: {
     ...MODEL_HELP,
-    model: "DIR  Hugging Face model directory (default: the fixture tiny Llama, with --data defaulting too)",
+    model: `${MODEL_HELP.model} (default: the fixture model, with --data defaulting too)`,
     data: "DATASET  JSONL file or folder with train/validation/test files, or a benchmark folder",
     out: "DIR  new folder for the adapter (default out/adapter-<time>)",
     method:

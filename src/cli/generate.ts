@@ -13,7 +13,7 @@ import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
 export const generateCommand: Command = {
   name: "generate",
   summary: "generate text from a prompt (greedy, or sampled with temperature/top-p/seed)",
-  usage: "--model DIR (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N [--greedy] [--temperature T] " +
+  usage: "--model DIR|ID (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N [--greedy] [--temperature T] " +
     "[--top-p P] [--seed S] [--adapter DIR] [--device D] [--dtype T] [--json]",
   options: {
     ...MODEL_OPTIONS,

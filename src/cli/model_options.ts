@@ -1,5 +1,5 @@
 /**
- * The options every model command shares: `--model DIR`, `--adapter DIR`, `--device D`, `--dtype T`.
+ * The options every model command shares: `--model DIR|ID`, `--adapter DIR`, `--device D`, `--dtype T`.
  *
  * @module
  */
@@ -12,6 +12,8 @@ import type { AdapterSpec } from "../model/graphs.ts";
 import type { HostTensor } from "../runtime/session.ts";
 import { choiceOption, requireString } from "./args.ts";
 import type { Io } from "./command.ts";
+import { downloadReporter } from "./progress.ts";
+import { modelDir } from "../hub/source.ts";
 
 /** parseArgs options of model commands. */
 export const MODEL_OPTIONS: ParseArgsOptionsConfig = {
@@ -24,9 +26,25 @@ export const MODEL_OPTIONS: ParseArgsOptionsConfig = {
 /** The compute types `--dtype` accepts. */
 export const DTYPES = ["float32", "float16"] as const;
 
+/** --help text of `--model` (also used by commands that take no other model option). */
+export const MODEL_ARG_HELP =
+  "DIR|ID  Hugging Face model folder, or a Hub id org/name[@revision] fetched into the " +
+  "Hugging Face cache (a folder that exists wins; HF_TOKEN, HF_HOME, HF_HUB_OFFLINE: docs/hub.md)";
+
+/**
+ * The local folder `--model` names: itself, or a Hub id's snapshot in the cache, downloaded with progress on
+ * stderr.
+ */
+export async function modelFolder(model: string, io: Io): Promise<string> {
+  return await modelDir(model, {
+    onProgress: downloadReporter(io),
+    onWarning: (w) => io.err(`warning: ${w}`),
+  });
+}
+
 /** --help lines of the model options. */
 export const MODEL_HELP: Record<string, string> = {
-  model: "DIR  Hugging Face model directory (config.json, safetensors, tokenizer)",
+  model: MODEL_ARG_HELP,
   adapter: "DIR  PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)",
   device: `D  ${DEVICES.join("|")} (default auto: the best available, logged)`,
   dtype: "T  float32 (default) or float16: mixed precision, meant for GPUs (emulated on the CPU, no faster)",
@@ -49,7 +67,7 @@ export async function openModel(values: Record<string, unknown>, io: Io): Promis
   const dtype = choiceOption(values, "dtype", DTYPES, "float32");
   const { providers } = await resolveDevice(device, (l) => io.err(l));
   const warning = dtypeWarning(dtype, providers) ?? undefined;
-  const model = await loadModel(requireString(values, "model"), { dtype, providers });
+  const model = await loadModel(await modelFolder(requireString(values, "model"), io), { dtype, providers });
   if (typeof values.adapter !== "string") return { model, adapterInputs: {}, warning };
   const adapter = await readAdapter(values.adapter, model.config);
   return {

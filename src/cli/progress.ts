@@ -6,6 +6,7 @@
  */
 
 import type { ProgressEvent } from "../flexora/progress.ts";
+import type { DownloadProgress } from "../hub/download.ts";
 import { consoleIo, type Io } from "./command.ts";
 
 function clock(seconds: number): string {
@@ -54,5 +55,26 @@ export function progressReporter(io: Io): (e: ProgressEvent) => void {
       write(`${describeProgress(e)}\n`);
       [lastStage, lastTenth] = [e.stage, tenth];
     }
+  };
+}
+
+/** A reporter of Hub downloads for a command's `io`: a redrawn bar per file on a terminal, else a line per 25 %. */
+export function downloadReporter(io: Io): (p: DownloadProgress) => void {
+  const terminal = io === consoleIo && Deno.stderr.isTerminal();
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  let lastFile = "", lastQuarter = -1;
+  return (p) => {
+    const fraction = p.total > 0 ? p.received / p.total : 1;
+    const text = `download ${p.file} ${mib(p.received)}/${mib(p.total)}`;
+    if (terminal) {
+      const width = 24, filled = Math.round(fraction * width);
+      const line = `\r\x1b[2K${text} ${"█".repeat(filled)}${"░".repeat(width - filled)}`;
+      Deno.stderr.writeSync(new TextEncoder().encode(line + (fraction >= 1 ? "\n" : "")));
+      return;
+    }
+    const quarter = Math.floor(fraction * 4);
+    if (p.file === lastFile && quarter === lastQuarter) return;
+    [lastFile, lastQuarter] = [p.file, quarter];
+    io.err(text);
   };
 }

@@ -54,7 +54,7 @@ export function classifyRows(
 export const scoreCommand: Command = {
   name: "score",
   summary: "score a JSONL file: multiple-choice accuracy, or completion perplexity",
-  usage: "--model DIR --data FILE.jsonl [--adapter DIR] [--device D] [--dtype T] [--json]",
+  usage: "--model DIR|ID --data FILE.jsonl [--adapter DIR] [--device D] [--dtype T] [--json]",
   options: { ...MODEL_OPTIONS, data: { type: "string" } },
   help: {
     ...MODEL_HELP,

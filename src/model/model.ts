@@ -14,9 +14,12 @@ import type { BuiltGraph } from "./graphs.ts";
 import { openCheckpoint } from "./safetensors.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { WeightStore } from "./weights.ts";
+import { modelDir } from "../hub/source.ts";
+import type { DownloadModelOptions } from "../hub/snapshot.ts";
 
 /** A loaded model: what graphs are built from. */
 export interface Model {
+  /** The local folder it was read from (for a Hub id, its snapshot in the Hugging Face cache). */
   readonly dir: string;
   readonly config: ModelConfig;
   readonly tokenizer: Tokenizer;
@@ -45,10 +48,16 @@ export interface LoadModelOptions {
    * into this list.
    */
   providers?: readonly string[];
+  /**
+   * How a Hub id is fetched (settings, progress, warnings); default: the Hugging Face environment variables
+   * (see docs/hub.md).
+   */
+  hub?: DownloadModelOptions;
 }
 
 /**
- * Loads config, checkpoint and tokenizer from `dir`; every problem names the file.
+ * Loads config, checkpoint and tokenizer from `model`: a folder, or a Hub id (`org/name[@revision]`) fetched
+ * into the Hugging Face cache first (a folder that exists wins); every problem names the file.
  *
  * @example
  * ```ts
@@ -62,12 +71,12 @@ export interface LoadModelOptions {
  * if (half.dtype !== "float16") throw new Error("graphs built on it compute in float16");
  * ```
  */
-export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel(model: string, options: LoadModelOptions = {}): Promise<Model> {
   const dtype = options.dtype ?? "float32";
   if (!["float32", "float16", "float64"].includes(dtype)) {
     throw new Error(`'dtype' must be float32, float16 or float64, got ${JSON.stringify(dtype)}`);
   }
-  const root = resolve(dir);
+  const root = resolve(await modelDir(model, options.hub));
   const config = await readConfig(root);
   const weights = new WeightStore(await openCheckpoint(root), { dtype });
   const tokenizer = await loadTokenizer(root, { modelVocabSize: config.vocabSize });
