@@ -6,6 +6,7 @@
 
 import type { ParseArgsOptionsConfig } from "node:util";
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
+import { formatPlacement } from "../runtime/placement.ts";
 import { dtypeWarning, loadModel, type Model } from "../model/model.ts";
 import { type Adapter, readAdapter } from "../model/peft.ts";
 import type { AdapterSpec } from "../model/graphs.ts";
@@ -46,7 +47,8 @@ export async function modelFolder(model: string, io: Io): Promise<string> {
 export const MODEL_HELP: Record<string, string> = {
   model: MODEL_ARG_HELP,
   adapter: "DIR  PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)",
-  device: `D  ${DEVICES.join("|")} (default auto: the best available, logged)`,
+  device: `D  ${DEVICES.join("|")} (default auto: cuda when its provider loads, else cpu; logged, with ` +
+    "where each graph's nodes ran)",
   dtype: "T  float32 (default) or float16: mixed precision, meant for GPUs (emulated on the CPU, no faster)",
 };
 
@@ -67,7 +69,11 @@ export async function openModel(values: Record<string, unknown>, io: Io): Promis
   const dtype = choiceOption(values, "dtype", DTYPES, "float32");
   const { providers } = await resolveDevice(device, (l) => io.err(l));
   const warning = dtypeWarning(dtype, providers) ?? undefined;
-  const model = await loadModel(await modelFolder(requireString(values, "model"), io), { dtype, providers });
+  const model = await loadModel(await modelFolder(requireString(values, "model"), io), {
+    dtype,
+    providers,
+    onPlacement: providers[0] === "cpu" ? undefined : (p) => io.err(formatPlacement(p)),
+  });
   if (typeof values.adapter !== "string") return { model, adapterInputs: {}, warning };
   const adapter = await readAdapter(values.adapter, model.config);
   return {

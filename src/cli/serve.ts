@@ -13,6 +13,7 @@ import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
 import { createEmbeddedApp } from "../serve/embedded/app.ts";
 import { generateToken, isLoopback } from "../serve/security.ts";
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
+import { formatPlacement } from "../runtime/placement.ts";
 import { choiceOption, numberOption } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
 
@@ -121,7 +122,10 @@ export const serveCommand: Command = {
     if (typeof values["embedded-model"] === "string") {
       const embeddedPort = numberOption(values, "embedded-port", { integer: true, min: 0, max: 65535 }) ??
         port + 1;
-      const model = await loadModel(values["embedded-model"], { providers });
+      const model = await loadModel(values["embedded-model"], {
+        providers,
+        onPlacement: providers[0] === "cpu" ? undefined : (p) => io.err(formatPlacement(p)),
+      });
       const embedded = createEmbeddedApp({
         model,
         allowedAdapterRoots: [join(dataDir, "adapters"), ...roots],

@@ -6,6 +6,7 @@
  */
 
 import { resolve } from "node:path";
+import type { Placement } from "../runtime/placement.ts";
 import { createSession, type Session } from "../runtime/session.ts";
 import type { ComputeFloat } from "../graph/dtype.ts";
 import { serialize } from "../graph/serialize.ts";
@@ -53,6 +54,11 @@ export interface LoadModelOptions {
    * (see docs/hub.md).
    */
   hub?: DownloadModelOptions;
+  /**
+   * Called once per session, after its first run, with where its nodes ran (see {@link Placement}); the CLI and
+   * the sidecar log it when the device is not the CPU. Profiling that first run costs a little time.
+   */
+  onPlacement?: (placement: Placement) => void;
 }
 
 /**
@@ -88,11 +94,13 @@ export async function loadModel(model: string, options: LoadModelOptions = {}): 
     weights,
     dtype,
     providers,
-    async session(built, options = {}) {
+    async session(built, sessionOptions = {}) {
       return await createSession(serialize(built.graph, built.outputs), {
-        threads: options.threads,
-        providers: options.providers ?? providers,
+        threads: sessionOptions.threads,
+        providers: sessionOptions.providers ?? providers,
         optimization: built.graph.float === "float64" ? "basic" : "all",
+        onPlacement: options.onPlacement,
+        name: built.graph.name,
         externalData: await weights.externalData(built.graph),
       });
     },

@@ -1,9 +1,11 @@
 /**
- * Choosing an onnxruntime execution provider: `cpu`, `webgpu`, `cuda`, or `auto` (the best that works here).
+ * Choosing an onnxruntime execution provider: `cpu`, `webgpu`, `cuda`, or `auto` (CUDA when its provider loads
+ * here, else the CPU; WebGPU only when asked).
  *
  * The CPU and WebGPU providers ship inside the onnxruntime-node npm package; the CUDA provider is downloaded by
- * the package's install script only when asked (`ONNXRUNTIME_NODE_INSTALL=cuda12`). A provider is tried by
- * opening a one-node session, once per process.
+ * the package's install script only when asked (`ONNXRUNTIME_NODE_INSTALL=cuda12`), or copied in offline (see
+ * docs/devices.md). WebGPU is Dawn on Vulkan: a GPU's driver, or on a machine without one Mesa's lavapipe
+ * (`tools/lavapipe.sh`). A provider is tried by opening a one-node session, once per process.
  *
  * @module
  */
@@ -27,7 +29,9 @@ export class DeviceError extends Error {
 const HOW_TO: Record<"webgpu" | "cuda", string> = {
   cuda: "install onnxruntime-node's CUDA provider on a machine with CUDA 12 and network access: " +
     "ONNXRUNTIME_NODE_INSTALL=cuda12 npx -y deno@2.9.6 install --allow-scripts=npm:onnxruntime-node@1.30.0",
-  webgpu: "WebGPU needs a GPU and its Vulkan driver and loader (libvulkan1) on this machine",
+  webgpu:
+    "WebGPU needs a Vulkan driver that Dawn accepts and the Vulkan loader (libvulkan1): a GPU's, or on " +
+    "the CPU Mesa 23 or later's lavapipe (tools/lavapipe.sh installs it and prints the VK_ICD_FILENAMES to set)",
 };
 
 const probes = new Map<string, Promise<string | null>>();
@@ -80,19 +84,18 @@ export async function resolveDevice(
   }
   if (device === "cpu") return { device, providers: ["cpu"] };
   if (device === "auto") {
-    for (const candidate of ["cuda", "webgpu"] as const) {
-      const reason = await probe(candidate);
-      if (reason === null) {
-        log(`device: ${candidate} (auto)`);
-        return { device: candidate, providers: [candidate, "cpu"] };
-      }
+    const reason = await probe("cuda");
+    if (reason === null) {
+      log("device: cuda (auto)");
+      return { device: "cuda", providers: ["cuda", "cpu"] };
     }
-    log("device: cpu (auto: no CUDA or WebGPU provider works here)");
+    log(`device: cpu (auto: ${reason})`);
     return { device: "cpu", providers: ["cpu"] };
   }
   const reason = await probe(device);
   if (reason !== null) {
     throw new DeviceError(`device '${device}' is unavailable (${reason}); ${HOW_TO[device]}`);
   }
+  log(`device: ${device}`);
   return { device, providers: [device, "cpu"] };
 }

@@ -24,6 +24,7 @@
 
 import * as ort from "onnxruntime-node";
 import { allocate, type DType, type HostArray, toHostArray } from "../graph/dtype.ts";
+import { type Placement, placementFromProfile } from "./placement.ts";
 
 /** A tensor in host memory. */
 export interface HostTensor {
@@ -63,6 +64,20 @@ export interface SessionOptions {
    * onnxruntime's fusions (x·sigmoid(x) into QuickGelu, for one) have float32 kernels only.
    */
   optimization?: "all" | "basic";
+  /**
+   * Called once, after the first run, with where the session's nodes ran (from onnxruntime's profile of that
+   * run; profiling stops after it).
+   */
+  onPlacement?: (placement: Placement) => void;
+  /** The graph's name in the placement report (default "model"). */
+  name?: string;
+}
+
+/** What a session profiles its first run for. */
+interface Profiled {
+  readonly dir: string;
+  readonly name: string;
+  readonly report: (placement: Placement) => void;
 }
 
 const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
@@ -101,9 +116,12 @@ function fromOrt(t: ort.Tensor): HostTensor {
 /** A loaded model. */
 export class Session {
   readonly #session: ort.InferenceSession;
+  #profiled?: Profiled;
 
-  constructor(session: ort.InferenceSession) {
+  /** Wraps an onnxruntime session; `profiled` when it was created profiling (see {@link createSession}). */
+  constructor(session: ort.InferenceSession, profiled?: Profiled) {
     this.#session = session;
+    this.#profiled = profiled;
   }
 
   /** Names of the model's inputs. */
@@ -126,6 +144,7 @@ export class Session {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
     const out = fetches ? await this.#session.run(ortFeeds, fetches) : await this.#session.run(ortFeeds);
+    if (this.#profiled) await this.#reportPlacement(this.#profiled);
     const result: Record<string, HostTensor> = {};
     for (const [name, t] of Object.entries(out)) result[name] = fromOrt(t);
     return result;
@@ -133,7 +152,26 @@ export class Session {
 
   /** Frees the native session. */
   async release(): Promise<void> {
+    if (this.#profiled) {
+      this.#session.endProfiling();
+      await Deno.remove(this.#profiled.dir, { recursive: true });
+      this.#profiled = undefined;
+    }
     await this.#session.release();
+  }
+
+  async #reportPlacement(profiled: Profiled): Promise<void> {
+    this.#profiled = undefined;
+    this.#session.endProfiling();
+    try {
+      const events = [];
+      for await (const entry of Deno.readDir(profiled.dir)) {
+        for (const e of JSON.parse(await Deno.readTextFile(`${profiled.dir}/${entry.name}`))) events.push(e);
+      }
+      profiled.report(placementFromProfile(profiled.name, events));
+    } finally {
+      await Deno.remove(profiled.dir, { recursive: true });
+    }
   }
 }
 
@@ -148,11 +186,18 @@ export async function createSession(
     graphOptimizationLevel: options.optimization ?? "all",
     executionProviders: options.providers ?? ["cpu"],
   };
+  let profiled: Profiled | undefined;
+  if (options.onPlacement) {
+    const dir = await Deno.makeTempDir({ prefix: "flexora-profile-" });
+    profiled = { dir, name: options.name ?? "model", report: options.onPlacement };
+    opts.enableProfiling = true;
+    opts.profileFilePrefix = `${dir}/profile`;
+  }
   if (options.externalData) {
     opts.externalData = Object.entries(options.externalData).map(([path, data]) => ({ path, data }));
   }
   const session = typeof model === "string"
     ? await ort.InferenceSession.create(model, opts)
     : await ort.InferenceSession.create(model, opts);
-  return new Session(session);
+  return new Session(session, profiled);
 }

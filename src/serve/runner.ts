@@ -15,6 +15,7 @@ import { finetune } from "../flexora/pipeline.ts";
 import { StoppedError } from "../flexora/progress.ts";
 import { loadModel } from "../model/model.ts";
 import { type Device, resolveDevice } from "../runtime/device.ts";
+import { formatPlacement } from "../runtime/placement.ts";
 
 /** What the sidecar hands a runner. */
 export interface RunnerSpec {
@@ -74,7 +75,11 @@ if (import.meta.main) {
   try {
     // The device's choice is logged on stderr, which the sidecar's own stderr carries.
     const { providers } = await resolveDevice(spec.device ?? "cpu", (line) => console.error(line));
-    const model = await loadModel(spec.model, { dtype: spec.options.dtype, providers });
+    const model = await loadModel(spec.model, {
+      dtype: spec.options.dtype,
+      providers,
+      onPlacement: providers[0] === "cpu" ? undefined : (p) => console.error(formatPlacement(p)),
+    });
     const result = await finetune(model, spec.data, spec.options, {
       out: spec.out,
       checkpointDir: spec.checkpointDir,

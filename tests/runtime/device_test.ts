@@ -12,6 +12,13 @@ Deno.test("auto picks a provider that works and logs the choice", async () => {
   assert.match(lines.join("\n"), new RegExp(`device: ${device}`));
 });
 
+Deno.test("auto takes CUDA or the CPU, never WebGPU (that runs only when asked)", async () => {
+  const lines: string[] = [];
+  const { device } = await resolveDevice("auto", (l) => lines.push(l));
+  assert.ok(device === "cuda" || device === "cpu", device);
+  if (device === "cpu") assert.match(lines[0], /^device: cpu \(auto: .+\)$/);
+});
+
 Deno.test("an unavailable CUDA provider says how to install it", async () => {
   const cuda = await resolveDevice("cuda").catch((e) => e);
   if (cuda instanceof DeviceError) assert.match(cuda.message, /ONNXRUNTIME_NODE_INSTALL=cuda12/);
