@@ -7,23 +7,29 @@
  */
 
 import { join } from "node:path";
-import { fromPeftKey } from "../src/model/names.ts";
 import { isSafeName, nameProblem } from "../src/util/safe_name.ts";
-import { readHeader, type SafetensorsHeader } from "../src/model/safetensors.ts";
+import {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  type AdapterConfigJson,
+  readAdapterConfig,
+  readAdapterWeights,
+} from "../src/model/peft.ts";
+import type { SafetensorsHeader } from "../src/model/safetensors.ts";
 import { attaching } from "./errors.ts";
 import { positiveIntOption } from "./options.ts";
 import { type AdapterRef, AttachError, type ServerConfig } from "./types.ts";
 
-/** The files of a PEFT LoRA adapter folder. */
-export const CONFIG_FILE = "adapter_config.json";
-export const WEIGHTS_FILE = "adapter_model.safetensors";
+/** The files of a PEFT LoRA adapter folder (named by their owner, src/model/peft.ts). */
+export const CONFIG_FILE = ADAPTER_CONFIG_FILE;
+export const WEIGHTS_FILE = ADAPTER_WEIGHTS_FILE;
 
 /** An adapter folder as read before attaching. */
 export interface AdapterFiles {
   readonly configFile: string;
   readonly weightsFile: string;
-  /** `adapter_config.json` as written. */
-  readonly config: Readonly<Record<string, unknown>>;
+  /** `adapter_config.json` as written (checked by {@link readAdapterConfig}). */
+  readonly config: AdapterConfigJson;
   /** `r`. */
   readonly rank: number;
   /** `base_model_name_or_path`, or null. */
@@ -63,24 +69,11 @@ export function checkName(what: string, name: string): void {
 export async function inspectAdapter(server: ServerConfig, adapter: AdapterRef): Promise<AdapterFiles> {
   checkName(attaching(server, adapter.name), adapter.name);
   const fail = (problem: string) => new AttachError(`${attaching(server, adapter.name)}: ${problem}`);
-  const configFile = join(adapter.path, CONFIG_FILE), weightsFile = join(adapter.path, WEIGHTS_FILE);
-  let config: Record<string, unknown>;
-  try {
-    const json = JSON.parse(await Deno.readTextFile(configFile));
-    if (typeof json !== "object" || json === null || Array.isArray(json)) {
-      throw new Error("not a JSON object");
-    }
-    config = json;
-  } catch (e) {
-    throw fail(`${configFile}: cannot read the adapter config (${(e as Error).message})`);
-  }
-  if (config.peft_type !== undefined && config.peft_type !== "LORA") {
-    throw fail(`${configFile}: 'peft_type' must be "LORA", got ${JSON.stringify(config.peft_type)}`);
-  }
+  const configFile = join(adapter.path, CONFIG_FILE);
+  const config = await readAdapterConfig(adapter.path).catch((e) => {
+    throw fail((e as Error).message);
+  });
   const rank = config.r;
-  if (typeof rank !== "number" || !Number.isInteger(rank) || rank <= 0) {
-    throw fail(`${configFile}: 'r' must be a positive integer, got ${JSON.stringify(rank)}`);
-  }
   if (rank !== adapter.rank) {
     throw fail(`${configFile} has rank ${rank}, but the adapter was given as rank ${adapter.rank}`);
   }
@@ -91,27 +84,10 @@ export async function inspectAdapter(server: ServerConfig, adapter: AdapterRef):
         `train with rank ${limit} or less, or restart the server with a larger --max-lora-rank`,
     );
   }
-  let header: SafetensorsHeader;
-  try {
-    header = await readHeader(weightsFile);
-  } catch (e) {
-    throw fail(`cannot read the adapter weights (${(e as Error).message})`);
-  }
-  const halves = new Map<string, Set<string>>();
-  for (const t of header.tensors) {
-    const key = fromPeftKey(t.name);
-    if (!key) continue;
-    const id = `${key.layer}:${key.module}`;
-    halves.set(id, (halves.get(id) ?? new Set()).add(key.matrix));
-  }
-  const modules = new Map<number, Set<string>>();
-  for (const [id, got] of halves) {
-    if (got.size !== 2) continue;
-    const [layer, module] = id.split(":");
-    modules.set(Number(layer), (modules.get(Number(layer)) ?? new Set()).add(module));
-  }
-  const baseModel = typeof config.base_model_name_or_path === "string"
-    ? config.base_model_name_or_path
-    : null;
+  const weights = await readAdapterWeights(adapter.path).catch((e) => {
+    throw fail((e as Error).message);
+  });
+  const { file: weightsFile, header, modules } = weights;
+  const baseModel = config.base_model_name_or_path ?? null;
   return { configFile, weightsFile, config, rank, baseModel, header, modules };
 }

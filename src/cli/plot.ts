@@ -6,6 +6,7 @@
  */
 
 import { basename, join, resolve } from "node:path";
+import { hasFlexoraJson, readFlexoraJson } from "../flexora/flexora_json.ts";
 import { fromJob, fromReport, renderSvg } from "../report/svg.ts";
 import { JobStore } from "../serve/store.ts";
 import { requireString } from "./args.ts";
@@ -24,10 +25,9 @@ export const plotCommand: Command = {
     const out = requireString(values, "out");
     const [target] = positionals;
     if (!target || positionals.length > 1) throw new UsageError("give one job id or adapter folder");
-    const report = await Deno.readTextFile(join(target, "flexora.json")).catch(() => null);
     let svg: string;
-    if (report !== null) {
-      svg = renderSvg(fromReport(JSON.parse(report), `adapter ${basename(resolve(target))}`));
+    if (await hasFlexoraJson(target)) {
+      svg = renderSvg(fromReport(await readFlexoraJson(target), `adapter ${basename(resolve(target))}`));
     } else {
       const file = join((values["data-dir"] as string | undefined) ?? ".flexora", "jobs.sqlite");
       const exists = await Deno.stat(file).then(() => true, () => false);
@@ -44,7 +44,7 @@ export const plotCommand: Command = {
           `'${target}' is neither an adapter folder (no flexora.json) nor a job in ${file}`,
         );
       }
-      svg = renderSvg(fromJob(job as unknown as Record<string, unknown>));
+      svg = renderSvg(fromJob(job));
     }
     await Deno.writeTextFile(out, svg);
     io.out(values.json ? JSON.stringify({ out, bytes: svg.length }) : `wrote ${out}`);

@@ -12,28 +12,11 @@
 
 import { basename } from "node:path";
 import { encodeHex } from "../util/hex.ts";
-import denoJson from "../../deno.json" with { type: "json" };
 import { type LoraConfig, loraShapes, validateLora } from "../model/lora.ts";
 import type { Model } from "../model/model.ts";
 import { writeAdapter } from "../model/peft.ts";
 import { type HostTensor, hostTensor } from "../runtime/session.ts";
-
-/** Format version of `flexora.json`. */
-export const REPORT_VERSION = 1;
-
-/** What `flexora.json` records; free-form sections are JSON values. */
-export interface FlexoraReport {
-  readonly method: string;
-  /** Final gate logits and gate values per layer (absent without a search). */
-  readonly gates?: { readonly logits: number[]; readonly values: number[] };
-  readonly selectedLayers: number[];
-  readonly ranking?: number[];
-  readonly selectionRule?: string;
-  readonly metrics: Record<string, unknown>;
-  readonly options: unknown;
-  readonly seed: number;
-  readonly dataHash: string;
-}
+import { FLEXORA_FILE, flexoraJsonText, type FlexoraReport } from "./flexora_json.ts";
 
 /** Options of {@link exportPeft}. */
 export interface ExportOptions {
@@ -101,17 +84,14 @@ export async function exportPeft(
   options: ExportOptions = {},
 ): Promise<void> {
   const { config, params } = options.padLayers ? padParams(model, adapter.config, adapter.params) : adapter;
-  const flexora = {
-    format_version: REPORT_VERSION,
-    tool: { name: "flexora", version: denoJson.version },
-    ...report,
+  const flexora = flexoraJsonText(report, {
     model: { path: model.dir, hash: await modelHash(model) },
     padded: options.padLayers === true,
     lora: { rank: adapter.config.rank, alpha: adapter.config.alpha, rslora: adapter.config.rslora },
-  };
+  });
   await writeAdapter(dir, config, params, {
     baseModel: options.baseModel ?? model.dir,
-    extraConfig: { layers_to_transform: [...report.selectedLayers], layers_pattern: "layers" },
-    extraFiles: { "flexora.json": JSON.stringify(flexora, null, 2) + "\n" },
+    layersToTransform: report.selectedLayers,
+    extraFiles: { [FLEXORA_FILE]: flexora },
   });
 }

@@ -6,10 +6,9 @@
  * @module
  */
 
-import { join } from "node:path";
 import type { HostTensor } from "../runtime/session.ts";
 import type { StepResult } from "../train/step.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { loadStageCheckpoint, saveCheckpoint, type Stage, type StageRecord } from "./checkpoint.ts";
 import { DivergedError, eta, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
 
 /** The trainer a stage drives: a {@link TrainLoop} or an accumulating one. */
@@ -20,15 +19,15 @@ export interface Trainer {
 }
 
 /** What one stage's loop needs. */
-export interface StageLoop {
-  readonly stage: "search" | "retrain";
+export interface StageLoop<S extends Stage> {
+  readonly stage: S;
   readonly totalSteps: number;
   /** Runs update `s` (0-based) on the trainer. */
   run(step: number): Promise<StepResult>;
   /** Called after each step with its result; returns extra progress fields. */
   after(step: number, result: StepResult): Partial<ProgressEvent>;
   /** The stage's record for the checkpoint (history so far, …). */
-  record(): Record<string, unknown>;
+  record(): StageRecord<S>;
   /** Called once per epoch boundary reached (after step `s`); may stop the stage early by returning true. */
   endOfEpoch?(step: number): Promise<boolean>;
   /** Steps per epoch (for endOfEpoch). */
@@ -36,26 +35,20 @@ export interface StageLoop {
 }
 
 /** A checkpoint to continue from, if `hooks.resume` and one of this stage exists. */
-export async function resumePoint(
-  stage: "search" | "retrain",
+export async function resumePoint<S extends Stage>(
+  stage: S,
   hooks: RunHooks,
-): Promise<{ step: number; tensors: Record<string, HostTensor>; record: Record<string, unknown> } | null> {
+): Promise<{ step: number; tensors: Record<string, HostTensor>; record: StageRecord<S> } | null> {
   if (!hooks.resume || !hooks.checkpointDir) return null;
   // No checkpoint yet: start fresh. One that exists but cannot be read is an error, never silently skipped.
-  const exists = await Deno.stat(join(hooks.checkpointDir, "checkpoint.json")).then(() => true, (e) => {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  });
-  if (!exists) return null;
-  const found = await loadCheckpoint(hooks.checkpointDir);
-  if (found.meta.stage !== stage) return null;
-  return { step: found.meta.step, tensors: found.tensors, record: found.meta.record };
+  const found = await loadStageCheckpoint(hooks.checkpointDir, stage);
+  return found && { step: found.meta.step, tensors: found.tensors, record: found.meta.record };
 }
 
 /** Runs the loop from `loop.steps` to `totalSteps`. */
-export async function runStage(
+export async function runStage<S extends Stage>(
   loop: Trainer,
-  s: StageLoop,
+  s: StageLoop<S>,
   hooks: RunHooks,
   checkpointEvery: number,
 ): Promise<void> {

@@ -5,7 +5,18 @@
  */
 
 export { CHECKPOINT_VERSION, type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-export { type ExportOptions, exportPeft, type FlexoraReport, modelHash, REPORT_VERSION } from "./export.ts";
+export { type ExportOptions, exportPeft, modelHash } from "./export.ts";
+export {
+  FLEXORA_FILE,
+  type FlexoraJson,
+  flexoraJsonText,
+  type FlexoraMetrics,
+  type FlexoraReport,
+  hasFlexoraJson,
+  readFlexoraJson,
+  REPORT_VERSION,
+} from "./flexora_json.ts";
+export type { EpochMetrics, EvalMetrics, GateRecord, RetrainRecord, SearchRecord } from "./records.ts";
 export {
   defaultOptions,
   type FinetuneInput,
@@ -18,16 +29,8 @@ export {
 } from "./options.ts";
 export { finetune, type FinetuneHooks, type FinetuneResult, randomLayers } from "./pipeline.ts";
 export { DivergedError, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
-export {
-  type EpochMetrics,
-  type EvalMetrics,
-  type EvalRow,
-  evaluate,
-  retrain,
-  type RetrainData,
-  type RetrainResult,
-} from "./retrain.ts";
-export { type GateRecord, gatesOf, type SearchData, searchGates, type SearchResult } from "./search.ts";
+export { type EvalRow, evaluate, retrain, type RetrainData, type RetrainResult } from "./retrain.ts";
+export { gatesOf, type SearchData, searchGates, type SearchResult } from "./search.ts";
 export {
   formatSelection,
   parseSelection,

@@ -22,6 +22,9 @@ import { type StepResult, TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
 import type { RetrainOptions, RunOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
+import type { EpochMetrics, EvalMetrics } from "./records.ts";
+
+export type { EpochMetrics, EvalMetrics } from "./records.ts";
 import { loraConfig } from "./search.ts";
 
 /** A row to evaluate: a completion, and choices with a label for multiple choice. */
@@ -37,24 +40,6 @@ export interface RetrainData {
   readonly train: readonly Sequence[];
   readonly validation?: readonly EvalRow[] | null;
   readonly test?: readonly EvalRow[] | null;
-}
-
-/** Metrics of one evaluation. */
-export interface EvalMetrics {
-  /** Mean loss per completion token. */
-  readonly loss: number;
-  /** Multiple-choice accuracy, when the rows have choices and labels. */
-  readonly accuracy?: number;
-  readonly n: number;
-}
-
-/** Metrics after one epoch. */
-export interface EpochMetrics {
-  readonly epoch: number;
-  /** Mean training loss over the epoch's steps. */
-  readonly trainLoss: number;
-  readonly validation?: EvalMetrics;
-  readonly test?: EvalMetrics;
 }
 
 /** The retrained adapter and its record. */
@@ -123,8 +108,8 @@ export async function retrain(
   });
   const pad = model.tokenizer.padTokenId ?? 0;
 
-  const epochs: EpochMetrics[] = (resumed?.record.epochs as EpochMetrics[] | undefined) ?? [];
-  let epochLosses: number[] = (resumed?.record.epochLosses as number[] | undefined) ?? [];
+  const epochs: EpochMetrics[] = resumed?.record.epochs ?? [];
+  let epochLosses: number[] = resumed?.record.epochLosses ?? [];
   const loop = trainer.loop;
   const valLosses: number[] = epochs.flatMap((e) => (e.validation ? [e.validation.loss] : []));
   let stoppedEarly = false;

@@ -19,20 +19,14 @@ import { TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
 import type { LoraOptions, RunOptions, SearchOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
+import type { GateRecord } from "./records.ts";
+
+export type { GateRecord } from "./records.ts";
 
 /** Training and validation sequences. */
 export interface SearchData {
   readonly train: readonly Sequence[];
   readonly validation: readonly Sequence[];
-}
-
-/** Gate values at one step. */
-export interface GateRecord {
-  readonly step: number;
-  readonly logits: number[];
-  readonly gates: number[];
-  readonly trainLoss: number;
-  readonly valLoss: number;
 }
 
 /** What the search found. */
@@ -110,7 +104,7 @@ export async function searchGates(
   const pad = model.tokenizer.padTokenId ?? 0;
 
   const resumed = await resumePoint("search", hooks);
-  const history: GateRecord[] = (resumed?.record.history as GateRecord[] | undefined) ?? [];
+  const history: GateRecord[] = resumed?.record.history ?? [];
   const initial = resumed?.tensors ?? {
     ...initLora(model.config, lora, options.seed),
     [GATE_LOGITS]: hostTensor("float32", [L]),

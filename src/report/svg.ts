@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { FlexoraJson } from "../flexora/flexora_json.ts";
 import { defaultOptions } from "../flexora/options.ts";
 import type { HistoryPoint } from "../flexora/progress.ts";
 import { formatSelection, parseSelection, selectLayers } from "../flexora/select.ts";
@@ -154,26 +155,15 @@ export function renderSvg(r: RunRecord): string {
  */
 const RETRAIN_TRAIN = "train (answer + EOS)", RETRAIN_VALIDATION = "validation (answer)";
 
-/** A record from an adapter's `flexora.json`. */
-export function fromReport(report: Record<string, unknown>, title: string): RunRecord {
-  const gates = (report.gates as { values?: number[] } | undefined)?.values ?? [];
-  const metrics = (report.metrics ?? {}) as Record<string, Record<string, unknown> | undefined>;
-  const history = (metrics.search?.history ?? []) as {
-    step: number;
-    gates: number[];
-    trainLoss: number;
-    valLoss: number;
-  }[];
-  const epochs = (metrics.retrain?.epochs ?? []) as {
-    epoch: number;
-    trainLoss: number;
-    validation?: { loss: number };
-  }[];
+/** A record from an adapter's `flexora.json` (as `readFlexoraJson` reads it). */
+export function fromReport(report: FlexoraJson, title: string): RunRecord {
+  const history = report.metrics.search?.history ?? [];
+  const epochs = report.metrics.retrain?.epochs ?? [];
   return {
     title,
-    gates,
-    selected: (report.selectedLayers as number[] | undefined) ?? [],
-    rule: report.selectionRule as string | undefined,
+    gates: report.gates?.values ?? [],
+    selected: report.selectedLayers,
+    rule: report.selectionRule,
     gateHistory: history.map((h) => h.gates),
     losses: {
       "search loss per step": {
@@ -195,11 +185,11 @@ export function fromReport(report: Record<string, unknown>, title: string): RunR
  * logits (marked "so far" in the rule's label).
  */
 function jobSelection(
-  job: Record<string, unknown>,
-  result: Record<string, unknown>,
+  job: JobLike,
+  result: Readonly<Record<string, unknown>>,
   logits: readonly number[] | undefined,
 ): { selected: number[]; rule?: string } {
-  const options = ((job.request as Record<string, unknown> | undefined)?.options ?? {}) as {
+  const options = (job.request?.options ?? {}) as {
     select?: string;
     method?: string;
   };
@@ -216,8 +206,16 @@ function jobSelection(
   }
 }
 
+/** What {@link fromJob} reads of a sidecar job (`GET /v1/jobs/:id`, a `JobRecord`). */
+export interface JobLike {
+  readonly id: string;
+  readonly state: string;
+  readonly request?: Readonly<Record<string, unknown>>;
+  readonly result?: Readonly<Record<string, unknown>> | null;
+}
+
 /** A record from a sidecar job (`GET /v1/jobs/:id`). */
-export function fromJob(job: Record<string, unknown>): RunRecord {
+export function fromJob(job: JobLike): RunRecord {
   const result = (job.result ?? {}) as Record<string, unknown>;
   const history = (result.history ?? []) as HistoryPoint[];
   const search = history.filter((h) => h.stage === "search");

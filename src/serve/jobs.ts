@@ -11,6 +11,7 @@
  */
 
 import { type HistoryPoint, historyPoint, type ProgressEvent } from "../flexora/progress.ts";
+import { readAdapterConfig } from "../model/peft.ts";
 import type { Device } from "../runtime/device.ts";
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
@@ -320,7 +321,7 @@ export class JobManager {
       adapter: req.name,
       version: id,
       path: result.adapterPath as string,
-      rank: JSON.parse(await Deno.readTextFile(join(result.adapterPath as string, "adapter_config.json"))).r,
+      rank: (await readAdapterConfig(result.adapterPath as string)).r,
     };
     this.#set(id, { state: "attaching", result });
     try {

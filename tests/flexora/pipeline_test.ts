@@ -183,6 +183,6 @@ Deno.test("resuming from a damaged checkpoint is an error naming the file, not a
   await Deno.writeTextFile(join(checkpointDir, "search", "checkpoint.json"), "{ truncated");
   await assert.rejects(
     finetune(model, data, QUICK, { checkpointDir, resume: true }),
-    /damaged-ckpt\/search\/checkpoint\.json: cannot read the checkpoint/,
+    /damaged-ckpt\/search\/checkpoint\.json: not a valid checkpoint/,
   );
 });

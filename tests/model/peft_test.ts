@@ -224,14 +224,14 @@ const BAD: {
     config: { peft_type: "LORA", lora_alpha: 4 },
     tensors: GOOD,
     file: "adapter_config.json",
-    problem: /'r' and 'lora_alpha' must be numbers/,
+    problem: /'r' must be a positive integer, is missing/,
   },
   {
     name: "a rank of 0",
     config: { ...CONFIG, r: 0 },
     tensors: GOOD,
     file: "adapter_config.json",
-    problem: /'rank' must be a positive integer, got 0/,
+    problem: /'r' must be a positive integer, got 0/,
   },
   {
     name: "no adapter_model.safetensors",

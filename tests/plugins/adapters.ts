@@ -59,7 +59,7 @@ export async function makeAdapter(name: string, options: AdapterOptions = {}): P
   const path = freshPath(name);
   await writeAdapter(path, written.config, written.params, {
     baseModel: options.baseModel ?? TINY,
-    extraConfig: { layers_to_transform: [...lora.layers], layers_pattern: "layers" },
+    layersToTransform: lora.layers,
     extraFiles: options.noEffect
       ? { NO_EFFECT: "the fakes treat this adapter's tensors as not matching\n" }
       : {},

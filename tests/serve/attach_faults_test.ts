@@ -14,6 +14,7 @@ import { makeAdapter } from "../plugins/adapters.ts";
 import { downUrl } from "../plugins/fakes/common.ts";
 import { startVllm } from "../plugins/fakes/vllm.ts";
 import { TOKEN, waitFor } from "./helpers.ts";
+import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 
 /** A runner that "trains" by copying a real PEFT adapter to the job's output folder. */
 async function copyingSpawn(): Promise<(specFile: string) => RunnerHandle> {
@@ -25,10 +26,7 @@ async function copyingSpawn(): Promise<(specFile: string) => RunnerHandle> {
       for await (const f of Deno.readDir(source)) {
         await Deno.copyFile(join(source, f.name), join(spec.out, f.name));
       }
-      await Deno.writeTextFile(
-        join(spec.out, "flexora.json"),
-        JSON.stringify({ method: "lora", selectedLayers: [0, 1, 2] }),
-      );
+      await writeFlexoraJson(spec.out, { method: "lora", selectedLayers: [0, 1, 2] });
       yield { type: "result" as const, summary: { method: "lora", selectedLayers: [0, 1, 2] } };
     })(),
     stop: () => {},

@@ -11,6 +11,7 @@ import { AttachError } from "../../plugins/types.ts";
 import { createSidecar, type Sidecar } from "../../src/serve/app.ts";
 import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
 import type { RunnerEvent, RunnerSpec } from "../../src/serve/runner.ts";
+import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 
 export const TOKEN = "test-token";
 
@@ -46,14 +47,11 @@ export function fakeSpawn(behaviour: { fail?: boolean; hold?: Promise<void> } = 
         join(spec.out, "adapter_config.json"),
         JSON.stringify({ peft_type: "LORA", r: 8 }),
       );
-      await Deno.writeTextFile(
-        join(spec.out, "flexora.json"),
-        JSON.stringify({
-          method: "flexora",
-          selectedLayers: [0],
-          gates: { logits: [0.2, -0.2], values: [1.4, 0.6] },
-        }),
-      );
+      await writeFlexoraJson(spec.out, {
+        method: "flexora",
+        selectedLayers: [0],
+        gates: { logits: [0.2, -0.2], values: [1.4, 0.6] },
+      });
       yield { type: "result", summary: { method: "flexora", selectedLayers: [0], adapter: spec.out } };
     }
     return { events: events(), stop: () => ((stopped = true), release()), exited: Promise.resolve(0) };

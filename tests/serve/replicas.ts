@@ -6,10 +6,11 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import type { Model } from "../../src/model/model.ts";
 import { createEmbeddedApp, type EmbeddedServer } from "../../src/serve/embedded/app.ts";
 import { TINY, writeTestAdapter } from "./embedded/helpers.ts";
+import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 
 export { TINY };
 
@@ -121,10 +122,7 @@ export async function writeVersion(
 ): Promise<string> {
   await Deno.mkdir(dirname(dir), { recursive: true });
   await writeTestAdapter(dir, model.config, { seed });
-  await Deno.writeTextFile(
-    join(dir, "flexora.json"),
-    JSON.stringify({ method: "lora", selectedLayers: [0, 1, 2] }),
-  );
+  await writeFlexoraJson(dir, { method: "lora", selectedLayers: [0, 1, 2] });
   return dir;
 }
 

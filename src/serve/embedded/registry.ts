@@ -13,7 +13,7 @@
 import { resolve, sep } from "node:path";
 import type { ModelConfig } from "../../model/config.ts";
 import { type LoraConfig, loraScale } from "../../model/lora.ts";
-import { readAdapter } from "../../model/peft.ts";
+import { isAdapterDir, readAdapter } from "../../model/peft.ts";
 import { type HostTensor, hostTensor } from "../../runtime/session.ts";
 import { ApiError } from "./errors.ts";
 import { configKey } from "./sessions.ts";
@@ -85,8 +85,9 @@ export class AdapterRegistry {
         );
       }
     }
-    const found = await Deno.stat(resolve(dir, "adapter_config.json")).then((s) => s.isFile, () => false);
-    if (!found) throw ApiError.notFound(`Loading lora ${name} failed: No adapter found for ${path}`);
+    if (!(await isAdapterDir(dir))) {
+      throw ApiError.notFound(`Loading lora ${name} failed: No adapter found for ${path}`);
+    }
     let config: LoraConfig, params: Record<string, HostTensor>;
     try {
       ({ config, params } = await readAdapter(dir, this.modelConfig));

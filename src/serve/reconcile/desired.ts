@@ -10,6 +10,8 @@
  */
 
 import { DatabaseSync } from "node:sqlite";
+import { z } from "zod";
+import { parseJsonValue } from "../../util/json_file.ts";
 
 /** What to attach: the adapter version `version` (folder `path`) served as `name` on every replica of `server`. */
 export interface Attachment {
@@ -35,19 +37,33 @@ export type Desired =
     readonly updatedAt: string;
   };
 
-type Row = Record<string, string | number | null>;
+const text = z.string({ error: "must be text" }).min(1, { error: "must not be empty" });
+const common = { server: text, name: text, updated_at: text };
 
-function toDesired(r: Row): Desired {
-  const common = { server: String(r.server), name: String(r.name), updatedAt: String(r.updated_at) };
-  if (r.state === "detached") return { state: "detached", ...common };
-  return {
-    state: "attached",
+/** A row of the `desired` table as SQLite returns it; {@link toDesired} checks it. */
+const Row = z.discriminatedUnion("state", [
+  z.object({ ...common, state: z.literal("detached") }),
+  z.object({
     ...common,
-    adapter: String(r.adapter),
-    version: String(r.version),
-    path: String(r.path),
-    rank: Number(r.rank),
-  };
+    state: z.literal("attached"),
+    adapter: text,
+    version: text,
+    path: text,
+    rank: z.number({ error: "must be a positive integer" }).int({ error: "must be a positive integer" })
+      .positive({ error: "must be a positive integer" }),
+  }),
+], { error: 'must be "attached" or "detached"' });
+
+/** A row read back, checked: a damaged row is an error naming the table, the row and the column. */
+function toDesired(row: unknown, file: string): Desired {
+  const where = (() => {
+    const r = row as { server?: unknown; name?: unknown };
+    return `${file}: table 'desired', row (${JSON.stringify(r?.server)}, ${JSON.stringify(r?.name)})`;
+  })();
+  const r = parseJsonValue(row, Row, { file: where, what: "desired-state row" });
+  const base = { server: r.server, name: r.name, updatedAt: r.updated_at };
+  if (r.state === "detached") return { state: "detached", ...base };
+  return { state: "attached", ...base, adapter: r.adapter, version: r.version, path: r.path, rank: r.rank };
 }
 
 /**
@@ -65,9 +81,11 @@ function toDesired(r: Row): Desired {
  */
 export class DesiredStore {
   readonly #db: DatabaseSync;
+  readonly #file: string;
 
   /** Opens (creating the table if needed) the store in `file`, the sidecar's SQLite file (`:memory:` in tests). */
   constructor(file: string) {
+    this.#file = file;
     this.#db = new DatabaseSync(file);
     this.#db.exec(`
       PRAGMA journal_mode = WAL;
@@ -89,7 +107,7 @@ export class DesiredStore {
   /** The row for `name` on `server`, or null. */
   get(server: string, name: string): Desired | null {
     const row = this.#db.prepare("SELECT * FROM desired WHERE server = ? AND name = ?").get(server, name);
-    return row ? toDesired(row as Row) : null;
+    return row ? toDesired(row, this.#file) : null;
   }
 
   /** Every row (of one server), ordered by server and name. */
@@ -97,7 +115,7 @@ export class DesiredStore {
     const rows = server === undefined
       ? this.#db.prepare("SELECT * FROM desired ORDER BY server, name").all()
       : this.#db.prepare("SELECT * FROM desired WHERE server = ? ORDER BY name").all(server);
-    return (rows as Row[]).map(toDesired);
+    return rows.map((row) => toDesired(row, this.#file));
   }
 
   /** Makes `a` desired (replacing what was desired under its name); returns the row it replaced. */

@@ -9,6 +9,8 @@
 import { join } from "node:path";
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { HTTPException } from "hono/http-exception";
+import { readFlexoraJson } from "../../flexora/mod.ts";
+import { readAdapterConfig } from "../../model/peft.ts";
 import type { SidecarDeps } from "../deps.ts";
 import { validationHook } from "../errors.ts";
 import { detachEverywhere } from "../reconcile/mod.ts";
@@ -35,11 +37,11 @@ export async function listAdapters(dataDir: string): Promise<AdapterEntry[]> {
     for await (const v of Deno.readDir(join(root, name.name))) {
       const path = join(root, name.name, v.name);
       try {
-        const report = JSON.parse(await Deno.readTextFile(join(path, "flexora.json")));
-        const config = JSON.parse(await Deno.readTextFile(join(path, "adapter_config.json")));
+        const report = await readFlexoraJson(path);
+        const config = await readAdapterConfig(path);
         const createdAt = (await Deno.stat(path)).mtime!.toISOString();
         if (newest && newest.createdAt >= createdAt) continue;
-        const test = report.metrics?.retrain?.epochs?.at?.(-1)?.test ?? null;
+        const test = report.metrics.retrain?.epochs.at(-1)?.test ?? null;
         newest = {
           name: name.name,
           version: v.name,
