@@ -12,18 +12,18 @@
  *            + Σ_modules 4·N·R·(in + out)              dB, d(x·Aᵀ), dA and the branch's input gradient
  *
  * The lowest LoRA layer's q/k/v input gradients are counted although autodiff need not build them (its input
- * does not depend on any trained value): under 1 % of either step. The chunked LM head's backward recomputes
- * its logits (another 2·N·D·V); that is not counted, being work a step need not do, but
- * {@link graphMatmulFlops} includes it.
+ * does not depend on any trained value): under 1 % of either step. The LM head computes its logits once, in
+ * token blocks, and multiplies their gradient into the hidden states' right away: 2·N·D·V forward and backward.
  *
  * @module
  */
 
-import type { Graph } from "../src/graph/graph.ts";
+import type { Graph, Node } from "../src/graph/graph.ts";
 import type { Outputs } from "../src/graph/serialize.ts";
 import { atoms, type Dim } from "../src/graph/shape.ts";
 import { liveNodes } from "../src/graph/validate.ts";
 import type { ModelConfig } from "../src/model/config.ts";
+import { tokenBlockSizes } from "../src/model/lm_loss.ts";
 import { type LoraConfig, loraModules, moduleDims } from "../src/model/lora.ts";
 
 /** FLOPs of one step, by part. */
@@ -76,11 +76,22 @@ export function graphMatmulFlops(
   sizes: Readonly<Record<string, number>>,
 ): number {
   let flops = 0;
-  for (const node of liveNodes(g, Object.values(outputs))) {
+  const live = liveNodes(g, Object.values(outputs));
+  const known: Record<string, number> = { ...sizes };
+  // Token blocks (the LM head's): each output of a Split with run-time sizes has a symbol of its own.
+  for (const node of live.filter((n) => n.op === "Split")) {
+    const { axis } = (node as Node<"Split">).attrs;
+    const rows = tokenBlockSizes(resolveDim(node.inputs[0].shape[axis], known), node.outputs.length);
+    node.outputs.forEach((y, k) => {
+      const d = y.shape[axis];
+      if (typeof d === "string" && !(d in known)) known[d] = rows[k];
+    });
+  }
+  for (const node of live) {
     if (node.op !== "MatMul") continue;
     const a = node.inputs[0].shape, y = node.outputs[0].shape;
-    const k = resolveDim(a[a.length - 1], sizes);
-    flops += 2 * k * y.reduce<number>((n, d) => n * resolveDim(d, sizes), 1);
+    const k = resolveDim(a[a.length - 1], known);
+    flops += 2 * k * y.reduce<number>((n, d) => n * resolveDim(d, known), 1);
   }
   return flops;
 }

@@ -21,7 +21,7 @@ import { STORIES } from "./shared.ts";
 const GOLDEN = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426];
 
 for (const vocabChunk of [512, 100]) {
-  const label = vocabChunk === 512 ? "whole LM head" : "LM head in chunks of 100 classes";
+  const label = vocabChunk === 512 ? "whole LM head" : "LM head in token blocks of 100 classes each";
   Deno.test(`stories260K: d loss / d (LoRA A, LoRA B, gate logits) match finite differences (float64, ${label})`, () =>
     checkModelGradients(vocabChunk));
 }

@@ -1,0 +1,68 @@
+/**
+ * The LM-head loss in token blocks against the fused SoftmaxCrossEntropyLoss op and ordinary autodiff: the
+ * blocks are a pure re-arrangement (float64, to rounding), at any token count, including blocks left empty.
+ */
+
+import assert from "node:assert/strict";
+import { gradients } from "../../src/graph/autodiff.ts";
+import { Graph } from "../../src/graph/graph.ts";
+import { serialize } from "../../src/graph/serialize.ts";
+import { liveNodes } from "../../src/graph/validate.ts";
+import { lmHeadLoss } from "../../src/model/lm_loss.ts";
+import { createSession, hostTensor } from "../../src/runtime/session.ts";
+import { Rng } from "../../src/util/random.ts";
+
+const [D, V] = [6, 40];
+
+/** A session computing loss and d loss / d hidden with the head split so that a block holds `chunk` classes. */
+async function headSession(chunk: number) {
+  const g = new Graph({ float: "float64" });
+  const hidden = g.input("hidden", "float64", ["N", D]);
+  const weight = g.input("weight", "float64", [V, D]);
+  const labels = g.input("labels", "int64", ["N"]);
+  const { loss, backward } = lmHeadLoss(hidden, weight, labels, { chunk });
+  const [dHidden] = gradients(backward.value, [hidden], { seed: backward.seed });
+  return await createSession(serialize(g, { loss, dHidden }), { optimization: "basic" });
+}
+
+Deno.test("LM-head loss in token blocks: loss and d hidden equal the whole head's, for any token count", async () => {
+  const whole = await headSession(V);
+  const rng = new Rng(3);
+  const weight = hostTensor("float64", [V, D], rng.uniforms(V * D, -1, 1));
+  // chunk 10: 4 blocks; chunk 1: 40 blocks, more than the tokens of every batch here (empty blocks).
+  for (const chunk of [10, 3, 1]) {
+    const blocked = await headSession(chunk);
+    for (const N of [1, 5, 13, 64]) {
+      const feeds = {
+        hidden: hostTensor("float64", [N, D], rng.uniforms(N * D, -2, 2)),
+        weight,
+        labels: hostTensor("int64", [N], [...Array(N)].map((_, i) => i % 4 === 1 ? -100 : rng.int(0, V - 1))),
+      };
+      if (N === 1) feeds.labels.data[0] = 7n; // one token, not ignored
+      const [a, b] = [await whole.run(feeds), await blocked.run(feeds)];
+      const diff = (name: string) =>
+        Math.max(
+          ...Array.from(a[name].data as Float64Array, (x, i) => Math.abs(x - (b[name].data[i] as number))),
+        );
+      assert.deepEqual(b.dHidden.dims, [N, D]);
+      assert.ok(diff("loss") < 1e-12, `chunk ${chunk}, N ${N}: loss differs by ${diff("loss")}`);
+      assert.ok(diff("dHidden") < 1e-12, `chunk ${chunk}, N ${N}: d hidden differs by ${diff("dHidden")}`);
+    }
+    await blocked.release();
+  }
+  await whole.release();
+});
+
+Deno.test("LM-head loss in token blocks: each logit is computed once (one product with the head per block)", () => {
+  for (const [chunk, blocks] of [[10, 4], [7, 6], [40, 1]]) {
+    const g = new Graph({ float: "float64" });
+    const hidden = g.input("hidden", "float64", ["N", D]);
+    const weight = g.input("weight", "float64", [V, D]);
+    const { loss, backward } = lmHeadLoss(hidden, weight, g.input("labels", "int64", ["N"]), { chunk });
+    const [dHidden] = gradients(backward.value, [hidden], { seed: backward.seed });
+    const products = liveNodes(g, [loss, dHidden]).filter((n) =>
+      n.op === "MatMul" && n.outputs[0].shape.at(-1) === V
+    );
+    assert.equal(products.length, blocks, `chunk ${chunk}`);
+  }
+});
