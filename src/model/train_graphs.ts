@@ -40,7 +40,7 @@ export function batchInputs(g: Graph, prefix = ""): { inputs: DecoderInputs; lab
 
 /** Options of {@link lmLoss}. */
 export interface LmLossOptions {
-  /** LM-head classes per chunk (default {@link DEFAULT_VOCAB_CHUNK}). */
+  /** LM-head token blocks hold logits of this many classes per token (default {@link DEFAULT_VOCAB_CHUNK}). */
   vocabChunk?: number;
   /** Float16 loss scale (a wide scalar): backward's seed is that of the loss times it. */
   lossScale?: Value;
@@ -48,7 +48,7 @@ export interface LmLossOptions {
 
 /**
  * Mean cross-entropy of the next-token predictions over labels that are not ignored, with the LM head in
- * vocabulary chunks (see {@link lmHeadLoss}).
+ * token blocks (see {@link lmHeadLoss}).
  */
 export function lmLoss(
   cfg: ModelConfig,
@@ -74,7 +74,7 @@ export function lmLoss(
 export interface TrainGraphOptions {
   /** Compute type (default: the weight store's, float32 unless the model was loaded otherwise). */
   float?: ComputeFloat;
-  /** LM-head classes per chunk (default {@link DEFAULT_VOCAB_CHUNK}). */
+  /** LM-head token blocks hold logits of this many classes per token (default {@link DEFAULT_VOCAB_CHUNK}). */
   vocabChunk?: number;
 }
 
