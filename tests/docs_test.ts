@@ -164,3 +164,22 @@ Deno.test("every flexora command line in a sh block parses as its command parses
   assert.deepEqual(rejected, []);
   assert.ok(checked >= 8, `only ${checked} command lines found in sh blocks`);
 });
+
+/** The TypeScript files whose JSDoc examples `deno test --doc` runs (mod.ts, src/, plugins/). */
+function docTestedFiles(dir = ""): string[] {
+  if (dir === "") return ["mod.ts", ...docTestedFiles("src"), ...docTestedFiles("plugins")];
+  return readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? docTestedFiles(`${dir}/${e.name}`) : e.name.endsWith(".ts") ? [`${dir}/${e.name}`] : []
+  );
+}
+
+Deno.test("JSDoc examples use the project's own fixtures, never the sibling ../shared folder", () => {
+  const offenders: string[] = [];
+  for (const file of docTestedFiles()) {
+    const text = readFileSync(join(ROOT, file), "utf8");
+    for (const m of text.matchAll(/^\s*\*\s*```ts\n(.*?)^\s*\*\s*```/gms)) {
+      if (/\bshared\//.test(m[1])) offenders.push(`${file}: ${m[1].match(/.*\bshared\/.*/)![0].trim()}`);
+    }
+  }
+  assert.deepEqual(offenders, []);
+});

@@ -12,11 +12,13 @@
  *
  * @example
  * ```ts
- * import { fileURLToPath } from "node:url";
  * import { readBoolq } from "./benchmarks.ts";
- * const file = fileURLToPath(new URL("../../../shared/data/benchmarks/boolq/dev.jsonl", import.meta.url));
- * const examples = await readBoolq(file);
- * if (examples[0].choices?.[examples[0].label!] !== examples[0].completion) throw new Error("completion");
+ * const file = `${await Deno.makeTempDir()}/dev.jsonl`; // one row of BoolQ's dev.jsonl, as it is published
+ * const row = { question: "is the sky blue", passage: "The sky is blue.", answer: true };
+ * await Deno.writeTextFile(file, JSON.stringify(row) + "\n");
+ * const [example] = await readBoolq(file);
+ * if (example.prompt !== "The sky is blue.\nQuestion: is the sky blue?\nAnswer:") throw new Error(example.prompt);
+ * if (example.completion !== " yes" || example.choices?.[example.label!] !== " yes") throw new Error("completion");
  * ```
  *
  * @module

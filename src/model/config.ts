@@ -310,8 +310,8 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
  * ```ts
  * import { fileURLToPath } from "node:url";
  * import { readConfig } from "./config.ts";
- * const config = await readConfig(fileURLToPath(new URL("../../../shared/models/stories260K", import.meta.url)));
- * if (config.numKvHeads !== 4) throw new Error(`stories260K has 4 key/value heads, got ${config.numKvHeads}`);
+ * const config = await readConfig(fileURLToPath(new URL("../../fixtures/tiny-llama", import.meta.url)));
+ * if (config.numKvHeads !== 2) throw new Error(`the tiny Llama has 2 key/value heads, got ${config.numKvHeads}`);
  * ```
  */
 export async function readConfig(dir: string): Promise<ModelConfig> {

@@ -22,8 +22,8 @@
  * ```ts
  * import { fileURLToPath } from "node:url";
  * import { loadTokenizer } from "./tokenizer.ts";
- * const dir = fileURLToPath(new URL("../../../shared/models/stories260K", import.meta.url));
- * const tokenizer = await loadTokenizer(dir, { modelVocabSize: 512 });
+ * const dir = fileURLToPath(new URL("../../fixtures/tiny-llama-spm", import.meta.url));
+ * const tokenizer = await loadTokenizer(dir, { modelVocabSize: 481 }); // config.json's vocab_size
  * const ids = tokenizer.encode("Once upon a time");
  * if (ids[0] !== tokenizer.bosTokenId) throw new Error("the post-processor adds BOS");
  * if (tokenizer.decode(ids, { skipSpecialTokens: true }) !== "Once upon a time") throw new Error("round trip");
@@ -181,9 +181,11 @@ class LocalTokenizer implements Tokenizer {
  * ```ts
  * import { fileURLToPath } from "node:url";
  * import { loadTokenizer, TokenizerError } from "./tokenizer.ts";
- * const dir = fileURLToPath(new URL("../../../shared/models/stories260K", import.meta.url));
- * const error = await loadTokenizer(dir, { modelVocabSize: 256 }).catch((e) => e);
- * if (!(error instanceof TokenizerError)) throw new Error("a 512-token tokenizer does not fit a 256-token model");
+ * const dir = fileURLToPath(new URL("../../fixtures/tiny-llama", import.meta.url));
+ * const error = await loadTokenizer(dir, { modelVocabSize: 128 }).catch((e) => e);
+ * if (!(error instanceof TokenizerError) || !/vocab_size is 128/.test(error.message)) {
+ *   throw new Error("a 256-token tokenizer does not fit a 128-token model");
+ * }
  * ```
  */
 export async function loadTokenizer(

@@ -7,7 +7,7 @@ import { openCheckpoint, readTensorF32, type SafetensorsDType } from "../../src/
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const FIXTURES = join(ROOT, "fixtures");
-const FOLDERS = ["tiny-llama", "tiny-llama-bf16-sharded", "tiny-data"];
+const FOLDERS = ["tiny-llama", "tiny-llama-bf16-sharded", "tiny-llama-spm", "tiny-data"];
 
 /** Paths of the files under `dir`, relative to it, sorted. */
 async function listFiles(dir: string, prefix = ""): Promise<string[]> {
@@ -144,6 +144,30 @@ Deno.test("tiny-llama-bf16-sharded: untied BF16 weights over two shards, all ind
   assert.deepEqual(Object.keys(index.weight_map).sort(), [...ckpt.tensors.keys()].sort());
   const total = [...ckpt.tensors.values()].reduce((n, t) => n + t.length, 0);
   assert.equal(index.metadata.total_size, total);
+});
+
+Deno.test("tiny-llama-spm: a SentencePiece-style BPE tokenizer: each dataset word one token, bytes otherwise", async () => {
+  await checkModel("tiny-llama-spm", "F32", true);
+  env.allowRemoteModels = false;
+  const dir = join(FIXTURES, "tiny-llama-spm");
+  const tok = await AutoTokenizer.from_pretrained(dir, { local_files_only: true });
+  const config = await readJson(join(dir, "config.json"));
+  assert.equal(tok.get_vocab().size, config.vocab_size);
+  const { model } = await readJson(join(dir, "tokenizer.json"));
+  assert.deepEqual([model.type, model.byte_fallback], ["BPE", true]);
+  for (const split of ["train", "validation", "test"]) {
+    for (const r of await readRows(split)) {
+      const text = r.prompt + r.completion;
+      const ids = tok.encode(text);
+      assert.equal(ids[0], 1, "<s> is prepended");
+      assert.equal(ids.length, 1 + text.split(" ").length, `one token per word of '${text}'`);
+      assert.equal(tok.decode(ids, { skip_special_tokens: true }), text);
+    }
+  }
+  // Text outside the dataset's words falls back to characters, then to UTF-8 bytes (<0xC3> <0xA9> for "é").
+  const ids = tok.encode("Zebra é", { add_special_tokens: false });
+  assert.ok(ids.includes(model.vocab["<0xC3>"]) && ids.includes(model.vocab["<0xA9>"]), `${ids}`);
+  assert.equal(tok.decode(ids), "Zebra é");
 });
 
 Deno.test("tiny-data: split sizes, well-formed rows, the answer decided by the object in the prompt", async () => {

@@ -133,11 +133,11 @@ function modelTensors(cfg: ModelConfig, checkpoint: Checkpoint, dtype: GgufDType
  * import { fileURLToPath } from "node:url";
  * import { gguf } from "@huggingface/gguf";
  * import { exportModelGguf } from "./model.ts";
- * const dir = fileURLToPath(new URL("../../../../shared/models/stories260K", import.meta.url));
- * const out = `${await Deno.makeTempDir()}/stories260K.gguf`;
+ * const dir = fileURLToPath(new URL("../../../fixtures/tiny-llama-spm", import.meta.url));
+ * const out = `${await Deno.makeTempDir()}/tiny-llama.gguf`;
  * await exportModelGguf(dir, out, { dtype: "F32" });
  * const { metadata } = await gguf(out, { allowLocalFile: true });
- * if ((metadata as Record<string, unknown>)["llama.block_count"] !== 5) throw new Error("five layers");
+ * if ((metadata as Record<string, unknown>)["llama.block_count"] !== 3) throw new Error("three layers");
  * ```
  */
 export async function exportModelGguf(

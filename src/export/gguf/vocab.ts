@@ -96,7 +96,7 @@ function preTokenizer(cfg: ModelConfig, model: Json): string {
  * import { fileURLToPath } from "node:url";
  * import { readConfig } from "../../model/config.ts";
  * import { vocabMetadata } from "./vocab.ts";
- * const dir = fileURLToPath(new URL("../../../../shared/models/stories260K", import.meta.url));
+ * const dir = fileURLToPath(new URL("../../../fixtures/tiny-llama-spm", import.meta.url));
  * const kv = await vocabMetadata(dir, await readConfig(dir));
  * if (kv["tokenizer.ggml.model"].value !== "llama") throw new Error("SentencePiece-style BPE");
  * ```
