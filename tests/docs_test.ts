@@ -103,6 +103,23 @@ Deno.test("every file in docs/architecture.md's layout tree exists where the tre
   assert.deepEqual(files.filter((f) => !existsSync(join(ROOT, f))), []);
 });
 
+Deno.test("docs/architecture.md's layout tree lists every folder and source file of src/ and plugins/", () => {
+  const listed = new Set(layoutFiles(readFileSync(join(ROOT, "docs/architecture.md"), "utf8")));
+  for (const f of [...listed]) { // `src/export/gguf/` lists `src/export/` too
+    for (let d = dirname(f); d !== "."; d = dirname(d)) listed.add(`${d}/`);
+  }
+  const tree = (dir: string): string[] =>
+    readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? [`${dir}/${e.name}/`, ...tree(`${dir}/${e.name}`)] : [`${dir}/${e.name}`]
+    );
+  // A folder's mod.ts only re-exports the folder, so the tree need not name it.
+  const sources = [...tree("src"), ...tree("plugins")].filter((f) =>
+    f.endsWith("/") || (f.endsWith(".ts") && !f.endsWith("/mod.ts"))
+  );
+  const unlisted = sources.filter((f) => !listed.has(f));
+  assert.deepEqual(unlisted, [], "add these to the layout tree of docs/architecture.md");
+});
+
 const COMMON_FLAGS = ["help", "json", "debug"];
 
 /** The command a command line runs, and the words after it: `flexora NAME …`, `deno task flexora NAME …`. */
