@@ -2,7 +2,8 @@
  * Serializes a graph to an ONNX model through `onnx-proto` (protobufjs code generated from the ONNX schema).
  *
  * Only the nodes needed by the requested outputs are written (gradient rules may build more than is used), and
- * only the initializers those nodes read. All declared inputs are kept, so callers can feed them regardless.
+ * only the initializers those nodes read. All declared inputs are kept, so callers can feed them regardless. A few
+ * ops are written as primitive ONNX ops that every execution provider runs (see {@link ./lower.ts}).
  *
  * @module
  */
@@ -12,6 +13,7 @@ import { type DType, type HostArray, ONNX_DTYPE, toHostArray } from "./dtype.ts"
 import { type Graph, GraphError, type Node, type Value } from "./graph.ts";
 import { OP_DEFS, OPSET, type OpType } from "./ops.ts";
 import type { Shape } from "./shape.ts";
+import { lower } from "./lower.ts";
 import { liveNodes, validate } from "./validate.ts";
 
 const { onnx } = onnxProto;
@@ -91,13 +93,15 @@ export function serialize(g: Graph, outputs: Outputs, options: SerializeOptions 
   const used = new Set<Value>(values);
   for (const n of nodes) for (const v of n.inputs) used.add(v);
 
-  const protoNodes: onnxProto.onnx.INodeProto[] = nodes.map((n) => ({
-    name: n.name,
-    opType: n.op,
-    input: n.inputs.map((v) => v.name),
-    output: n.outputs.map((v) => v.name),
-    attribute: (OP_DEFS[n.op as OpType].onnxAttrs as readonly string[]).map((k) => attribute(n, k)),
-  }));
+  const protoNodes: onnxProto.onnx.INodeProto[] = nodes.flatMap((n) =>
+    lower(n) ?? [{
+      name: n.name,
+      opType: n.op,
+      input: n.inputs.map((v) => v.name),
+      output: n.outputs.map((v) => v.name),
+      attribute: (OP_DEFS[n.op as OpType].onnxAttrs as readonly string[]).map((k) => attribute(n, k)),
+    }]
+  );
   const graphOutputs = named.map(([name, v]) => {
     if (name !== v.name) {
       protoNodes.push({ name: `output/${name}`, opType: "Identity", input: [v.name], output: [name] });
