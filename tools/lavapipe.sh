@@ -32,7 +32,11 @@ if [ ! -f "$dir/lvp_icd.json" ]; then
   apt=$(mktemp -d)
   trap 'rm -rf "$apt"' EXIT
   mkdir -p "$apt/lists/partial" "$apt/archives/partial"
-  echo "deb http://deb.debian.org/debian $codename-backports main" >"$apt/sources.list"
+  # The backports suite from the mirror the system already uses (deb822 or one-line sources).
+  mirror=$({ cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
+    sed -nE 's/^URIs: *//p; s/^deb +(\[[^]]*\] +)?//p' | awk '$1 !~ /security|updates/ && !m {m = $1} END {print m}')
+  [ -n "$mirror" ] || { echo "lavapipe: no Debian mirror in the system's apt sources" >&2; exit 1; }
+  echo "deb $mirror $codename-backports main" >"$apt/sources.list"
   opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=-"
     -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::archives=$apt/archives" -o "APT::Sandbox::User=root")
   apt-get "${opts[@]}" update -qq
