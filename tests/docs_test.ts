@@ -1,8 +1,10 @@
 /**
- * The documentation matches the tree and the CLI: every repository path that README.md and docs/*.md name
- * exists, every file the layout tree of docs/architecture.md lists is where it says, and every flag shown in a
- * `flexora …` or `deno task flexora|finetune|serve …` command line is one that command's parser accepts
- * (command lines in `sh` blocks are parsed whole, as the command would parse them, without running it).
+ * The documentation matches the tree and the CLI. README.md stays short and shows CI's test command; every
+ * repository path README.md and docs/*.md name exists; docs/architecture.md's layout tree lists every folder and
+ * source file of src/ and plugins/, each where it is; every flag shown in a `flexora …` or
+ * `deno task flexora|finetune|serve …` command line is one that command's parser accepts (command lines in `sh`
+ * blocks are parsed whole, as the command would parse them, without running it); JSDoc examples never read
+ * ../shared, so the doc tests pass in a bare checkout.
  */
 
 import assert from "node:assert/strict";
@@ -53,6 +55,14 @@ function linkedPaths(doc: string, text: string): string[] {
     .filter((href) => !/^[a-z]+:/.test(href) && !href.startsWith("#"))
     .map((href) => relative(ROOT, join(ROOT, dirname(doc), href.split("#")[0])));
 }
+
+Deno.test("README.md stays a five-minute read (at most 15 KB) and shows the test command CI runs", () => {
+  const readme = readFileSync(join(ROOT, "README.md"));
+  assert.ok(readme.length <= 15 * 1024, `README.md is ${readme.length} bytes; move detail into docs/*.md`);
+  const ci = readFileSync(join(ROOT, ".ci/run"), "utf8").match(/^npx -y deno@[\d.]+ task test/m)?.[0];
+  assert.ok(ci, ".ci/run runs no 'npx -y deno@… task test'");
+  assert.ok(new TextDecoder().decode(readme).includes(ci), `README.md does not show '${ci}'`);
+});
 
 Deno.test("every repository path README.md and docs/*.md name exists", () => {
   const missing: string[] = [];
