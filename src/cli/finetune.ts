@@ -36,10 +36,12 @@ type Values = Record<string, unknown>;
 
 /** Finetune options from parsed command-line values (`fixture`: start from the fixture settings). */
 export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
-  const num = (name: string, o: Parameters<typeof numberOption>[2] = {}) => numberOption(values, name, o);
+  // Only "is it a number" here: ranges are the options schema's, so the CLI, the library and the sidecar give
+  // the same message for the same value.
+  const num = (name: string) => numberOption(values, name);
   const lora: Record<string, unknown> = {};
-  if (values.rank !== undefined) lora.rank = num("rank", { integer: true, min: 1 });
-  if (values.alpha !== undefined) lora.alpha = num("alpha", { positive: true });
+  if (values.rank !== undefined) lora.rank = num("rank");
+  if (values.alpha !== undefined) lora.alpha = num("alpha");
   if (values.rslora) lora.rslora = true;
   if (values.targets !== undefined) {
     const targets = String(values.targets).split(",").map((t) => t.trim());
@@ -57,18 +59,18 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
     ...drop({
       method: values.method as FinetuneInput["method"],
       select: values.select as string | undefined,
-      seed: num("seed", { integer: true }),
-      maxLength: num("max-length", { integer: true, min: 1 }),
-      valSize: num("val-size", { integer: true, min: 1 }),
-      checkpointEvery: num("checkpoint-every", { integer: true, min: 0 }),
+      seed: num("seed"),
+      maxLength: num("max-length"),
+      valSize: num("val-size"),
+      checkpointEvery: num("checkpoint-every"),
       dtype: values.dtype as FinetuneInput["dtype"],
     }),
     search: {
       ...base.search,
       ...drop({
-        loraLr: num("search-lr", { positive: true }),
-        gateLr: num("gate-lr", { positive: true }),
-        epochs: num("search-epochs", { integer: true, min: 1 }),
+        loraLr: num("search-lr"),
+        gateLr: num("gate-lr"),
+        epochs: num("search-epochs"),
         hypergradient: values.hypergradient as "first-order" | "unrolled" | undefined,
       }),
       lora: { ...base.search?.lora, ...lora },
@@ -76,13 +78,13 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
     retrain: {
       ...base.retrain,
       ...drop({
-        lr: num("lr", { positive: true }),
-        epochs: num("epochs", { integer: true, min: 1 }),
-        batchSize: num("batch-size", { integer: true, min: 1 }),
-        microBatchSize: num("micro-batch-size", { integer: true, min: 1 }),
-        warmupRatio: num("warmup-ratio", { min: 0, max: 1 }),
+        lr: num("lr"),
+        epochs: num("epochs"),
+        batchSize: num("batch-size"),
+        microBatchSize: num("micro-batch-size"),
+        warmupRatio: num("warmup-ratio"),
         schedule: values.schedule as "cosine" | undefined,
-        earlyStoppingPatience: num("early-stopping", { integer: true, min: 0 }),
+        earlyStoppingPatience: num("early-stopping"),
       }),
       lora: { ...base.retrain?.lora, ...lora },
     },

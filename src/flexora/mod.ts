@@ -20,13 +20,24 @@ export type { EpochMetrics, EvalMetrics, GateRecord, RetrainRecord, SearchRecord
 export {
   defaultOptions,
   type FinetuneInput,
+  FinetuneInputSchema,
   type FinetuneOptions,
   type LoraOptions,
+  MAX_EPOCHS,
   OptionsError,
   resolveOptions,
   type RetrainOptions,
   type SearchOptions,
 } from "./options.ts";
+export {
+  checkFit,
+  estimateRun,
+  MAX_STEPS,
+  planFinetune,
+  type RunEstimate,
+  type RunFacts,
+  type RunPlan,
+} from "./plan.ts";
 export { finetune, type FinetuneHooks, type FinetuneResult, randomLayers } from "./pipeline.ts";
 export { DivergedError, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
 export { type EvalRow, evaluate, retrain, type RetrainData, type RetrainResult } from "./retrain.ts";

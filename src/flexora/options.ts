@@ -1,13 +1,17 @@
 /**
- * Typed, JSON-serialisable options of the Flexora pipeline, their defaults (those of the paper's code), and
- * validation with messages that name the option and the value. Hugging Face spellings (`lora_alpha`,
+ * Typed, JSON-serialisable options of the Flexora pipeline, their defaults (those of the paper's code), and their
+ * one schema ({@link FinetuneInputSchema}), which the library, the CLI and the sidecar's API all validate with:
+ * messages name the option and the value (`Cannot start training: 'search.lora.rank' must be a positive
+ * integer, got 0`). Checks that need the model or the data (rank against the model's sizes, the validation size
+ * against the data, the number of steps) are in `./plan.ts`. Hugging Face spellings (`lora_alpha`,
  * `target_modules`) appear only where adapters are written.
  *
  * @module
  */
 
+import { z } from "zod";
 import { TARGET_MODULES, type TargetModule } from "../model/lora.ts";
-import { formatSelection, parseSelection, type SelectionRule } from "./select.ts";
+import { parseSelection, type SelectionRule } from "./select.ts";
 
 /** LoRA shape. */
 export interface LoraOptions {
@@ -121,6 +125,39 @@ export function defaultOptions(): FinetuneOptions {
   };
 }
 
+/** The most epochs a stage may run. */
+export const MAX_EPOCHS = 1000;
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => {
+  const want = max < Number.MAX_SAFE_INTEGER
+    ? `an integer in [${min}, ${max}]`
+    : min === 1
+    ? "a positive integer"
+    : `an integer >= ${min}`;
+  return z.int({ error: want }).min(min, { error: want }).max(max, { error: want });
+};
+const positive = () => z.number({ error: "a positive number" }).positive({ error: "a positive number" });
+const nonNegative = () => z.number({ error: "a number >= 0" }).min(0, { error: "a number >= 0" });
+const oneOf = <T extends string>(choices: readonly [T, ...T[]]) =>
+  z.enum(choices, { error: `one of ${choices.join(", ")}` });
+const SELECT_RULE = "a rule: positive, top-k:K (K a positive integer) or threshold:T (T a number)";
+const isRule = (text: string) => {
+  try {
+    return parseSelection(text) !== null;
+  } catch {
+    return false;
+  }
+};
+
+const LoraSchema = z.strictObject({
+  rank: int(1).optional(),
+  alpha: positive().optional(),
+  rslora: z.boolean({ error: "true or false" }).optional(),
+  targets: z.array(oneOf(TARGET_MODULES as unknown as [TargetModule, ...TargetModule[]]), {
+    error: "a non-empty list of modules",
+  }).min(1, { error: "a non-empty list of modules" }).optional(),
+});
+
 /** Options as callers give them: any field, at any depth, may be left out. */
 export interface FinetuneInput {
   method?: FinetuneOptions["method"];
@@ -137,97 +174,140 @@ export interface FinetuneInput {
   dtype?: FinetuneOptions["dtype"];
 }
 
+/**
+ * The schema of {@link FinetuneInput}: every field optional at every depth; objects are strict (an unknown field is
+ * an error naming it). The one definition of what options exist and which values they take: `resolveOptions`
+ * parses with it and the sidecar's API (`FinetuneOptions` in its OpenAPI description) is it.
+ */
+export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
+  method: oneOf(["flexora", "lora", "random-k"]).optional(),
+  search: z.strictObject({
+    lora: LoraSchema.optional(),
+    loraLr: positive().optional(),
+    gateLr: positive().optional(),
+    epochs: int(1, MAX_EPOCHS).optional(),
+    batchSize: int(1).optional(),
+    valBatchSize: int(1).optional(),
+    hypergradient: oneOf(["first-order", "unrolled"]).optional(),
+  }).optional(),
+  select: z.union([
+    z.string().max(64, { error: SELECT_RULE }).refine(isRule, { error: SELECT_RULE }),
+    z.strictObject({ kind: z.literal("positive") }),
+    z.strictObject({ kind: z.literal("top-k"), k: int(1) }),
+    z.strictObject({ kind: z.literal("threshold"), threshold: z.number() }),
+  ], { error: SELECT_RULE }).optional(),
+  retrain: z.strictObject({
+    lora: LoraSchema.optional(),
+    lr: positive().optional(),
+    epochs: int(1, MAX_EPOCHS).optional(),
+    batchSize: int(1).optional(),
+    microBatchSize: int(1).optional(),
+    schedule: oneOf(["cosine", "linear", "constant"]).optional(),
+    warmupRatio: z.number({ error: "in [0, 1]" }).min(0, { error: "in [0, 1]" }).max(1, {
+      error: "in [0, 1]",
+    })
+      .optional(),
+    earlyStoppingPatience: int(0).optional(),
+  }).optional(),
+  // Two tokens at least: a prompt token and one to predict.
+  maxLength: int(2).optional(),
+  valSize: int(1).optional(),
+  seed: z.int({ error: "an integer" }).optional(),
+  weightDecay: nonNegative().optional(),
+  maxGradNorm: positive().optional(),
+  checkpointEvery: int(0).optional(),
+  dtype: oneOf(["float32", "float16"]).optional(),
+});
+
 /** Thrown for invalid options; the message starts "Cannot start training:" and names the option and the value. */
 export class OptionsError extends Error {
   override name = "OptionsError";
-}
-
-function fail(path: string, want: string, got: unknown): never {
-  throw new OptionsError(
-    `Cannot start training: '${path}' must be ${want}, got ${JSON.stringify(got) ?? String(got)}`,
-  );
-}
-const posInt = (
-  path: string,
-  v: unknown,
-) => (Number.isInteger(v) && (v as number) > 0 ? v as number : fail(path, "a positive integer", v));
-const nonNegInt = (
-  path: string,
-  v: unknown,
-) => (Number.isInteger(v) && (v as number) >= 0 ? v as number : fail(path, "an integer >= 0", v));
-const posNum = (
-  path: string,
-  v: unknown,
-) => (typeof v === "number" && v > 0 && Number.isFinite(v) ? v : fail(path, "a positive number", v));
-const nonNeg = (
-  path: string,
-  v: unknown,
-) => (typeof v === "number" && v >= 0 && Number.isFinite(v) ? v : fail(path, "a number >= 0", v));
-function oneOf<T extends string>(path: string, v: unknown, choices: readonly T[]): T {
-  return choices.includes(v as T) ? v as T : fail(path, `one of ${choices.join(", ")}`, v);
-}
-
-function checkLora(path: string, l: LoraOptions): LoraOptions {
-  posInt(`${path}.rank`, l.rank);
-  posNum(`${path}.alpha`, l.alpha);
-  if (typeof l.rslora !== "boolean") fail(`${path}.rslora`, "true or false", l.rslora);
-  if (!Array.isArray(l.targets) || l.targets.length === 0) {
-    fail(`${path}.targets`, "a non-empty list of modules", l.targets);
+  /** The option's path (`retrain.batchSize`). */
+  readonly option: string;
+  constructor(option: string, message: string) {
+    super(`Cannot start training: ${message}`);
+    this.option = option;
   }
-  for (const t of l.targets) oneOf(`${path}.targets`, t, TARGET_MODULES);
-  return l;
 }
 
-/** Fills defaults and validates; throws {@link OptionsError}. `select` may also be given as text (`top-k:3`). */
-export function resolveOptions(
-  input: FinetuneInput = {},
-): FinetuneOptions {
-  const d = defaultOptions();
-  const known = new Set(Object.keys(d));
-  for (const k of Object.keys(input)) {
-    if (!known.has(k)) fail(k, `one of the options ${[...known].join(", ")}`, "unknown option");
+/** A value as messages show it: JSON, with NaN and infinities spelled out, cut to 60 characters. */
+function show(value: unknown): string {
+  const text = typeof value === "number" && !Number.isFinite(value)
+    ? String(value)
+    : JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** `'path' must be WANT, got VALUE` as an {@link OptionsError}. */
+export function optionsError(path: string, want: string, got: unknown): OptionsError {
+  return new OptionsError(path, `'${path}' must be ${want}, got ${show(got)}`);
+}
+
+/** The value at `path` in `input`, or undefined. */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let v = input;
+  for (const key of path) {
+    v = v !== null && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[key] : undefined;
   }
-  const select = typeof input.select === "string" ? parseSelection(input.select) : input.select ?? d.select;
-  const o: FinetuneOptions = {
-    ...d,
-    ...input,
-    search: { ...d.search, ...input.search, lora: { ...d.search.lora, ...input.search?.lora } },
-    retrain: { ...d.retrain, ...input.retrain, lora: { ...d.retrain.lora, ...input.retrain?.lora } },
-    select,
-  } as FinetuneOptions;
-  oneOf("method", o.method, ["flexora", "lora", "random-k"] as const);
-  checkLora("search.lora", o.search.lora);
-  checkLora("retrain.lora", o.retrain.lora);
-  posNum("search.loraLr", o.search.loraLr);
-  posNum("search.gateLr", o.search.gateLr);
-  posInt("search.epochs", o.search.epochs);
-  posInt("search.batchSize", o.search.batchSize);
-  posInt("search.valBatchSize", o.search.valBatchSize);
-  oneOf("search.hypergradient", o.search.hypergradient, ["first-order", "unrolled"] as const);
-  posNum("retrain.lr", o.retrain.lr);
-  posInt("retrain.epochs", o.retrain.epochs);
-  posInt("retrain.batchSize", o.retrain.batchSize);
-  if (input.retrain?.microBatchSize === undefined) o.retrain.microBatchSize = o.retrain.batchSize;
-  posInt("retrain.microBatchSize", o.retrain.microBatchSize);
-  if (o.retrain.batchSize % o.retrain.microBatchSize !== 0) {
-    fail(
-      "retrain.microBatchSize",
-      `a divisor of retrain.batchSize (${o.retrain.batchSize})`,
-      o.retrain.microBatchSize,
+  return v;
+}
+
+/**
+ * The {@link OptionsError} for the first problem zod found with `input` (the sidecar's request validation
+ * formats option problems with it too, so the library, the CLI and the API say the same thing).
+ */
+export function optionsIssue(
+  issue: { code: string; path: readonly PropertyKey[]; message: string; keys?: readonly string[] },
+  input: unknown,
+): OptionsError {
+  const path = issue.path.map(String);
+  if (issue.code === "unrecognized_keys" && issue.keys?.length) {
+    const option = [...path, issue.keys[0]].join(".");
+    const known = Object.keys(valueAt(defaultOptions(), path) ?? {});
+    return new OptionsError(
+      option,
+      `'${option}' is not an option${known.length ? ` (options there: ${known.join(", ")})` : ""}`,
     );
   }
-  oneOf("retrain.schedule", o.retrain.schedule, ["cosine", "linear", "constant"] as const);
-  if (!(o.retrain.warmupRatio >= 0 && o.retrain.warmupRatio <= 1)) {
-    fail("retrain.warmupRatio", "in [0, 1]", o.retrain.warmupRatio);
+  const option = path.join(".") || "options";
+  if (path.length === 0) return optionsError(option, "an object", input);
+  return optionsError(option, issue.message, valueAt(input, issue.path));
+}
+
+/**
+ * Fills defaults and validates with {@link FinetuneInputSchema}, then the combinations no single field shows:
+ * the micro-batch against the batch, the selection rule against the method. Throws {@link OptionsError}.
+ */
+export function resolveOptions(input: FinetuneInput = {}): FinetuneOptions {
+  const parsed = FinetuneInputSchema.safeParse(input);
+  if (!parsed.success) throw optionsIssue(parsed.error.issues[0], input);
+  const given = parsed.data;
+  const d = defaultOptions();
+  const o: FinetuneOptions = {
+    ...d,
+    ...given,
+    search: { ...d.search, ...given.search, lora: { ...d.search.lora, ...given.search?.lora } },
+    retrain: { ...d.retrain, ...given.retrain, lora: { ...d.retrain.lora, ...given.retrain?.lora } },
+    select: typeof given.select === "string" ? parseSelection(given.select) : given.select ?? d.select,
+  };
+  if (given.retrain?.microBatchSize === undefined) o.retrain.microBatchSize = o.retrain.batchSize;
+  const { batchSize, microBatchSize } = o.retrain;
+  if (microBatchSize > batchSize) {
+    throw optionsError("retrain.microBatchSize", `at most retrain.batchSize (${batchSize})`, microBatchSize);
   }
-  nonNegInt("retrain.earlyStoppingPatience", o.retrain.earlyStoppingPatience);
-  posInt("maxLength", o.maxLength);
-  posInt("valSize", o.valSize);
-  if (!Number.isInteger(o.seed)) fail("seed", "an integer", o.seed);
-  nonNeg("weightDecay", o.weightDecay);
-  posNum("maxGradNorm", o.maxGradNorm);
-  nonNegInt("checkpointEvery", o.checkpointEvery);
-  oneOf("dtype", o.dtype, ["float32", "float16"] as const);
-  formatSelection(o.select);
+  if (batchSize % microBatchSize !== 0) {
+    throw optionsError(
+      "retrain.microBatchSize",
+      `a divisor of retrain.batchSize (${batchSize})`,
+      microBatchSize,
+    );
+  }
+  if (o.method === "random-k" && o.select.kind !== "top-k") {
+    throw optionsError(
+      "select",
+      "top-k:K with method random-k (K: how many random layers to train)",
+      given.select ?? "positive",
+    );
+  }
   return o;
 }

@@ -19,6 +19,7 @@ import {
   resolveOptions,
   type RunOptions,
 } from "./options.ts";
+import { checkFit } from "./plan.ts";
 import type { RunHooks } from "./progress.ts";
 import { retrain, type RetrainResult } from "./retrain.ts";
 import { searchGates, type SearchResult } from "./search.ts";
@@ -88,7 +89,8 @@ export async function finetune(
   if (model.dtype !== options.dtype) {
     if (input.dtype !== undefined || model.dtype === "float64") {
       throw new OptionsError(
-        `Cannot start training: 'dtype' is ${options.dtype}, but the model was loaded in ${model.dtype}`,
+        "dtype",
+        `'dtype' is ${options.dtype}, but the model was loaded in ${model.dtype}`,
       );
     }
     options = { ...options, dtype: model.dtype };
@@ -98,6 +100,11 @@ export async function finetune(
   const data = typeof dataOrPath === "string"
     ? await loadDataset(dataOrPath, { tokenizer: model.tokenizer })
     : dataOrPath;
+  checkFit(options, {
+    config: model.config,
+    trainExamples: data.train.length,
+    validationExamples: data.validation?.length ?? null,
+  });
   const split = data.validation
     ? { train: data.train, validation: data.validation }
     : carveValidation(data.train, options.valSize, options.seed);
@@ -135,14 +142,9 @@ export async function finetune(
   } else if (options.method === "lora") {
     layers = [...Array(L).keys()];
   } else {
-    if (options.select.kind !== "top-k") {
-      throw new Error(
-        `Cannot start training: method random-k needs the layer count as select top-k:K, got ${
-          formatSelection(options.select)
-        }`,
-      );
-    }
-    layers = randomLayers(L, Math.min(options.select.k, L), options.seed);
+    // resolveOptions made sure random-k has a top-k rule.
+    const k = options.select.kind === "top-k" ? options.select.k : L;
+    layers = randomLayers(L, Math.min(k, L), options.seed);
   }
   const retrained = await retrain(
     model,

@@ -8,7 +8,10 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { AttachError, UnsupportedError } from "../../plugins/types.ts";
-import { OptionsError } from "../flexora/options.ts";
+import { DataError } from "../data/jsonl.ts";
+import { OptionsError, optionsIssue } from "../flexora/options.ts";
+import { ConfigError } from "../model/config.ts";
+import { TokenizerError } from "../model/tokenizer.ts";
 import { JobError } from "./jobs.ts";
 import { NotAttachedError } from "./reconcile/operations.ts";
 
@@ -17,11 +20,21 @@ export function errorBody(message: string, field?: string): { error: { message: 
   return { error: field ? { message, field } : { message } };
 }
 
-/** zod-openapi's validation hook: a 400 naming the first offending field. */
-// deno-lint-ignore no-explicit-any
-export function validationHook(result: { success: boolean; error?: any }, c: Context): Response | undefined {
+/**
+ * zod-openapi's validation hook: a 400 naming the first offending field. A problem with the finetune options is
+ * described by the options schema's own formatter, so the API says what the library and the CLI say.
+ */
+export function validationHook(
+  // deno-lint-ignore no-explicit-any
+  result: { success: boolean; error?: any; data?: any },
+  c: Context,
+): Response | undefined {
   if (result.success) return;
   const issue = result.error?.issues?.[0];
+  if (issue?.path?.[0] === "options" && issue.path.length > 1) {
+    const e = optionsIssue({ ...issue, path: issue.path.slice(1) }, result.data?.options);
+    return c.json(errorBody(e.message, `options.${e.option}`), 400);
+  }
   const path = issue?.path?.join(".") ?? "";
   const keys: string[] = issue?.keys ?? [];
   const field = keys.length ? [path, keys[0]].filter(Boolean).join(".") : path;
@@ -36,6 +49,8 @@ export function toResponse(e: Error, c: Context): Response {
   else if (e instanceof JobError) status = e.status;
   else if (e instanceof NotAttachedError) status = 404;
   else if (e instanceof OptionsError) status = 400;
+  // The model or the data of a submitted job cannot be used (each message names the file).
+  else if (e instanceof ConfigError || e instanceof TokenizerError || e instanceof DataError) status = 400;
   else if (e instanceof UnsupportedError) status = 501;
   else if (e instanceof AttachError) status = 502;
   let message = e instanceof HTTPException && e.message === "" ? "request failed" : e.message;
@@ -46,5 +61,6 @@ export function toResponse(e: Error, c: Context): Response {
       sent ? `Content-Type: ${sent}` : "no Content-Type"
     })`;
   }
-  return c.json(errorBody(status === 500 ? `internal error: ${message}` : message), status);
+  const field = e instanceof OptionsError ? `options.${e.option}` : undefined;
+  return c.json(errorBody(status === 500 ? `internal error: ${message}` : message, field), status);
 }

@@ -6,6 +6,7 @@
  */
 
 import { z } from "@hono/zod-openapi";
+import { FinetuneInputSchema } from "../flexora/options.ts";
 import { isSafeName, NAME_RULE, nameProblem } from "../util/safe_name.ts";
 import { JOB_STATES } from "./store.ts";
 
@@ -15,46 +16,11 @@ export const Name = z.string().refine(isSafeName, { error: (issue) => nameProble
   pattern: "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$",
 });
 
-const Lora = z.strictObject({
-  rank: z.int().positive().optional(),
-  alpha: z.number().positive().optional(),
-  rslora: z.boolean().optional(),
-  targets: z.array(z.enum(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).min(
-    1,
-  )
-    .optional(),
-});
-
-/** Finetune options, as the library takes them (all optional). */
-export const FinetuneOptions = z.strictObject({
-  search: z.strictObject({
-    lora: Lora.optional(),
-    loraLr: z.number().positive().optional(),
-    gateLr: z.number().positive().optional(),
-    epochs: z.int().positive().optional(),
-    batchSize: z.int().positive().optional(),
-    valBatchSize: z.int().positive().optional(),
-    hypergradient: z.enum(["first-order", "unrolled"]).optional(),
-  }).optional(),
-  select: z.string().max(64).optional(),
-  retrain: z.strictObject({
-    lora: Lora.optional(),
-    lr: z.number().positive().optional(),
-    epochs: z.int().positive().optional(),
-    batchSize: z.int().positive().optional(),
-    microBatchSize: z.int().positive().optional(),
-    schedule: z.enum(["cosine", "linear", "constant"]).optional(),
-    warmupRatio: z.number().min(0).max(1).optional(),
-    earlyStoppingPatience: z.int().min(0).optional(),
-  }).optional(),
-  maxLength: z.int().positive().optional(),
-  valSize: z.int().positive().optional(),
-  seed: z.int().optional(),
-  weightDecay: z.number().min(0).optional(),
-  maxGradNorm: z.number().positive().optional(),
-  checkpointEvery: z.int().min(0).optional(),
-  dtype: z.enum(["float32", "float16"]).optional(),
-}).openapi("FinetuneOptions");
+/**
+ * Finetune options: the library's one options schema (`src/flexora/options.ts`), described inline (it is plain
+ * zod, which the library may load before zod-openapi extends it).
+ */
+export const FinetuneOptions = FinetuneInputSchema;
 
 export const JobCreate = z.strictObject({
   model: z.string().min(1).max(4096).openapi({
@@ -80,6 +46,17 @@ export const Job = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
 }).openapi("Job");
+
+export const Estimate = z.object({
+  steps: z.object({ search: z.int(), retrain: z.int(), total: z.int() }).openapi({
+    description: "optimizer steps per stage (retrain at most: early stopping may end it sooner)",
+  }),
+  weightsBytes: z.number().openapi({ description: "the base weights in the compute dtype" }),
+  memoryBytes: z.number().openapi({
+    description: "the run's tensors at the larger stage's peak, full-length sequences (an upper bound for " +
+      "planning; the runtime's fixed overhead comes on top)",
+  }),
+}).openapi("Estimate");
 
 export const ServerRef = z.strictObject({ server: Name }).openapi("ServerRef");
 

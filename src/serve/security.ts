@@ -1,11 +1,11 @@
 /**
- * The sidecar's guards: bearer tokens and paths confined to configured roots.
+ * The sidecar's guards: bearer tokens, and paths confined to configured roots and to regular files.
  *
  * @module
  */
 
 import { timingSafeEqual } from "node:crypto";
-import { isAbsolute, relative, resolve, sep } from "node:path";
+import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 
@@ -84,4 +84,34 @@ export async function confine(field: string, path: string, roots: readonly strin
   throw new HTTPException(400, {
     message: `'${field}': ${JSON.stringify(path)} is outside the allowed roots`,
   });
+}
+
+/**
+ * Checks that `path` (as {@link confine} returns it) is a regular file, or a folder whose entries are regular files
+ * or folders: reading a FIFO or a device would block the job (and its cancel) forever. Throws a 400 naming the
+ * field and the path.
+ */
+export async function requireRegular(field: string, path: string): Promise<void> {
+  const kind = (info: Deno.FileInfo) =>
+    info.isFifo
+      ? "a FIFO"
+      : info.isCharDevice || info.isBlockDevice
+      ? "a device"
+      : info.isSocket
+      ? "a socket"
+      : null;
+  const refuse = (what: string, where: string) => {
+    throw new HTTPException(400, {
+      message: `'${field}': ${JSON.stringify(where)} is ${what}, not a regular file or folder`,
+    });
+  };
+  const info = await Deno.stat(path);
+  const top = kind(info);
+  if (top) refuse(top, path);
+  if (!info.isDirectory) return;
+  for await (const entry of Deno.readDir(path)) {
+    const inside = join(path, entry.name);
+    const what = await Deno.stat(inside).then(kind, () => null); // a dangling link is the reader's to report
+    if (what) refuse(what, inside);
+  }
 }

@@ -69,10 +69,35 @@ Deno.test("finetune --method lora --select is ignored for lora; random-k uses to
 
 const bad: [string, string[], RegExp, number][] = [
   ["unknown method", ["--method", "dora"], /'method' must be one of flexora, lora, random-k, got "dora"/, 1],
-  ["bad select", ["--select", "best"], /unknown selection 'best'/, 1],
-  ["rank 0", ["--rank", "0"], /--rank must be an integer >= 1, got '0'/, 2],
+  ["bad select", ["--select", "best"], /Cannot start training: 'select' must be a rule: .*, got "best"/, 1],
+  [
+    "rank 0",
+    ["--rank", "0"],
+    /Cannot start training: 'search\.lora\.rank' must be a positive integer, got 0/,
+    1,
+  ],
+  [
+    "rank 1e9",
+    ["--rank", "1e9"],
+    /'search\.lora\.rank' must be at most 16 \(the smallest width .*\), got 1000000000/,
+    1,
+  ],
   ["unknown target", ["--targets", "q_proj,qkv"], /--targets has 'qkv'/, 2],
-  ["negative lr", ["--lr=-3"], /--lr must be a number > 0, got '-3'/, 2],
+  ["negative lr", ["--lr=-3"], /Cannot start training: 'retrain\.lr' must be a positive number, got -3/, 1],
+  ["a rank that is not a number", ["--rank", "eight"], /--rank must be a number, got 'eight'/, 2],
+  [
+    "a batch that is not a multiple of the micro-batch",
+    ["--batch-size", "8", "--micro-batch-size", "3"],
+    /'retrain\.microBatchSize' must be a divisor of retrain\.batchSize \(8\), got 3/,
+    1,
+  ],
+  ["max length 1", ["--max-length", "1"], /'maxLength' must be an integer >= 2, got 1/, 1],
+  [
+    "1e9 epochs",
+    ["--epochs", "1e9"],
+    /'retrain\.epochs' must be an integer in \[1, 1000\], got 1000000000/,
+    1,
+  ],
   ["model without data", ["--data"], /give both --model and --data, or neither/, 2],
   ["no completion tokens after truncation", ["--max-length", "3"], /no example has completion tokens.*3/i, 1],
 ];
@@ -93,6 +118,27 @@ for (const [name, args, message, code] of bad) {
     assert.match(r.err, message);
   });
 }
+
+Deno.test("finetune: a validation size past the data fails before training, naming it", async () => {
+  const r = await flexora(
+    "finetune",
+    "--model",
+    TINY,
+    "--data",
+    join(DATA, "train.jsonl"),
+    "--out",
+    join(tmp, "val-size"),
+    "--val-size",
+    "64",
+    "--device",
+    "cpu",
+  );
+  assert.equal(r.code, 1, r.err);
+  assert.match(
+    r.err,
+    /Cannot start training: 'valSize' must be less than the 64 training examples .*, got 64/,
+  );
+});
 
 Deno.test("finetune --resume of a folder without run.json says so", async () => {
   const r = await flexora("finetune", "--resume", tmp);

@@ -42,13 +42,6 @@ Deno.test("gradient accumulation over 4 micro-batches of 2 equals one batch of 8
   assert.notEqual(smaller.steps, whole.steps);
 });
 
-Deno.test("micro-batch size must divide the batch size", () => {
-  assert.throws(
-    () => resolveOptions({ retrain: { batchSize: 8, microBatchSize: 3 } }),
-    /'retrain\.microBatchSize' must be a divisor of retrain\.batchSize \(8\), got 3/,
-  );
-});
-
 Deno.test("early stopping: stop once `patience` epochs bring no improvement over the best before them", () => {
   assert.equal(shouldStopEarly([3, 2, 1], 1), false);
   assert.equal(shouldStopEarly([3, 2, 2.5], 1), true);

@@ -13,7 +13,7 @@ import type { RunnerSpec } from "../../src/serve/runner.ts";
 import { makeAdapter } from "../plugins/adapters.ts";
 import { downUrl } from "../plugins/fakes/common.ts";
 import { startVllm } from "../plugins/fakes/vllm.ts";
-import { TOKEN, waitFor } from "./helpers.ts";
+import { copyFixtures, TOKEN, waitFor } from "./helpers.ts";
 import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 
 /** A runner that "trains" by copying a real PEFT adapter to the job's output folder. */
@@ -36,7 +36,7 @@ async function copyingSpawn(): Promise<(specFile: string) => RunnerHandle> {
 
 async function runWith(server: ServerConfig) {
   const dir = await Deno.makeTempDir({ prefix: "flexora-attach-faults-" });
-  await Deno.mkdir(join(dir, "m"));
+  await copyFixtures(dir);
   const sidecar = await createSidecar(
     {
       dataDir: join(dir, "state"),
@@ -59,7 +59,7 @@ async function runWith(server: ServerConfig) {
   try {
     const body = JSON.stringify({
       model: join(dir, "m"),
-      data: join(dir, "m"),
+      data: join(dir, "d"),
       name: "colors",
       attach: { server: server.name },
     });

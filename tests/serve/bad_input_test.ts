@@ -10,6 +10,11 @@ import { testSidecar } from "./helpers.ts";
 const s = await testSidecar();
 addEventListener("unload", () => void s.close());
 await Deno.symlink("/tmp", join(s.dir, "models", "escape"));
+await Deno.mkdir(join(s.dir, "models", "empty"));
+// A FIFO nobody writes: reading it would block the job forever.
+await new Deno.Command("mkfifo", { args: [join(s.dir, "datasets", "fifo")] }).output();
+await Deno.mkdir(join(s.dir, "datasets", "with-fifo"));
+await new Deno.Command("mkfifo", { args: [join(s.dir, "datasets", "with-fifo", "train.jsonl")] }).output();
 
 interface Case {
   name: string;
@@ -19,6 +24,8 @@ interface Case {
   headers?: Record<string, string>;
   status: number;
   message: RegExp;
+  /** The error body's `field`, when the case names one. */
+  field?: string;
 }
 
 const job = (extra: Record<string, unknown>) => s.body(extra);
@@ -38,7 +45,8 @@ const CASES: Case[] = [
     name: "an unknown search option",
     body: opts({ search: { lr: 1 } }),
     status: 400,
-    message: /'options\.search\.lr'/,
+    message: /Cannot start training: 'search\.lr' /,
+    field: "options.search.lr",
   },
   {
     name: "a missing model",
@@ -77,62 +85,155 @@ const CASES: Case[] = [
     name: "a negative search lr",
     body: opts({ search: { loraLr: -1 } }),
     status: 400,
-    message: /'options\.search\.loraLr'/,
+    message: /Cannot start training: 'search\.loraLr' /,
+    field: "options.search.loraLr",
   },
   {
     name: "zero retrain epochs",
     body: opts({ retrain: { epochs: 0 } }),
     status: 400,
-    message: /'options\.retrain\.epochs'/,
+    message: /Cannot start training: 'retrain\.epochs' /,
+    field: "options.retrain.epochs",
   },
   {
     name: "rank 0",
     body: opts({ retrain: { lora: { rank: 0 } } }),
     status: 400,
-    message: /'options\.retrain\.lora\.rank'/,
+    message: /Cannot start training: 'retrain\.lora\.rank' /,
+    field: "options.retrain.lora.rank",
   },
   {
     name: "rank 2.5",
     body: opts({ search: { lora: { rank: 2.5 } } }),
     status: 400,
-    message: /'options\.search\.lora\.rank'/,
+    message: /Cannot start training: 'search\.lora\.rank' /,
+    field: "options.search.lora.rank",
   },
   {
     name: "an unknown target module",
     body: opts({ retrain: { lora: { targets: ["qkv"] } } }),
     status: 400,
-    message: /'options\.retrain\.lora\.targets\.0'/,
+    message: /Cannot start training: 'retrain\.lora\.targets\.0' /,
+    field: "options.retrain.lora.targets.0",
   },
   {
     name: "no target modules",
     body: opts({ retrain: { lora: { targets: [] } } }),
     status: 400,
-    message: /'options\.retrain\.lora\.targets'/,
+    message: /Cannot start training: 'retrain\.lora\.targets' /,
+    field: "options.retrain.lora.targets",
   },
   {
     name: "a fractional max length",
     body: opts({ maxLength: 10.5 }),
     status: 400,
-    message: /'options\.maxLength'/,
+    message: /Cannot start training: 'maxLength' /,
+    field: "options.maxLength",
   },
-  { name: "a seed that is a string", body: opts({ seed: "1" }), status: 400, message: /'options\.seed'/ },
+  {
+    name: "a seed that is a string",
+    body: opts({ seed: "1" }),
+    status: 400,
+    message: /Cannot start training: 'seed' must be an integer, got "1"/,
+    field: "options.seed",
+  },
   {
     name: "an unknown hypergradient",
     body: opts({ search: { hypergradient: "exact" } }),
     status: 400,
-    message: /'options\.search\.hypergradient'/,
+    message: /Cannot start training: 'search\.hypergradient' /,
+    field: "options.search.hypergradient",
   },
   {
     name: "a warmup ratio of 2",
     body: opts({ retrain: { warmupRatio: 2 } }),
     status: 400,
-    message: /'options\.retrain\.warmupRatio'/,
+    message: /Cannot start training: 'retrain\.warmupRatio' /,
+    field: "options.retrain.warmupRatio",
   },
   {
     name: "a selection too long",
     body: opts({ select: "x".repeat(100) }),
     status: 400,
-    message: /'options\.select'/,
+    message: /Cannot start training: 'select' /,
+    field: "options.select",
+  },
+  {
+    name: "a batch that is not a multiple of the micro-batch",
+    body: opts({ retrain: { batchSize: 8, microBatchSize: 3 } }),
+    status: 400,
+    message: /'retrain\.microBatchSize' must be a divisor of retrain\.batchSize \(8\), got 3/,
+    field: "options.retrain.microBatchSize",
+  },
+  {
+    name: "a micro-batch above the batch",
+    body: opts({ retrain: { batchSize: 2, microBatchSize: 8 } }),
+    status: 400,
+    message: /'retrain\.microBatchSize' must be at most retrain\.batchSize \(2\), got 8/,
+  },
+  {
+    name: "a bogus selection rule",
+    body: opts({ select: "bogus-rule" }),
+    status: 400,
+    message: /Cannot start training: 'select' must be a rule: positive, top-k:K .*, got "bogus-rule"/,
+    field: "options.select",
+  },
+  {
+    name: "select top-k:0",
+    body: opts({ select: "top-k:0" }),
+    status: 400,
+    message: /'select' .*got "top-k:0"/,
+  },
+  {
+    name: "select threshold:abc",
+    body: opts({ select: "threshold:abc" }),
+    status: 400,
+    message: /'select' .*got "threshold:abc"/,
+  },
+  {
+    name: "random-k with the default selection",
+    body: job({ method: "random-k" }),
+    status: 400,
+    message: /'select' must be top-k:K with method random-k .*, got "positive"/,
+  },
+  {
+    name: "a validation size past the data",
+    body: job({ data: join(s.dir, "datasets", "d", "train.jsonl"), options: { valSize: 64 } }),
+    status: 400,
+    message: /'valSize' must be less than the 64 training examples .*, got 64/,
+    field: "options.valSize",
+  },
+  { name: "max length 1", body: opts({ maxLength: 1 }), status: 400, message: /'maxLength' .*>= 2, got 1/ },
+  {
+    name: "rank 1e9 (against the model's widths)",
+    body: opts({ retrain: { lora: { rank: 1e9 } } }),
+    status: 400,
+    message: /'retrain\.lora\.rank' must be at most 16 \(the smallest width .*\), got 1000000000/,
+    field: "options.retrain.lora.rank",
+  },
+  {
+    name: "1e9 search epochs",
+    body: opts({ search: { epochs: 1e9 } }),
+    status: 400,
+    message: /'search\.epochs' must be an integer in \[1, 1000\], got 1000000000/,
+  },
+  {
+    name: "a model folder that is not a model",
+    body: job({ model: join(s.dir, "models", "empty") }),
+    status: 400,
+    message: /models\/empty\/config\.json: cannot read the model config/,
+  },
+  {
+    name: "a data path that is a FIFO",
+    body: job({ data: join(s.dir, "datasets", "fifo") }),
+    status: 400,
+    message: /'data': ".*\/datasets\/fifo" is a FIFO, not a regular file or folder/,
+  },
+  {
+    name: "a data folder holding a FIFO",
+    body: job({ data: join(s.dir, "datasets", "with-fifo") }),
+    status: 400,
+    message: /'data': ".*\/datasets\/with-fifo\/train\.jsonl" is a FIFO, not a regular file or folder/,
   },
   { name: "padLayers as a string", body: job({ padLayers: "yes" }), status: 400, message: /'padLayers'/ },
   {
@@ -277,6 +378,7 @@ for (const c of CASES) {
     const body = await res.json();
     assert.equal(typeof body.error?.message, "string", JSON.stringify(body));
     assert.match(body.error.message, c.message);
+    if (c.field) assert.equal(body.error.field, c.field);
     assert.equal((await (await s.request("/v1/jobs")).json()).jobs.length, before, "no job may be created");
   });
 }

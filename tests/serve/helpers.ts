@@ -6,6 +6,7 @@
  */
 
 import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
 import type { AdapterRef, ServerKind, ServerPlugin } from "../../plugins/types.ts";
 import { AttachError } from "../../plugins/types.ts";
 import { createSidecar, type Sidecar } from "../../src/serve/app.ts";
@@ -89,6 +90,22 @@ export function stubPlugins(
   return { plugins: Object.fromEntries(kinds.map((k) => [k, { ...plugin, kind: k }])) as never, attached };
 }
 
+const FIXTURES = fromFileUrl(new URL("../../fixtures/", import.meta.url));
+
+/** Copies the fixture model to `<dir>/m` and the fixture data to `<dir>/d` (what a submit reads). */
+export async function copyFixtures(dir: string): Promise<void> {
+  await copyFolder(join(FIXTURES, "tiny-llama"), join(dir, "m"));
+  await copyFolder(join(FIXTURES, "tiny-data"), join(dir, "d"));
+}
+
+/** Copies the files of folder `from` into a new folder `to`. */
+async function copyFolder(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { recursive: true });
+  for await (const entry of Deno.readDir(from)) {
+    if (entry.isFile) await Deno.copyFile(join(from, entry.name), join(to, entry.name));
+  }
+}
+
 /** A test sidecar and its helpers. */
 export interface TestSidecar extends Sidecar {
   readonly dir: string;
@@ -105,8 +122,9 @@ export async function testSidecar(
   const dir = options.dataDir
     ? join(options.dataDir, "..")
     : await Deno.makeTempDir({ prefix: "flexora-sidecar-" });
-  await Deno.mkdir(join(dir, "models", "m"), { recursive: true });
-  await Deno.mkdir(join(dir, "datasets", "d"), { recursive: true });
+  // Real (tiny) model files and data: a submit reads the model's config and tokenizer and the data.
+  await copyFolder(join(FIXTURES, "tiny-llama"), join(dir, "models", "m"));
+  await copyFolder(join(FIXTURES, "tiny-data"), join(dir, "datasets", "d"));
   const { plugins, attached } = stubPlugins(options.failAttach);
   const sidecar = await createSidecar(
     {

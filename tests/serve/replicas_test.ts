@@ -13,7 +13,7 @@ import { createSidecar } from "../../src/serve/app.ts";
 import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
 import type { ReconcileEvent } from "../../src/serve/reconcile/mod.ts";
 import type { RunnerSpec } from "../../src/serve/runner.ts";
-import { TOKEN, waitFor } from "./helpers.ts";
+import { copyFixtures, TOKEN, waitFor } from "./helpers.ts";
 import { complete, expectedText, Replica, TINY, writeVersion } from "./replicas.ts";
 
 const model = await loadModel(TINY);
@@ -50,7 +50,7 @@ function copying(source: () => string): Spawn {
 
 async function withDeployment(body: (h: Harness) => Promise<void>, spawn?: Spawn): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "flexora-replicas-" });
-  await Deno.mkdir(join(dir, "m"));
+  await copyFixtures(dir);
   const replicas = [0, 1, 2].map(() => Replica.start(model));
   const events: ReconcileEvent[] = [];
   const sidecar = await createSidecar(
@@ -245,7 +245,7 @@ Deno.test("a retrained version rolls out one replica at a time under load: every
       await answered(2);
       const submit = await h.request("/v1/jobs", {
         model: join(h.dir, "m"),
-        data: join(h.dir, "m"),
+        data: join(h.dir, "d"),
         name: "colors",
         attach: { server: "tiny" },
       });

@@ -1,7 +1,8 @@
 /** The sidecar's guards: the bearer scheme, the Host check, redaction of server credentials, file modes. */
 
 import assert from "node:assert/strict";
-import { bearerToken } from "../../src/serve/security.ts";
+import { HTTPException } from "hono/http-exception";
+import { bearerToken, requireRegular } from "../../src/serve/security.ts";
 import { testSidecar, TOKEN, waitFor } from "./helpers.ts";
 
 Deno.test("the bearer scheme is case-insensitive (RFC 7235); other schemes and blank tokens are not bearer", () => {
@@ -35,4 +36,11 @@ Deno.test("a request with `Authorization: bearer TOKEN` (lower case) is accepted
   } finally {
     await s.close();
   }
+});
+
+Deno.test("a device is not a model or data path: 400 naming it", async () => {
+  const e = await requireRegular("data", "/dev/null").catch((e) => e);
+  assert.ok(e instanceof HTTPException && e.status === 400, String(e));
+  assert.match(e.message, /'data': "\/dev\/null" is a device, not a regular file or folder/);
+  await requireRegular("data", Deno.cwd()); // a folder of regular files and folders passes
 });

@@ -7,8 +7,9 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { SidecarDeps } from "../deps.ts";
-import { ErrorBody, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
-import { confine } from "../security.ts";
+import { planFinetune } from "../../flexora/plan.ts";
+import { ErrorBody, Estimate, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
+import { confine, requireRegular } from "../security.ts";
 import { FINAL_STATES, type JobRecord } from "../store.ts";
 import { validationHook } from "../errors.ts";
 
@@ -25,7 +26,10 @@ const create = createRoute({
   method: "post",
   path: "/",
   request: { body: { content: { "application/json": { schema: JobCreate } }, required: true } },
-  responses: { 202: json(z.object({ id: z.string(), job: Job }), "queued"), ...errors },
+  responses: {
+    202: json(z.object({ id: z.string(), job: Job, estimate: Estimate }), "queued, with its estimate"),
+    ...errors,
+  },
 });
 const list = createRoute({
   method: "get",
@@ -63,15 +67,21 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
     const body = c.req.valid("json");
     const model = await confine("model", body.model, deps.config.modelRoots);
     const data = await confine("data", body.data, deps.config.dataRoots);
+    await requireRegular("model", model);
+    await requireRegular("data", data);
+    const options = { ...body.options, ...(body.method ? { method: body.method } : {}) };
+    // The library's own checks against the model's config and the data: a job that cannot run is a 400 now,
+    // not a failure in its runner.
+    const { estimate } = await planFinetune(model, data, options);
     const job = deps.manager.submit({
       model,
       data,
       name: body.name,
-      options: { ...body.options, ...(body.method ? { method: body.method } : {}) },
+      options,
       padLayers: body.padLayers,
       attach: body.attach,
     });
-    return c.json({ id: job.id, job: jobJson(job) }, 202);
+    return c.json({ id: job.id, job: jobJson(job), estimate }, 202);
   });
   app.openapi(list, (c) => c.json({ jobs: deps.manager.list().map(jobJson) }, 200));
   app.openapi(get, (c) => c.json(jobJson(deps.manager.get(c.req.valid("param").id)), 200));
