@@ -173,7 +173,7 @@ Deno.test("baselines: lora trains every layer; random-k takes K seeded layers an
   assert.equal(rk.trainableParams, (lora.trainableParams * 2) / 3);
   await assert.rejects(
     finetune(model, data, { ...QUICK, method: "random-k" }),
-    /method random-k needs the layer count/,
+    /'select' must be top-k:K with method random-k/,
   );
 });
 
