@@ -43,7 +43,7 @@ export async function layerCount(server: ServerConfig, files: AdapterFiles, what
  * @example
  * ```ts
  * import { missingProjections } from "./padding.ts";
- * const files = { config: { target_modules: ["q_proj", "v_proj"] }, modules: new Map([[1, new Set(["q_proj"])]]) };
+ * const files = { config: { r: 8, target_modules: ["q_proj", "v_proj"] }, modules: new Map([[1, new Set(["q_proj"])]]) };
  * const missing = missingProjections(files, 3);
  * if (missing.get("q_proj")?.join() !== "0,2" || missing.get("v_proj")?.join() !== "0,1,2") throw new Error();
  * ```
