@@ -11,7 +11,7 @@ import { createSidecar } from "../serve/app.ts";
 import { type DeploymentConfig, parseServers } from "../serve/deployments.ts";
 import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
 import { createEmbeddedApp } from "../serve/embedded/app.ts";
-import { generateToken, isLoopback } from "../serve/security.ts";
+import { generateToken, isLoopback, privateDataDir, redactSecrets } from "../serve/security.ts";
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";
 import { choiceOption, numberOption } from "./args.ts";
@@ -97,10 +97,12 @@ export const serveCommand: Command = {
     "reconcile-max-backoff": "S  longest wait before retrying a failing replica (default 300)",
   },
   async run(values, _positionals, io) {
+    // Log lines can quote a server's URL (reconcile errors): its credentials are not printed.
+    const log = (line: string) => io.err(redactSecrets(line));
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const port = numberOption(values, "port", { integer: true, min: 0, max: 65535 }) ?? 8321;
     const dataDir = resolve((values["data-dir"] as string | undefined) ?? ".flexora");
-    await Deno.mkdir(dataDir, { recursive: true });
+    await privateDataDir(dataDir);
     const roots = ((values.root as string[] | undefined) ?? ["."]).map((r) => resolve(r));
     const servers = typeof values.servers === "string" ? await readServers(values.servers) : [];
     const seconds = (name: string) => {
@@ -115,16 +117,16 @@ export const serveCommand: Command = {
     // Resolved once here (an unavailable device stops the start); jobs get the concrete choice.
     const { device, providers } = await resolveDevice(
       choiceOption<Device>(values, "device", DEVICES, "auto"),
-      io.err,
+      log,
     );
-    const token = await resolveToken(dataDir, io.err);
+    const token = await resolveToken(dataDir, log);
     const closers: (() => Promise<void>)[] = [];
     if (typeof values["embedded-model"] === "string") {
       const embeddedPort = numberOption(values, "embedded-port", { integer: true, min: 0, max: 65535 }) ??
         port + 1;
       const model = await loadModel(values["embedded-model"], {
         providers,
-        onPlacement: providers[0] === "cpu" ? undefined : (p) => io.err(formatPlacement(p)),
+        onPlacement: providers[0] === "cpu" ? undefined : (p) => log(formatPlacement(p)),
       });
       const embedded = createEmbeddedApp({
         model,
@@ -140,7 +142,7 @@ export const serveCommand: Command = {
         url: `http://127.0.0.1:${server.addr.port}`,
         baseModel: model.dir,
       });
-      io.err(`embedded inference server for ${model.dir} on http://127.0.0.1:${server.addr.port}`);
+      log(`embedded inference server for ${model.dir} on http://127.0.0.1:${server.addr.port}`);
       closers.push(async () => (await server.shutdown(), await embedded.close()));
     }
     const sidecar = await createSidecar(
@@ -155,10 +157,10 @@ export const serveCommand: Command = {
         reconcile: Object.fromEntries(Object.entries(reconcile).filter(([, v]) => v !== undefined)),
       },
       PLUGINS,
-      { onReconcile: reconcileLog(io.err) },
+      { onReconcile: reconcileLog(log) },
     );
     const http = Deno.serve({ hostname: host, port, onListen: () => {} }, sidecar.app.fetch);
-    io.err(
+    log(
       `flexora sidecar on http://${host}:${http.addr.port} (data in ${dataDir}${
         isLoopback(host) ? "" : "; every route needs the token"
       })`,
@@ -167,7 +169,7 @@ export const serveCommand: Command = {
       for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, () => done());
     });
     await stop;
-    io.err("stopping: the running job checkpoints and resumes at the next start");
+    log("stopping: the running job checkpoints and resumes at the next start");
     await http.shutdown();
     await sidecar.close();
     for (const close of closers) await close();

@@ -27,7 +27,7 @@ import { adaptersApp } from "./routes/adapters.ts";
 import { jobsApp } from "./routes/jobs.ts";
 import { systemApp } from "./routes/system.ts";
 import { uiApp } from "./routes/ui.ts";
-import { bearerAuth, isLoopback } from "./security.ts";
+import { bearerAuth, isLoopback, privateDataDir, redactResponses } from "./security.ts";
 import { JobStore } from "./store.ts";
 import denoJson from "../../deno.json" with { type: "json" };
 
@@ -58,7 +58,7 @@ export async function createSidecar(
   plugins: { readonly [K in ServerKind]: ServerPlugin },
   overrides: SidecarOverrides = {},
 ): Promise<Sidecar> {
-  await Deno.mkdir(config.dataDir, { recursive: true });
+  await privateDataDir(config.dataDir);
   const file = join(config.dataDir, "jobs.sqlite");
   const store = new JobStore(file);
   const desired = new DesiredStore(file);
@@ -94,6 +94,7 @@ export async function createSidecar(
   const deps: SidecarDeps = { config, store, manager, reconciler, attach, plugins, call, metrics };
 
   const app = new OpenAPIHono();
+  app.use(redactResponses());
   app.use(bearerAuth({ token: config.token, guardReads: !isLoopback(config.host) }));
   app.use(bodyLimit({
     maxSize: config.maxBodyBytes ?? 1 << 20,

@@ -1,5 +1,6 @@
 /**
- * The sidecar's guards: bearer tokens, and paths confined to configured roots and to regular files.
+ * The sidecar's guards: bearer tokens, paths confined to configured roots and to regular files, credentials in
+ * server URLs kept out of answers, records and logs, and a data directory only its owner can read.
  *
  * @module
  */
@@ -113,5 +114,53 @@ export async function requireRegular(field: string, path: string): Promise<void>
     const inside = join(path, entry.name);
     const what = await Deno.stat(inside).then(kind, () => null); // a dangling link is the reader's to report
     if (what) refuse(what, inside);
+  }
+}
+
+/** `scheme://user:password@` (any userinfo) in a URL; the authority ends at `/`, `?`, `#`, a quote or a space. */
+const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@"'<>]+@/gi;
+
+/**
+ * Replaces the userinfo of every URL in `text` with `***` (`http://admin:PASSWORD@host` →
+ * `http://***@host`). The one redaction: applied to every answer ({@link redactResponses}), to every job record
+ * written to the store, and to the sidecar's log lines.
+ *
+ * @example
+ * ```ts
+ * import { redactSecrets } from "./security.ts";
+ * const said = redactSecrets("attach to http://admin:hunter2@10.0.0.1:8000/v1 failed");
+ * if (said !== "attach to http://***@10.0.0.1:8000/v1 failed") throw new Error(said);
+ * ```
+ */
+export function redactSecrets(text: string): string {
+  return text.replace(USERINFO, "$1***@");
+}
+
+/** Middleware factory: JSON and text answers (errors included) pass through {@link redactSecrets}. */
+export function redactResponses(): MiddlewareHandler {
+  return async (c, next) => {
+    await next();
+    const type = c.res.headers.get("content-type") ?? "";
+    if (!/^(application\/json|text\/plain)/.test(type)) return; // streams, pages and pictures carry no URLs
+    const { status } = c.res, text = await c.res.text();
+    const headers = new Headers(c.res.headers);
+    headers.delete("content-length");
+    c.res = undefined; // replace the answer rather than merge into it
+    c.res = new Response(redactSecrets(text), { status, headers });
+  };
+}
+
+/**
+ * Makes `dir` the sidecar's private data directory: created, or tightened, to mode 0700, with the job database
+ * (created here, so SQLite's journal files take its mode) and the token file 0600.
+ */
+export async function privateDataDir(dir: string): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  await Deno.chmod(dir, 0o700);
+  await Deno.writeFile(join(dir, "jobs.sqlite"), new Uint8Array(), { append: true, mode: 0o600 });
+  for (const name of ["jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm", "token"]) {
+    await Deno.chmod(join(dir, name), 0o600).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
   }
 }

@@ -8,6 +8,7 @@
  */
 
 import { DatabaseSync } from "node:sqlite";
+import { redactSecrets } from "./security.ts";
 
 /** Every job state, in the order a job can pass through them. */
 export const JOB_STATES = [
@@ -100,7 +101,7 @@ export class JobStore {
     this.#db.prepare(
       "INSERT INTO jobs (id, state, request, created_at, updated_at) VALUES (?, 'queued', ?, ?, ?)",
     )
-      .run(id, JSON.stringify(request), now, now);
+      .run(id, redactSecrets(JSON.stringify(request)), now, now);
     return this.get(id)!;
   }
 
@@ -137,7 +138,10 @@ export class JobStore {
     const sets: string[] = [], values: string[] = [];
     if (fields.state !== undefined) sets.push("state = ?"), values.push(fields.state);
     for (const key of ["progress", "result", "error"] as const) {
-      if (key in fields) sets.push(`${key} = ?`), values.push(JSON.stringify(fields[key] ?? null));
+      // Attach results and errors can quote a server's URL: its credentials are not stored.
+      if (key in fields) {
+        sets.push(`${key} = ?`), values.push(redactSecrets(JSON.stringify(fields[key] ?? null)));
+      }
     }
     sets.push("updated_at = ?");
     values.push(new Date().toISOString());

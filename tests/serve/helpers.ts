@@ -7,9 +7,11 @@
 
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import type { AdapterRef, ServerKind, ServerPlugin } from "../../plugins/types.ts";
+import { PLUGINS } from "../../plugins/mod.ts";
+import type { AdapterRef, CallContext, ServerKind, ServerPlugin } from "../../plugins/types.ts";
 import { AttachError } from "../../plugins/types.ts";
 import { createSidecar, type Sidecar } from "../../src/serve/app.ts";
+import type { DeploymentConfig } from "../../src/serve/deployments.ts";
 import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
 import type { RunnerEvent, RunnerSpec } from "../../src/serve/runner.ts";
 import { writeFlexoraJson } from "../flexora/report_fixture.ts";
@@ -117,7 +119,16 @@ export interface TestSidecar extends Sidecar {
 
 /** A sidecar in a temp dir with model and data roots holding a `model/` and `data/` folder. */
 export async function testSidecar(
-  options: { spawn?: Spawn; failAttach?: boolean; maxQueued?: number; host?: string; dataDir?: string } = {},
+  options: {
+    spawn?: Spawn;
+    failAttach?: boolean;
+    maxQueued?: number;
+    host?: string;
+    dataDir?: string;
+    /** Servers besides "local" (the stub), each taken by the real plugin of its kind. */
+    servers?: DeploymentConfig[];
+    call?: CallContext;
+  } = {},
 ): Promise<TestSidecar> {
   const dir = options.dataDir
     ? join(options.dataDir, "..")
@@ -133,11 +144,13 @@ export async function testSidecar(
       host: options.host ?? "127.0.0.1",
       modelRoots: [join(dir, "models")],
       dataRoots: [join(dir, "datasets")],
-      servers: [{ name: "local", kind: "embedded", url: "http://127.0.0.1:9" }],
+      servers: [{ name: "local", kind: "embedded", url: "http://127.0.0.1:9" }, ...options.servers ?? []],
       maxQueued: options.maxQueued,
     },
-    plugins,
-    { spawn: options.spawn ?? fakeSpawn() },
+    options.servers
+      ? { ...plugins, ...Object.fromEntries(options.servers.map((s) => [s.kind, PLUGINS[s.kind]])) }
+      : plugins,
+    { spawn: options.spawn ?? fakeSpawn(), call: options.call },
   );
   const request = (path: string, init: RequestInit = {}) => {
     const headers = new Headers(init.headers);

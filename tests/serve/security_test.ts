@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import { HTTPException } from "hono/http-exception";
-import { bearerToken, requireRegular } from "../../src/serve/security.ts";
+import { join } from "node:path";
+import { bearerToken, redactSecrets, requireRegular } from "../../src/serve/security.ts";
 import { testSidecar, TOKEN, waitFor } from "./helpers.ts";
 
 Deno.test("the bearer scheme is case-insensitive (RFC 7235); other schemes and blank tokens are not bearer", () => {
@@ -43,4 +44,84 @@ Deno.test("a device is not a model or data path: 400 naming it", async () => {
   assert.ok(e instanceof HTTPException && e.status === 400, String(e));
   assert.match(e.message, /'data': "\/dev\/null" is a device, not a regular file or folder/);
   await requireRegular("data", Deno.cwd()); // a folder of regular files and folders passes
+});
+
+Deno.test("redactSecrets hides the userinfo of every URL and nothing else", () => {
+  const cases: [string, string][] = [
+    ["http://admin:PASSWORD@host:8000/v1", "http://***@host:8000/v1"],
+    ["a https://u@h b ftp://x:y@z/p?q=r@s", "a https://***@h b ftp://***@z/p?q=r@s"],
+    [
+      '{"url":"http://a:b@c","e":"to http://a:b@c failed"}',
+      '{"url":"http://***@c","e":"to http://***@c failed"}',
+    ],
+    ["http://host/path@x mail@example.com", "http://host/path@x mail@example.com"],
+  ];
+  for (const [text, want] of cases) assert.equal(redactSecrets(text), want);
+});
+
+/** A port nothing listens on: connections to it are refused. */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+Deno.test("a server URL's password shows nowhere: servers, adapters, metrics, attach errors, job records, the database", async () => {
+  const url = `http://admin:PASSWORD@127.0.0.1:${closedPort()}`;
+  const s = await testSidecar({
+    servers: [{ name: "secret", kind: "vllm", url }],
+    call: { fetch, retries: 0 },
+  });
+  try {
+    const submitted = await s.request("/v1/jobs", {
+      method: "POST",
+      body: s.body({ attach: { server: "secret" } }),
+    });
+    assert.equal(submitted.status, 202, await submitted.clone().text());
+    const job = await waitFor(s.request, (await submitted.json()).id);
+    assert.equal(job.state, "attach_failed");
+    assert.match(
+      JSON.stringify(job),
+      /http:\/\/\*\*\*@127\.0\.0\.1/,
+      "the error names the server, without its password",
+    );
+    const attach = await s.request("/v1/adapters/demo/attach", {
+      method: "POST",
+      body: '{"server":"secret"}',
+    });
+    assert.equal(attach.status, 502);
+    const seen: Record<string, string> = { attach: await attach.text() };
+    for (const path of ["/v1/servers", "/v1/adapters", "/metrics", "/v1/jobs", `/v1/jobs/${job.id}`]) {
+      seen[path] = await (await s.request(path)).text();
+    }
+    assert.match(seen["/v1/servers"], /"url":"http:\/\/\*\*\*@127\.0\.0\.1:\d+"/);
+    for (const [where, text] of Object.entries(seen)) assert.doesNotMatch(text, /PASSWORD/, where);
+  } finally {
+    await s.close();
+  }
+  for (const file of ["jobs.sqlite", "jobs.sqlite-wal"]) {
+    const bytes = await Deno.readFile(join(s.dir, "state", file)).catch(() => new Uint8Array());
+    assert.doesNotMatch(new TextDecoder().decode(bytes), /PASSWORD/, file);
+  }
+});
+
+Deno.test("the data directory is 0700 and its database 0600, also when they existed with wider modes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flexora-modes-" });
+  const state = join(dir, "state");
+  await Deno.mkdir(state, { mode: 0o755 });
+  await Deno.chmod(state, 0o755);
+  await Deno.writeTextFile(join(state, "token"), "x".repeat(32) + "\n", { mode: 0o644 });
+  const s = await testSidecar({ dataDir: state });
+  try {
+    const submitted = await s.request("/v1/jobs", { method: "POST", body: s.body() });
+    await waitFor(s.request, (await submitted.json()).id);
+    const mode = async (name: string) => ((await Deno.stat(join(state, name))).mode ?? 0) & 0o777;
+    assert.equal(await mode("."), 0o700);
+    for (const file of ["jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm", "token"]) {
+      assert.equal((await mode(file)).toString(8), "600", file);
+    }
+  } finally {
+    await s.close();
+  }
 });
