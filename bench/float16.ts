@@ -15,11 +15,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { batchFeeds } from "../src/model/batch.ts";
+import { batchFeeds } from "../src/data/sequence.ts";
 import { buildScoringGraph } from "../src/model/graphs.ts";
 import { initLora } from "../src/model/lora.ts";
 import { loadModel } from "../src/model/model.ts";
-import { buildLoraTrainStep } from "../src/model/train_graphs.ts";
+import { buildLoraTrainStep } from "../src/flexora/train_graphs.ts";
 import { type Device, resolveDevice } from "../src/runtime/device.ts";
 import { adamw } from "../src/train/optim.ts";
 import { TrainLoop } from "../src/train/step.ts";

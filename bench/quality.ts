@@ -14,7 +14,7 @@ import { loadDataset } from "../src/data/dataset.ts";
 import { finetune, type FinetuneResult } from "../src/flexora/pipeline.ts";
 import { buildScoringGraph } from "../src/model/graphs.ts";
 import { loadModel } from "../src/model/model.ts";
-import { Scorer } from "../src/model/score.ts";
+import { Scorer } from "../src/flexora/score.ts";
 
 const SHARED = fileURLToPath(new URL("../../shared/", import.meta.url));
 const { values } = parseArgs({

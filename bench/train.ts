@@ -8,12 +8,13 @@
 
 import { Graph } from "../src/graph/graph.ts";
 import { serialize } from "../src/graph/serialize.ts";
-import { batchFeeds } from "../src/model/batch.ts";
+import { batchFeeds } from "../src/data/sequence.ts";
 import { type ModelConfig, readConfig } from "../src/model/config.ts";
 import { loraInputs } from "../src/model/graphs.ts";
 import { initLora, type LoraConfig, validateLora } from "../src/model/lora.ts";
 import { openCheckpoint } from "../src/model/safetensors.ts";
-import { batchInputs, buildLoraTrainStep, lmLoss } from "../src/model/train_graphs.ts";
+import { batchInputs, lmLoss } from "../src/model/lm_loss.ts";
+import { buildLoraTrainStep } from "../src/flexora/train_graphs.ts";
 import { WeightStore } from "../src/model/weights.ts";
 import { createSession, type HostTensor, type Session } from "../src/runtime/session.ts";
 import { adamw } from "../src/train/optim.ts";

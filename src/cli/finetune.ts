@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { loadDataset } from "../data/dataset.ts";
 import { TARGET_MODULES, type TargetModule } from "../model/lora.ts";
 import { type FinetuneInput, resolveOptions } from "../flexora/options.ts";
-import { finetune, type FinetuneResult } from "../flexora/pipeline.ts";
+import { finetune, summary } from "../flexora/pipeline.ts";
 import { StoppedError } from "../flexora/progress.ts";
 import { numberOption } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
@@ -88,25 +88,6 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
       }),
       lora: { ...base.retrain?.lora, ...lora },
     },
-  };
-}
-
-/** The JSON summary printed by `--json`. */
-export function summary(r: FinetuneResult): Record<string, unknown> {
-  const last = r.retrain.epochs.at(-1);
-  return {
-    method: r.method,
-    adapter: r.adapterDir ?? null,
-    selectedLayers: r.layers,
-    gates: r.search ? { logits: r.search.logits, values: r.search.gates } : null,
-    ranking: r.selection?.ranking ?? null,
-    trainableParams: r.trainableParams,
-    test: last?.test ?? null,
-    validation: last?.validation ?? null,
-    epochs: r.retrain.epochs,
-    timings: r.timings,
-    truncated: r.truncated,
-    dropped: r.dropped,
   };
 }
 

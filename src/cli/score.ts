@@ -6,7 +6,7 @@
 
 import { DataError, readJsonl } from "../data/jsonl.ts";
 import { buildScoringGraph } from "../model/graphs.ts";
-import { type ChoiceRow, type CompletionRow, Scorer } from "../model/score.ts";
+import { type ChoiceRow, type CompletionRow, Scorer } from "../flexora/score.ts";
 import { requireString } from "./args.ts";
 import type { Command } from "./command.ts";
 import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";

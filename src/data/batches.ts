@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { Sequence } from "../model/batch.ts";
+import type { Sequence } from "./sequence.ts";
 import { Rng } from "../util/random.ts";
 
 /** Batches per length-sorting window. */
@@ -52,6 +52,8 @@ export class BatchPlan {
   readonly #batchSize: number;
   readonly #seed: number;
   readonly #bucket: boolean;
+  /** The batches of the epoch {@link batch} last read from. */
+  #current: { epoch: number; batches: Sequence[][] } | null = null;
   /** Batches in every epoch: ceil(sequences / batchSize). */
   readonly batchesPerEpoch: number;
 
@@ -91,6 +93,24 @@ export class BatchPlan {
     rng.shuffle(batches);
     if (partial !== undefined) batches.push(partial);
     return batches;
+  }
+
+  /** The epoch (0-based) that update `step` (0-based, counted across epochs) falls in. */
+  epochOf(step: number): number {
+    return Math.floor(step / this.batchesPerEpoch);
+  }
+
+  /**
+   * The batch of update `step` (0-based, counted across epochs): batch `step % batchesPerEpoch` of epoch
+   * {@link epochOf}(step). The whole data position of a run is its step number.
+   */
+  batch(step: number): Sequence[] {
+    if (!(Number.isInteger(step) && step >= 0)) {
+      throw new RangeError(`'step' must be a non-negative integer, got ${step}`);
+    }
+    const epoch = this.epochOf(step);
+    if (this.#current?.epoch !== epoch) this.#current = { epoch, batches: this.epoch(epoch) };
+    return this.#current.batches[step % this.batchesPerEpoch];
   }
 
   /** Padding fraction of epoch `epoch`: padded tokens / all tokens of its right-padded batches, for reports. */

@@ -21,7 +21,7 @@
  * @module
  */
 
-import type { Sequence } from "../model/batch.ts";
+import type { Sequence } from "./sequence.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import type { Example } from "./example.ts";
 import { DataError } from "./jsonl.ts";

@@ -25,6 +25,7 @@ export {
   type LoraOptions,
   MAX_EPOCHS,
   OptionsError,
+  optionsIssue,
   resolveOptions,
   type RetrainOptions,
   type SearchOptions,
@@ -38,7 +39,7 @@ export {
   type RunFacts,
   type RunPlan,
 } from "./plan.ts";
-export { finetune, type FinetuneHooks, type FinetuneResult, randomLayers } from "./pipeline.ts";
+export { finetune, type FinetuneHooks, type FinetuneResult, randomLayers, summary } from "./pipeline.ts";
 export { DivergedError, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
 export { type EvalRow, evaluate, retrain, type RetrainData, type RetrainResult } from "./retrain.ts";
 export { gatesOf, type SearchData, searchGates, type SearchResult } from "./search.ts";
@@ -49,3 +50,13 @@ export {
   type SelectionRule,
   selectLayers,
 } from "./select.ts";
+export { type ChoiceRow, type ChoiceScore, type CompletionRow, Scorer, type ScorerOptions } from "./score.ts";
+export {
+  buildLoraTrainStep,
+  buildSearchStep,
+  type Hypergradient,
+  type SearchOptimizers,
+  type TrainGraph,
+  type TrainGraphOptions,
+} from "./train_graphs.ts";
+export { type HistoryPoint, historyPoint } from "./progress.ts";

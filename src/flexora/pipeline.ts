@@ -203,3 +203,22 @@ export async function finetune(
     adapterDir,
   };
 }
+
+/** What a run reports as JSON: the CLI's `--json` line, and the sidecar runner's `result` event. */
+export function summary(r: FinetuneResult): Record<string, unknown> {
+  const last = r.retrain.epochs.at(-1);
+  return {
+    method: r.method,
+    adapter: r.adapterDir ?? null,
+    selectedLayers: r.layers,
+    gates: r.search ? { logits: r.search.logits, values: r.search.gates } : null,
+    ranking: r.selection?.ranking ?? null,
+    trainableParams: r.trainableParams,
+    test: last?.test ?? null,
+    validation: last?.validation ?? null,
+    epochs: r.retrain.epochs,
+    timings: r.timings,
+    truncated: r.truncated,
+    dropped: r.dropped,
+  };
+}

@@ -6,16 +6,14 @@
  */
 
 import { BatchPlan } from "../data/batches.ts";
-import { batchFeeds, countTargets, type Sequence } from "../model/batch.ts";
-import { Graph } from "../graph/graph.ts";
-import { AccumulatingLoop, buildApplyGraph, gradOutputs } from "../train/accumulate.ts";
-import { buildScoringGraph, loraInputs } from "../model/graphs.ts";
-import { initLora, type LoraConfig, loraShapes } from "../model/lora.ts";
+import { batchFeeds, microBatches, type Sequence } from "../data/sequence.ts";
+import { AccumulatingLoop, buildApplyGraph } from "../train/accumulate.ts";
+import { buildScoringGraph } from "../model/graphs.ts";
+import { initLora, type LoraConfig } from "../model/lora.ts";
 import type { Model } from "../model/model.ts";
-import { Scorer } from "../model/score.ts";
-import { batchInputs, buildLoraTrainStep, lmLoss } from "../model/train_graphs.ts";
+import { Scorer } from "./score.ts";
+import { buildLoraGradGraph, buildLoraTrainStep } from "./train_graphs.ts";
 import type { HostTensor } from "../runtime/session.ts";
-import { lossScaleInput } from "../train/loss_scale.ts";
 import { adamw } from "../train/optim.ts";
 import { makeSchedule } from "../train/schedule.ts";
 import { type StepResult, TrainLoop } from "../train/step.ts";
@@ -121,13 +119,13 @@ export async function retrain(
         stage: "retrain",
         totalSteps: total,
         stepsPerEpoch: perEpoch,
-        run: (s) => trainer.run(plan.epoch(Math.floor(s / perEpoch))[s % perEpoch], lrAt(s), pad),
+        run: (s) => trainer.run(plan.batch(s), lrAt(s), pad),
         after: (_, result) => (epochLosses.push(result.loss), {}),
         record: () => ({ epochs, epochLosses }),
         endOfEpoch: async (s) => {
           const scorer = new Scorer(scoring, model.tokenizer, { adapterInputs: loop.params() });
           const metrics: EpochMetrics = {
-            epoch: Math.floor(s / perEpoch) + 1,
+            epoch: plan.epochOf(s) + 1,
             trainLoss: epochLosses.reduce((a, b) => a + b, 0) / epochLosses.length,
             validation: data.validation?.length ? await evaluate(scorer, data.validation) : undefined,
             test: data.test?.length ? await evaluate(scorer, data.test) : undefined,
@@ -189,16 +187,10 @@ async function makeTrainer(
       release: () => session.release(),
     };
   }
-  const g = new Graph({ name: "lora_grad", float: model.dtype });
-  const binding = loraInputs(g, model.config, { config: lora });
-  const lossScale = lossScaleInput(g);
-  const { loss, backward } = lmLoss(model.config, model.weights, batchInputs(g), binding, { lossScale });
-  const grad = await model.session({
-    graph: g,
-    outputs: gradOutputs(loss, [...binding.params.values()], backward, lossScale),
-  });
-  const shapes = [...loraShapes(model.config, lora)].map(([name, shape]) => ({ name, shape }));
-  const apply = await model.session(buildApplyGraph(shapes, optimizer, g.wide, "lora"));
+  const gradGraph = buildLoraGradGraph(model.config, model.weights, { config: lora }, { float: model.dtype });
+  const grad = await model.session(gradGraph);
+  const shapes = gradGraph.params;
+  const apply = await model.session(buildApplyGraph(shapes, optimizer, gradGraph.graph.wide, "lora"));
   const loop = new AccumulatingLoop({ grad, apply }, shapes.map((p) => p.name), optimizer.slots, initial, {
     steps,
     group: "lora",
@@ -206,13 +198,8 @@ async function makeTrainer(
   return {
     loop,
     run: (batch, lr, pad) => {
-      const micro = [];
-      for (let i = 0; i < batch.length; i += options.microBatchSize) {
-        micro.push(batchFeeds(batch.slice(i, i + options.microBatchSize), pad));
-      }
-      const counts = micro.map((m) => countTargets(m.labels));
-      const total = counts.reduce((a, b) => a + b, 0);
-      return loop.step(micro, counts.map((c) => c / total), lr);
+      const { feeds, weights } = microBatches(batch, options.microBatchSize, pad);
+      return loop.step(feeds, weights, lr);
     },
     release: async () => {
       await grad.release();

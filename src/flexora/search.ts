@@ -8,11 +8,11 @@
  */
 
 import { BatchPlan } from "../data/batches.ts";
-import { batchFeeds, type Sequence } from "../model/batch.ts";
+import { batchFeeds, type Sequence } from "../data/sequence.ts";
 import { GATE_LOGITS } from "../model/graphs.ts";
 import { initLora, type LoraConfig, validateLora } from "../model/lora.ts";
 import type { Model } from "../model/model.ts";
-import { buildSearchStep } from "../model/train_graphs.ts";
+import { buildSearchStep } from "./train_graphs.ts";
 import { hostTensor } from "../runtime/session.ts";
 import { adamw } from "../train/optim.ts";
 import { TrainLoop } from "../train/step.ts";
@@ -111,10 +111,6 @@ export async function searchGates(
   };
   const loop = new TrainLoop(session, step, initial, resumed?.step ?? 0);
   const started = performance.now();
-  const at = <T>(plan: BatchPlan, s: number): T => {
-    const n = plan.batchesPerEpoch;
-    return plan.epoch(Math.floor(s / n))[s % n] as T;
-  };
   try {
     await runStage(
       loop,
@@ -123,8 +119,8 @@ export async function searchGates(
         totalSteps: total,
         run: (s) =>
           loop.step({
-            ...batchFeeds(at<Sequence[]>(trainPlan, s), pad),
-            ...batchFeeds(at<Sequence[]>(valPlan, s), pad, "val/"),
+            ...batchFeeds(trainPlan.batch(s), pad),
+            ...batchFeeds(valPlan.batch(s), pad, "val/"),
           }, { lora: options.loraLr, gates: options.gateLr }),
         after: (s, result) => {
           const logits = Array.from(loop.params()[GATE_LOGITS].data as Float32Array);

@@ -27,6 +27,7 @@ import {
   div,
   equal,
   exp,
+  flatten,
   gather,
   log,
   matmul,
@@ -43,7 +44,10 @@ import {
   transpose,
   unsqueeze,
 } from "../graph/build.ts";
-import type { Value } from "../graph/graph.ts";
+import type { Graph, Value } from "../graph/graph.ts";
+import type { ModelConfig } from "./config.ts";
+import { decoder, type DecoderInputs, lmHeadWeight, type LoraBinding } from "./llama.ts";
+import type { WeightStore } from "./weights.ts";
 
 /** Where backward starts: a value and the gradient flowing into it. */
 export interface BackwardStart {
@@ -152,4 +156,52 @@ function tokenBlocks(hidden: Value, K: number) {
         return pad(p, concat([before, zeros, after, zeros], 0), hidden.shape);
       })),
   };
+}
+
+/** Label value that takes no loss. */
+export const IGNORE = -100;
+
+/** A token batch's inputs: ids, positions, mask and labels, all [B, T] int64, named with `prefix`. */
+export function batchInputs(g: Graph, prefix = ""): { inputs: DecoderInputs; labels: Value } {
+  const [B, T] = [`${prefix}B`, `${prefix}T`];
+  return {
+    inputs: {
+      ids: g.input(`${prefix}input_ids`, "int64", [B, T]),
+      positions: g.input(`${prefix}position_ids`, "int64", [B, T]),
+      keyMask: g.input(`${prefix}attention_mask`, "int64", [B, T]),
+    },
+    labels: g.input(`${prefix}labels`, "int64", [B, T]),
+  };
+}
+
+/** Options of {@link lmLoss}. */
+export interface LmLossOptions {
+  /** LM-head token blocks hold logits of this many classes per token (default {@link DEFAULT_VOCAB_CHUNK}). */
+  vocabChunk?: number;
+  /** Float16 loss scale (a wide scalar): backward's seed is that of the loss times it. */
+  lossScale?: Value;
+}
+
+/**
+ * Mean cross-entropy of the next-token predictions over labels that are not ignored, with the LM head in
+ * token blocks (see {@link lmHeadLoss}).
+ */
+export function lmLoss(
+  cfg: ModelConfig,
+  weights: WeightStore,
+  batch: { inputs: DecoderInputs; labels: Value },
+  lora?: LoraBinding,
+  options: LmLossOptions = {},
+): LossWithBackward {
+  const g = batch.labels.graph;
+  const { hidden } = decoder(cfg, weights, batch.inputs, lora);
+  return g.scope(
+    "lm_head",
+    () =>
+      lmHeadLoss(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(batch.labels, 0), {
+        chunk: options.vocabChunk ?? DEFAULT_VOCAB_CHUNK,
+        ignoreIndex: IGNORE,
+        lossScale: options.lossScale,
+      }),
+  );
 }

@@ -4,7 +4,6 @@
  * @module
  */
 
-export { batchFeeds, countTargets, IGNORE, type Sequence } from "./batch.ts";
 export {
   type Architecture,
   ConfigError,
@@ -32,7 +31,16 @@ export {
   type LoraBinding,
   rmsNorm,
 } from "./llama.ts";
-export { DEFAULT_VOCAB_CHUNK, lmHeadLoss, type LmHeadLossOptions, type LossWithBackward } from "./lm_loss.ts";
+export {
+  batchInputs,
+  DEFAULT_VOCAB_CHUNK,
+  IGNORE,
+  lmHeadLoss,
+  type LmHeadLossOptions,
+  lmLoss,
+  type LmLossOptions,
+  type LossWithBackward,
+} from "./lm_loss.ts";
 export {
   initLora,
   type LoraConfig,
@@ -48,7 +56,6 @@ export {
 } from "./lora.ts";
 export { dtypeWarning, loadModel, type LoadModelOptions, type Model } from "./model.ts";
 export { type Adapter, AdapterError, fromPeftKey, readAdapter, toPeftKey, writeAdapter } from "./peft.ts";
-export { type ChoiceRow, type ChoiceScore, type CompletionRow, Scorer, type ScorerOptions } from "./score.ts";
 export {
   type Checkpoint,
   openCheckpoint,
@@ -57,14 +64,4 @@ export {
   writeSafetensors,
 } from "./safetensors.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
-export {
-  batchInputs,
-  buildLoraTrainStep,
-  buildSearchStep,
-  lmLoss,
-  type LmLossOptions,
-  type SearchOptimizers,
-  type TrainGraph,
-  type TrainGraphOptions,
-} from "./train_graphs.ts";
 export { FLOAT16_COPY, WeightStore, type WeightStoreOptions } from "./weights.ts";

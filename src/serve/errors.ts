@@ -9,7 +9,7 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { AttachError, UnsupportedError } from "../../plugins/types.ts";
 import { DataError } from "../data/jsonl.ts";
-import { OptionsError, optionsIssue } from "../flexora/options.ts";
+import { OptionsError, optionsIssue } from "../flexora/mod.ts";
 import { ConfigError } from "../model/config.ts";
 import { TokenizerError } from "../model/tokenizer.ts";
 import { JobError } from "./jobs.ts";

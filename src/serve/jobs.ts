@@ -10,7 +10,7 @@
  * @module
  */
 
-import { type HistoryPoint, historyPoint, type ProgressEvent } from "../flexora/progress.ts";
+import { type HistoryPoint, historyPoint, type ProgressEvent } from "../flexora/mod.ts";
 import { readAdapterConfig } from "../model/peft.ts";
 import type { Device } from "../runtime/device.ts";
 import { join } from "node:path";

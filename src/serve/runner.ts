@@ -9,10 +9,7 @@
  * @module
  */
 
-import { summary } from "../cli/finetune.ts";
-import type { FinetuneInput } from "../flexora/options.ts";
-import { finetune } from "../flexora/pipeline.ts";
-import { StoppedError } from "../flexora/progress.ts";
+import { finetune, type FinetuneInput, StoppedError, summary } from "../flexora/mod.ts";
 import { loadModel } from "../model/model.ts";
 import { type Device, resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";

@@ -6,7 +6,7 @@
  */
 
 import { z } from "@hono/zod-openapi";
-import { FinetuneInputSchema } from "../flexora/options.ts";
+import { FinetuneInputSchema } from "../flexora/mod.ts";
 import { isSafeName, NAME_RULE, nameProblem } from "../util/safe_name.ts";
 import { JOB_STATES } from "./store.ts";
 

@@ -9,8 +9,6 @@
  * @module
  */
 
-import { gradients } from "../graph/autodiff.ts";
-import { cast } from "../graph/build.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
@@ -19,15 +17,14 @@ import {
   LOSS_SCALE_INPUT,
   LOSS_SCALER_STATE,
   type LossScaleOptions,
-  unscale,
 } from "./loss_scale.ts";
 import { applyOptimizer, type Optimizer } from "./optim.ts";
-import { initialState, lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
+import { initialState, lossGradients, lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
 
 /**
  * Output names of a gradient graph: `loss` and `grad/<param>`. With `lossScale` (the input of
  * {@link lossScaleInput}), backward starts from the scaled loss (`backwardFrom.seed` must already be scaled)
- * and the gradients are returned unscaled.
+ * and the gradients are returned unscaled ({@link lossGradients}, as a fused train step forms them).
  */
 export function gradOutputs(
   loss: Value,
@@ -35,10 +32,7 @@ export function gradOutputs(
   backwardFrom?: { readonly value: Value; readonly seed: Value },
   lossScale?: Value,
 ): Outputs {
-  const g = loss.graph;
-  const start = backwardFrom ?? { value: loss, seed: lossScale && cast(lossScale, loss.dtype) };
-  const scaled = g.scope("backward", () => gradients(start.value, params, { seed: start.seed }));
-  const grads = lossScale ? g.scope("unscale", () => unscale(scaled, lossScale)) : scaled;
+  const grads = lossGradients(loss, params, { backwardFrom, lossScale });
   return Object.fromEntries([["loss", loss], ...params.map((p, i) => [`grad/${p.name}`, grads[i]])]);
 }
 

@@ -60,6 +60,47 @@ export function slotName(param: string, slot: string): string {
   return `${param}/${slot}`;
 }
 
+/** Where backward starts and what it differentiates: see {@link lossGradients}. */
+export interface BackwardOptions {
+  /** Values treated as constants when differentiating (a stop-gradient). */
+  readonly constants?: readonly Value[];
+  /**
+   * Start backward at `value` with upstream gradient `seed` instead of at the loss: for losses whose own backward
+   * is built by hand (the chunked LM head). With a loss scale, `seed` is that of the scaled loss.
+   */
+  readonly backwardFrom?: { readonly value: Value; readonly seed: Value };
+  /** Gradients built by the caller (of the scaled loss, with a loss scale); backward is then not built. */
+  readonly gradients?: readonly Value[];
+  /** The float16 loss-scale input ({@link lossScaleInput}): backward starts from loss × scale. */
+  readonly lossScale?: Value;
+}
+
+/**
+ * The gradients of `loss` with respect to `params`, the one place a training graph's backward is built: from the
+ * loss (or `backwardFrom`), scaled by the loss scale when there is one and divided by it again afterwards, so the
+ * gradients returned are those of the loss itself. Nodes are named under `<group>.backward` and `<group>.unscale`
+ * (`backward` and `unscale` without a group).
+ */
+export function lossGradients(
+  loss: Value,
+  params: readonly Value[],
+  options: BackwardOptions = {},
+  group?: string,
+): Value[] {
+  const g = loss.graph, scale = options.lossScale;
+  const scope = (what: string) => (group ? `${group}.${what}` : what);
+  const start = options.backwardFrom ?? { value: loss, seed: scale && cast(scale, loss.dtype) };
+  const scaled = options.gradients ?? g.scope(
+    scope("backward"),
+    () => gradients(start.value, params, { constants: options.constants, seed: start.seed }),
+  );
+  const grads = scale ? g.scope(scope("unscale"), () => unscale(scaled, scale)) : [...scaled];
+  if (grads.length !== params.length) {
+    throw new Error(`${grads.length} gradients for ${params.length} parameters`);
+  }
+  return grads;
+}
+
 /** One update group of a built step. */
 export interface StepGroup {
   readonly name: string;
@@ -83,22 +124,8 @@ export interface TrainStepGraph {
   readonly lossScale?: string;
 }
 
-/** Options of {@link TrainStepBuilder.update}. */
-export interface UpdateOptions {
-  /** Values treated as constants when differentiating this group's loss (a stop-gradient). */
-  constants?: readonly Value[];
-  /**
-   * Start backward at `value` with upstream gradient `seed` instead of at the loss: for losses whose own backward
-   * is built by hand (the chunked LM head). With a {@link TrainStepBuilder.lossScale}, `seed` is that of the
-   * scaled loss.
-   */
-  backwardFrom?: { readonly value: Value; readonly seed: Value };
-  /**
-   * Gradients of the parameters built by the caller (in `params` order); the loss is then only reported. With a
-   * {@link TrainStepBuilder.lossScale}, they are those of the scaled loss.
-   */
-  gradients?: readonly Value[];
-}
+/** Options of {@link TrainStepBuilder.update}: how the group's gradients are formed (the loss scale is the step's). */
+export type UpdateOptions = Omit<BackwardOptions, "lossScale">;
 
 /**
  * Builds a step of one or more update groups. Step number and learning rates are scalars of the graph's wide
@@ -138,15 +165,11 @@ export class TrainStepBuilder {
       if (!g.inputs.includes(p)) throw new Error(`parameter '${p.name}' must be a graph input to be trained`);
     }
     const lr = g.input(lrInput(name), g.wide, []);
-    const scale = this.lossScale;
-    const start = options.backwardFrom ?? { value: loss, seed: scale && cast(scale, loss.dtype) };
-    const scaled = options.gradients ?? g.scope(
-      `${name}.backward`,
-      () => gradients(start.value, params, { constants: options.constants, seed: start.seed }),
-    );
-    const grads = scale ? g.scope(`${name}.unscale`, () => unscale(scaled, scale)) : scaled;
-    if (grads.length !== params.length) {
-      throw new Error(`group '${name}': ${grads.length} gradients for ${params.length} parameters`);
+    let grads: Value[];
+    try {
+      grads = lossGradients(loss, params, { ...options, lossScale: this.lossScale }, name);
+    } catch (e) {
+      throw new Error(`group '${name}': ${(e as Error).message}`);
     }
     const states = params.map((param, i) => ({
       param,

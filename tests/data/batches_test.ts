@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { BatchPlan, WINDOW_BATCHES } from "../../src/data/batches.ts";
 import { loadDataset } from "../../src/data/dataset.ts";
 import { tokenizeExamples } from "../../src/data/tokenize.ts";
-import type { Sequence } from "../../src/model/batch.ts";
+import { batchFeeds, microBatches, type Sequence } from "../../src/data/sequence.ts";
 import { loadTokenizer } from "../../src/model/tokenizer.ts";
 import { DATA, STORIES } from "./helpers.ts";
 
@@ -102,4 +102,25 @@ Deno.test("bad batch plan options are errors naming the value", () => {
   );
   assert.throws(() => new BatchPlan([], { batchSize: 2, seed: 0 }), /at least one sequence/);
   assert.throws(() => new BatchPlan(sequences, { batchSize: 2, seed: 0 }).epoch(-1), /'epoch' .* got -1/);
+});
+
+Deno.test("batch(step) is batch step % n of epoch floor(step / n): the one way a step finds its batch", () => {
+  const sequences = syntheticSequences(23);
+  const plan = new BatchPlan(sequences, { batchSize: 4, seed: 3 });
+  const n = plan.batchesPerEpoch;
+  for (const step of [0, 1, n - 1, n, n + 2, 3 * n - 1, 1, 0]) {
+    assert.equal(plan.epochOf(step), Math.floor(step / n));
+    assert.deepEqual(plan.batch(step), plan.epoch(Math.floor(step / n))[step % n], `step ${step}`);
+  }
+  assert.throws(() => plan.batch(-1), /'step' must be a non-negative integer, got -1/);
+});
+
+Deno.test("microBatches: feeds of at most `size` sequences, weighted by their share of the batch's targets", () => {
+  const seqs = syntheticSequences(7);
+  const { feeds, weights } = microBatches(seqs, 3, 0);
+  assert.deepEqual(feeds.map((f) => f.input_ids.dims[0]), [3, 3, 1]);
+  const targets = (s: readonly Sequence[]) => s.reduce((a, q) => a + q.ids.length - 1, 0);
+  const all = targets(seqs);
+  assert.deepEqual(weights, [seqs.slice(0, 3), seqs.slice(3, 6), seqs.slice(6)].map((s) => targets(s) / all));
+  assert.deepEqual(feeds[1], batchFeeds(seqs.slice(3, 6), 0));
 });

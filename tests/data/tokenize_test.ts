@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { loadDataset } from "../../src/data/dataset.ts";
 import type { Example } from "../../src/data/example.ts";
 import { tokenizeExamples } from "../../src/data/tokenize.ts";
-import { batchFeeds, countTargets } from "../../src/model/batch.ts";
+import { batchFeeds, countTargets } from "../../src/data/sequence.ts";
 import { loadTokenizer, type Tokenizer } from "../../src/model/tokenizer.ts";
 import { throwsNaming, TINY_DATA, TINY_LLAMA } from "./helpers.ts";
 

@@ -14,7 +14,7 @@ import { StoppedError } from "../../src/flexora/progress.ts";
 import { buildScoringGraph } from "../../src/model/graphs.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { readAdapter } from "../../src/model/peft.ts";
-import { Scorer } from "../../src/model/score.ts";
+import { Scorer } from "../../src/flexora/score.ts";
 import { LOSS_SCALER_STATE } from "../../src/train/loss_scale.ts";
 import { ROOT } from "../model/shared.ts";
 

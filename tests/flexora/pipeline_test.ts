@@ -13,7 +13,7 @@ import { buildScoringGraph } from "../../src/model/graphs.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { readAdapter } from "../../src/model/peft.ts";
 import { readHeader } from "../../src/model/safetensors.ts";
-import { Scorer } from "../../src/model/score.ts";
+import { Scorer } from "../../src/flexora/score.ts";
 import { ROOT } from "../model/shared.ts";
 
 const model = await loadModel(join(ROOT, "fixtures/tiny-llama"));

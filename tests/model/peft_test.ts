@@ -11,7 +11,7 @@ import { initLora, type LoraConfig, loraNames, TARGET_MODULES } from "../../src/
 import { loadModel } from "../../src/model/model.ts";
 import { AdapterError, fromPeftKey, readAdapter, toPeftKey, writeAdapter } from "../../src/model/peft.ts";
 import { type TensorToWrite, writeSafetensors } from "../../src/model/safetensors.ts";
-import { Scorer } from "../../src/model/score.ts";
+import { Scorer } from "../../src/flexora/score.ts";
 import type { HostTensor } from "../../src/runtime/session.ts";
 import { flexoraJson, tempJsonl, TINY, tinyRows } from "../cli/run.ts";
 import { nonzeroLora } from "./random_lora.ts";

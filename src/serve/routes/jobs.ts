@@ -7,7 +7,7 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { SidecarDeps } from "../deps.ts";
-import { planFinetune } from "../../flexora/plan.ts";
+import { planFinetune } from "../../flexora/mod.ts";
 import { ErrorBody, Estimate, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
 import { confine, requireRegular } from "../security.ts";
 import { FINAL_STATES, type JobRecord } from "../store.ts";

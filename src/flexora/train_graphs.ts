@@ -1,80 +1,36 @@
 /**
- * Training graphs of a model: a LoRA train step (gates, when present, held fixed), and the Flexora search step
- * that runs in one session: a LoRA update on a training batch with the gates fixed, then the gradient of a
- * validation batch's loss with respect to the gate logits at the updated LoRA weights, then the gate update.
+ * Flexora's training graphs: a LoRA train step (gates, when present, held fixed), and the search step that runs
+ * in one session: a LoRA update on a training batch with the gates fixed, then the gradient of a validation
+ * batch's loss with respect to the gate logits at the updated LoRA weights, then the gate update.
  *
  * Batches are right-padded token ids with labels already shifted (labels[b, t] is the token after position t,
- * or -100 where no loss is taken). Legend as in {@link ./llama.ts}.
+ * or -100 where no loss is taken); the loss is the model's {@link lmLoss}. Legend as in
+ * {@link ../model/llama.ts}.
  *
  * @module
  */
 
-import { add, div, flatten, mul, sub } from "../graph/build.ts";
+import { add, div, mul, sub } from "../graph/build.ts";
 import { gradients } from "../graph/autodiff.ts";
 import type { ComputeFloat } from "../graph/dtype.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Optimizer } from "../train/optim.ts";
 import { lrInput, TrainStepBuilder, type TrainStepGraph } from "../train/step.ts";
 import { globalNorm } from "../train/optim.ts";
-import { unscale } from "../train/loss_scale.ts";
-import { IGNORE } from "./batch.ts";
-import type { ModelConfig } from "./config.ts";
-import { type AdapterSpec, GATE_LOGITS, gateValues, loraInputs } from "./graphs.ts";
-import { decoder, type DecoderInputs, lmHeadWeight, type LoraBinding } from "./llama.ts";
-import { DEFAULT_VOCAB_CHUNK, lmHeadLoss, type LossWithBackward } from "./lm_loss.ts";
-import type { LoraConfig } from "./lora.ts";
-import type { WeightStore } from "./weights.ts";
-
-/** A token batch's inputs: ids, positions, mask and labels, all [B, T] int64, named with `prefix`. */
-export function batchInputs(g: Graph, prefix = ""): { inputs: DecoderInputs; labels: Value } {
-  const [B, T] = [`${prefix}B`, `${prefix}T`];
-  return {
-    inputs: {
-      ids: g.input(`${prefix}input_ids`, "int64", [B, T]),
-      positions: g.input(`${prefix}position_ids`, "int64", [B, T]),
-      keyMask: g.input(`${prefix}attention_mask`, "int64", [B, T]),
-    },
-    labels: g.input(`${prefix}labels`, "int64", [B, T]),
-  };
-}
-
-/** Options of {@link lmLoss}. */
-export interface LmLossOptions {
-  /** LM-head token blocks hold logits of this many classes per token (default {@link DEFAULT_VOCAB_CHUNK}). */
-  vocabChunk?: number;
-  /** Float16 loss scale (a wide scalar): backward's seed is that of the loss times it. */
-  lossScale?: Value;
-}
-
-/**
- * Mean cross-entropy of the next-token predictions over labels that are not ignored, with the LM head in
- * token blocks (see {@link lmHeadLoss}).
- */
-export function lmLoss(
-  cfg: ModelConfig,
-  weights: WeightStore,
-  batch: { inputs: DecoderInputs; labels: Value },
-  lora?: LoraBinding,
-  options: LmLossOptions = {},
-): LossWithBackward {
-  const g = batch.labels.graph;
-  const { hidden } = decoder(cfg, weights, batch.inputs, lora);
-  return g.scope(
-    "lm_head",
-    () =>
-      lmHeadLoss(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(batch.labels, 0), {
-        chunk: options.vocabChunk ?? DEFAULT_VOCAB_CHUNK,
-        ignoreIndex: IGNORE,
-        lossScale: options.lossScale,
-      }),
-  );
-}
+import { lossScaleInput, unscale } from "../train/loss_scale.ts";
+import { gradOutputs } from "../train/accumulate.ts";
+import type { Outputs } from "../graph/serialize.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { type AdapterSpec, GATE_LOGITS, gateValues, loraInputs } from "../model/graphs.ts";
+import { batchInputs, lmLoss } from "../model/lm_loss.ts";
+import { type LoraConfig, loraShapes } from "../model/lora.ts";
+import type { WeightStore } from "../model/weights.ts";
 
 /** Options of the training graphs. */
 export interface TrainGraphOptions {
   /** Compute type (default: the weight store's, float32 unless the model was loaded otherwise). */
   float?: ComputeFloat;
-  /** LM-head token blocks hold logits of this many classes per token (default {@link DEFAULT_VOCAB_CHUNK}). */
+  /** LM-head token blocks hold logits of this many classes per token (default `DEFAULT_VOCAB_CHUNK`). */
   vocabChunk?: number;
 }
 
@@ -102,6 +58,28 @@ export function buildLoraTrainStep(
   });
   builder.update("lora", loss, [...lora.params.values()], optimizer, { backwardFrom: backward });
   return { graph: g, step: builder.finish() };
+}
+
+/**
+ * The gradient graph of gradient accumulation (see {@link ../train/accumulate.ts}): a batch and the LoRA weights
+ * in, `loss` and `grad/<param>` out, for each micro-batch; `params` names the trained weights and their shapes.
+ */
+export function buildLoraGradGraph(
+  cfg: ModelConfig,
+  weights: WeightStore,
+  adapter: AdapterSpec,
+  options: TrainGraphOptions = {},
+): { graph: Graph; outputs: Outputs; params: { name: string; shape: readonly number[] }[] } {
+  const g = new Graph({ name: "lora_grad", float: options.float ?? weights.dtype });
+  const binding = loraInputs(g, cfg, adapter);
+  const lossScale = lossScaleInput(g);
+  const { loss, backward } = lmLoss(cfg, weights, batchInputs(g), binding, {
+    vocabChunk: options.vocabChunk,
+    lossScale,
+  });
+  const outputs = gradOutputs(loss, [...binding.params.values()], backward, lossScale);
+  const params = [...loraShapes(cfg, adapter.config)].map(([name, shape]) => ({ name, shape }));
+  return { graph: g, outputs, params };
 }
 
 /** Optimizers of the two updates of a search step. */

@@ -8,8 +8,8 @@
  */
 
 import type { HostTensor, Session } from "../runtime/session.ts";
-import { batchFeeds, type Sequence } from "./batch.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import { batchFeeds, type Sequence } from "../data/sequence.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
 
 /** A multiple-choice row. */
 export interface ChoiceRow {

@@ -1,10 +1,14 @@
 /**
- * Token batches as graph feeds: right padding, attention mask, positions and shifted labels.
+ * Token sequences (a tokenized example: its ids, and where its targets start) and batches of them as graph feeds:
+ * right padding, attention mask, positions and shifted labels ({@link IGNORE} where no loss is taken).
  *
  * @module
  */
 
+import { IGNORE } from "../model/lm_loss.ts";
 import { type HostTensor, hostTensor } from "../runtime/session.ts";
+
+export { IGNORE } from "../model/lm_loss.ts";
 
 /** One sequence: its token ids, and from which position on its tokens are predicted (loss is taken). */
 export interface Sequence {
@@ -12,9 +16,6 @@ export interface Sequence {
   /** Index of the first token that is a target (default 1: every token after the first). */
   readonly targetFrom?: number;
 }
-
-/** Label value that takes no loss. */
-export const IGNORE = -100;
 
 /**
  * Feeds for `input_ids`, `position_ids`, `attention_mask` and `labels` (each [B, T], T the longest sequence):
@@ -50,4 +51,21 @@ export function countTargets(labels: HostTensor): number {
   let n = 0;
   for (const v of labels.data as BigInt64Array) if (v !== BigInt(IGNORE)) n++;
   return n;
+}
+
+/**
+ * A batch cut into micro-batches of at most `size` sequences, as feeds, each with its share of the update: its
+ * target tokens over the batch's (what gradient accumulation weighs each micro-batch's gradients by, so the
+ * update equals one on the whole batch).
+ */
+export function microBatches(
+  seqs: readonly Sequence[],
+  size: number,
+  padId = 0,
+): { feeds: Record<string, HostTensor>[]; weights: number[] } {
+  const feeds: Record<string, HostTensor>[] = [];
+  for (let i = 0; i < seqs.length; i += size) feeds.push(batchFeeds(seqs.slice(i, i + size), padId));
+  const counts = feeds.map((m) => countTargets(m.labels));
+  const total = counts.reduce((a, b) => a + b, 0);
+  return { feeds, weights: counts.map((c) => c / total) };
 }
