@@ -112,7 +112,9 @@ export function printReport(r: Report): void {
     console.log(
       `memory ${m.name}: peak ${MiB(m.peakRss)} (${m.peakSource}, ${
         m.isolated ? "own process" : "this process"
-      }), ${MiB(m.rssAfterSession)} after session creation, ${MiB(m.rssBefore)} before; ` +
+      }), ${MiB(m.peakAfterFirstStep)} after the first step, ${
+        MiB(m.rssAfterSession)
+      } after session creation, ${MiB(m.rssBefore)} before; ` +
         `peak / weights ${ratio.toFixed(2)} (target ≤ ${TARGETS.peakOverWeights}: ${
           verdict(ratio <= TARGETS.peakOverWeights)
         })`,
@@ -140,6 +142,8 @@ function printStep(t: StepTiming, overGemm: number): void {
     }), ` +
       `${t.tokensPerSecond.toFixed(0)} tokens/s, ${(t.flops / 1e9).toFixed(1)} GFLOP counted ` +
       `(graph MatMuls ${(t.graphMatmulFlops / 1e9).toFixed(1)}) → ${t.gflops.toFixed(1)} GFLOP/s; ` +
-      `/ GEMM probe ${overGemm.toFixed(2)}${target}`,
+      `/ GEMM probe ${overGemm.toFixed(2)}${target}; first steps ${
+        t.warmupSeconds.map((x) => `${x.toFixed(2)} s (${(x / t.median).toFixed(2)}×)`).join(", ")
+      }`,
   );
 }

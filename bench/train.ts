@@ -123,6 +123,8 @@ export interface StepTiming {
   readonly tokens: number;
   /** One per timed round. */
   readonly seconds: number[];
+  /** The session's first steps (the warmup rounds), to hold against the median. */
+  readonly warmupSeconds: number[];
   readonly median: number;
   readonly tokensPerSecond: number;
   readonly flops: number;
@@ -150,8 +152,15 @@ export async function timeStepVariants(
   const model = await openModelDir(o.dir);
   const sessions: StepSession[] = [];
   for (const v of variants) sessions.push(await openStepSession(model, v, o.batch, o.seq));
-  for (let i = 0; i < o.warmup; i++) for (const s of sessions) await s.run();
   const seconds = sessions.map(() => [] as number[]);
+  const warmupSeconds = sessions.map(() => [] as number[]);
+  for (let i = 0; i < o.warmup; i++) {
+    for (const [j, s] of sessions.entries()) {
+      const t0 = performance.now();
+      await s.run();
+      warmupSeconds[j].push((performance.now() - t0) / 1000);
+    }
+  }
   const probeGflops: number[] = [];
   for (let i = 0; i < o.runs; i++) {
     probeGflops.push(await probe());
@@ -171,6 +180,7 @@ export async function timeStepVariants(
       forwardOnly: s.variant.forwardOnly ?? false,
       tokens,
       seconds: seconds[j],
+      warmupSeconds: warmupSeconds[j],
       median: m,
       tokensPerSecond: tokens / m,
       flops: s.flops,

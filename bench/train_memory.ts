@@ -34,18 +34,22 @@ export interface MemoryResult {
   /** Resident before reading the checkpoint, after creating the session, and the process peak after the steps. */
   readonly rssBefore: number;
   readonly rssAfterSession: number;
+  /** The peak after the first step: the steps after it should not raise it. */
+  readonly peakAfterFirstStep: number;
   readonly peakRss: number;
   readonly peakSource: PeakSource;
   /** True when measured in a worker process of its own. */
   readonly isolated: boolean;
 }
 
-/** Opens the variant's session, runs `warmup + runs` steps, and reads the process peak. */
+/** Opens the variant's session, runs `warmup + runs` steps (at least one), and reads the process peak. */
 export async function measureStepMemory(o: TrainBenchOptions, variant: StepVariant): Promise<MemoryResult> {
   const rssBefore = Deno.memoryUsage().rss;
   const step = await openStepSession(await openModelDir(o.dir), variant, o.batch, o.seq);
   const rssAfterSession = Deno.memoryUsage().rss;
-  for (let i = 0; i < o.warmup + o.runs; i++) await step.run();
+  await step.run();
+  const peakAfterFirstStep = peakRss().bytes;
+  for (let i = 1; i < o.warmup + o.runs; i++) await step.run();
   const peak = peakRss();
   await step.session.release();
   return {
@@ -53,6 +57,7 @@ export async function measureStepMemory(o: TrainBenchOptions, variant: StepVaria
     layers: [...variant.layers],
     rssBefore,
     rssAfterSession,
+    peakAfterFirstStep,
     peakRss: peak.bytes,
     peakSource: peak.source,
     isolated: false,

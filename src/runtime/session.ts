@@ -65,6 +65,14 @@ export interface SessionOptions {
    */
   optimization?: "all" | "basic";
   /**
+   * onnxruntime's memory pattern (default false). On, onnxruntime plans one block for the tensors of a run after
+   * the first run of those shapes and allocates it beside what the first run left in the arena, so the second
+   * run grows memory and is as slow as the first (a 100M model's all-layer step at 4×256: peak 4158 MiB instead
+   * of 2844 MiB). Off, every run takes its tensors from the arena that the first run filled: memory stops
+   * growing after the first run, at no measurable cost per step (BENCHMARKS.md, "Warm-up steps").
+   */
+  memoryPattern?: boolean;
+  /**
    * Called once, after the first run, with where the session's nodes ran (from onnxruntime's profile of that
    * run; profiling stops after it).
    */
@@ -185,6 +193,7 @@ export async function createSession(
     interOpNumThreads: 1,
     graphOptimizationLevel: options.optimization ?? "all",
     executionProviders: options.providers ?? ["cpu"],
+    enableMemPattern: options.memoryPattern ?? false,
   };
   let profiled: Profiled | undefined;
   if (options.onPlacement) {
