@@ -11,19 +11,47 @@ import { createSidecar } from "../serve/app.ts";
 import { type DeploymentConfig, parseServers } from "../serve/deployments.ts";
 import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
 import { createEmbeddedApp } from "../serve/embedded/app.ts";
-import { generateToken, isLoopback, privateDataDir, redactSecrets } from "../serve/security.ts";
+import { checkToken, generateToken, isLoopback, privateDataDir, redactSecrets } from "../serve/security.ts";
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";
 import { choiceOption, numberOption } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
 
-/** The token: `FLEXORA_TOKEN`, else the one stored in the data dir, else a new one (stored, and printed once). */
-async function resolveToken(dataDir: string, print: (line: string) => void): Promise<string> {
+/**
+ * The token: `FLEXORA_TOKEN` when set, else the one stored in the data dir, else a new one (stored, and printed
+ * once); checked by `checkToken` (an empty one stops the start, a short one off loopback too). Warns when the
+ * token file was readable by group or others (the start then makes it 0600).
+ */
+export async function resolveToken(
+  dataDir: string,
+  host: string,
+  print: (line: string) => void,
+): Promise<string> {
+  const check = (token: string, source: string) => {
+    try {
+      const warning = checkToken(token, source, host);
+      if (warning) print(`warning: ${warning}`);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    return token;
+  };
   const fromEnv = Deno.env.get("FLEXORA_TOKEN");
-  if (fromEnv) return fromEnv;
+  if (fromEnv !== undefined) return check(fromEnv, "FLEXORA_TOKEN");
   const file = join(dataDir, "token");
-  const stored = await Deno.readTextFile(file).catch(() => null);
-  if (stored) return stored.trim();
+  const info = await Deno.stat(file).catch(() => null);
+  if (info) {
+    const mode = (info.mode ?? 0) & 0o777;
+    if (mode & 0o077) {
+      print(
+        `warning: the token file ${file} was readable by group or others (mode ${
+          mode.toString(8)
+        }); it is now ` +
+          "600. If others could read it, replace the token",
+      );
+    }
+    return check((await Deno.readTextFile(file)).trim(), `the token file ${file}`);
+  }
   const token = generateToken();
   await Deno.writeTextFile(file, token + "\n", { mode: 0o600 });
   print(`generated a bearer token (stored in ${file}; shown once): ${token}`);
@@ -65,10 +93,12 @@ function reconcileLog(print: (line: string) => void): (e: ReconcileEvent) => voi
 export const serveCommand: Command = {
   name: "serve",
   summary: "run the sidecar (jobs, adapters, attach) and optionally the embedded inference server",
-  usage: "[--host H] [--port P] [--data-dir DIR] [--root DIR]... [--servers FILE] [--embedded-model DIR] " +
+  usage:
+    "[--host H] [--allowed-host NAME]... [--port P] [--data-dir DIR] [--root DIR]... [--servers FILE] [--embedded-model DIR] " +
     "[--embedded-port P] [--device D] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S]",
   options: {
     host: { type: "string" },
+    "allowed-host": { type: "string", multiple: true },
     port: { type: "string" },
     "data-dir": { type: "string" },
     root: { type: "string", multiple: true },
@@ -82,6 +112,9 @@ export const serveCommand: Command = {
   },
   help: {
     host: "H  address to listen on (default 127.0.0.1; off loopback every route needs the token)",
+    "allowed-host":
+      "NAME  a name requests may give as Host besides localhost and the --host address (repeatable; checked " +
+      "against DNS rebinding on loopback, and off loopback once one is given)",
     port: "P  sidecar port (default 8321)",
     "data-dir": "DIR  jobs database, checkpoints and adapters (default .flexora)",
     root: "DIR  a folder model and data paths may lie in (repeatable; default: the current folder)",
@@ -102,7 +135,10 @@ export const serveCommand: Command = {
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const port = numberOption(values, "port", { integer: true, min: 0, max: 65535 }) ?? 8321;
     const dataDir = resolve((values["data-dir"] as string | undefined) ?? ".flexora");
+    await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const token = await resolveToken(dataDir, host, log); // before the data dir is tightened: it warns
     await privateDataDir(dataDir);
+    const allowed = (values["allowed-host"] as string[] | undefined) ?? [];
     const roots = ((values.root as string[] | undefined) ?? ["."]).map((r) => resolve(r));
     const servers = typeof values.servers === "string" ? await readServers(values.servers) : [];
     const seconds = (name: string) => {
@@ -119,7 +155,6 @@ export const serveCommand: Command = {
       choiceOption<Device>(values, "device", DEVICES, "auto"),
       log,
     );
-    const token = await resolveToken(dataDir, log);
     const closers: (() => Promise<void>)[] = [];
     if (typeof values["embedded-model"] === "string") {
       const embeddedPort = numberOption(values, "embedded-port", { integer: true, min: 0, max: 65535 }) ??
@@ -150,6 +185,7 @@ export const serveCommand: Command = {
         dataDir,
         token,
         host,
+        allowedHosts: allowed,
         modelRoots: roots,
         dataRoots: roots,
         servers,

@@ -27,7 +27,15 @@ import { adaptersApp } from "./routes/adapters.ts";
 import { jobsApp } from "./routes/jobs.ts";
 import { systemApp } from "./routes/system.ts";
 import { uiApp } from "./routes/ui.ts";
-import { bearerAuth, isLoopback, privateDataDir, redactResponses } from "./security.ts";
+import {
+  allowedHosts,
+  bearerAuth,
+  checkToken,
+  hostGuard,
+  isLoopback,
+  privateDataDir,
+  redactResponses,
+} from "./security.ts";
 import { JobStore } from "./store.ts";
 import denoJson from "../../deno.json" with { type: "json" };
 
@@ -58,6 +66,7 @@ export async function createSidecar(
   plugins: { readonly [K in ServerKind]: ServerPlugin },
   overrides: SidecarOverrides = {},
 ): Promise<Sidecar> {
+  checkToken(config.token, "the configured token", config.host);
   await privateDataDir(config.dataDir);
   const file = join(config.dataDir, "jobs.sqlite");
   const store = new JobStore(file);
@@ -95,6 +104,9 @@ export async function createSidecar(
 
   const app = new OpenAPIHono();
   app.use(redactResponses());
+  if (isLoopback(config.host) || config.allowedHosts?.length) {
+    app.use(hostGuard(allowedHosts(config.host, config.allowedHosts)));
+  }
   app.use(bearerAuth({ token: config.token, guardReads: !isLoopback(config.host) }));
   app.use(bodyLimit({
     maxSize: config.maxBodyBytes ?? 1 << 20,

@@ -19,6 +19,11 @@ export interface SidecarConfig {
   readonly token: string;
   /** The address the sidecar listens on (decides whether reads need the token too). */
   readonly host: string;
+  /**
+   * Names besides loopback's and `host` that requests may give as `Host`. A loopback sidecar checks `Host`
+   * (against DNS rebinding); one off loopback checks it only when names are given here.
+   */
+  readonly allowedHosts?: readonly string[];
   /** Folders that model and data paths must lie in. */
   readonly modelRoots: readonly string[];
   readonly dataRoots: readonly string[];

@@ -17,6 +17,33 @@ export function generateToken(): string {
   );
 }
 
+/** Tokens shorter than this are refused off loopback and warned about on it (a generated one has 48). */
+export const MIN_TOKEN_LENGTH = 16;
+
+/**
+ * Checks the bearer token before the sidecar starts (`source` says where it came from, for the messages). Throws
+ * for an empty or blank token (every request would be refused, silently) and for a token shorter than
+ * {@link MIN_TOKEN_LENGTH} when `host` is not loopback (anyone who can reach the port could guess it); returns a
+ * warning for a short token on loopback, else null.
+ */
+export function checkToken(token: string, source: string, host: string): string | null {
+  if (token.trim() === "") {
+    throw new Error(
+      `${source} holds an empty token: every request would be refused. Write a token of at least ` +
+        `${MIN_TOKEN_LENGTH} characters there${
+          source.startsWith("FLEXORA_TOKEN") ? "" : " (or delete the file to have one generated)"
+        }`,
+    );
+  }
+  if (token.length >= MIN_TOKEN_LENGTH) return null;
+  const short =
+    `${source} holds a token of ${token.length} characters (at least ${MIN_TOKEN_LENGTH} are advised)`;
+  if (!isLoopback(host)) {
+    throw new Error(`${short}; refused on ${host}, which other machines can reach`);
+  }
+  return `${short}; accepted only because ${host} is loopback`;
+}
+
 function sameToken(given: string, token: string): boolean {
   const a = new TextEncoder().encode(given), b = new TextEncoder().encode(token);
   return a.length === b.length && timingSafeEqual(a, b);
@@ -55,6 +82,30 @@ export function bearerAuth(options: AuthOptions): MiddlewareHandler {
     }
     await next();
   };
+}
+
+/**
+ * Middleware factory against DNS rebinding: a browser tricked into sending a page's requests to this sidecar
+ * (a hostile name that resolves to 127.0.0.1) sends that name as `Host`. Only requests naming `allowed` hosts
+ * (any port) are answered; the rest get a 403 that says how to allow a name.
+ */
+export function hostGuard(allowed: readonly string[]): MiddlewareHandler {
+  const names = new Set(allowed.map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, "$1")));
+  return async (c, next) => {
+    const host = new URL(c.req.url).hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+    if (!names.has(host)) {
+      throw new HTTPException(403, {
+        message: `Host '${host}' is not a name this sidecar answers to (${[...names].join(", ")}); ` +
+          "add it with --allowed-host",
+      });
+    }
+    await next();
+  };
+}
+
+/** The hosts a sidecar bound to `host` answers to: loopback names, the bind address, and `extra`. */
+export function allowedHosts(host: string, extra: readonly string[] = []): string[] {
+  return [...new Set(["localhost", "127.0.0.1", "::1", host, ...extra])];
 }
 
 /** True for addresses only this machine can reach. */

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
+import { resolveToken } from "../../src/cli/serve.ts";
 import { resolveDevice } from "../../src/runtime/device.ts";
 import { flexora } from "./run.ts";
 
@@ -13,6 +15,51 @@ Deno.test("serve --device: an unknown name is a usage error, an unavailable devi
     const cuda = await flexora("serve", "--device", "cuda", "--data-dir", dataDir, "--port", "0");
     assert.equal(cuda.code, 1);
     assert.match(cuda.err, /device 'cuda' is unavailable/);
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("serve refuses an empty token file and a short token off loopback before it starts", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "flexora-serve-token-" });
+  try {
+    await Deno.writeTextFile(join(dataDir, "token"), "\n", { mode: 0o600 });
+    const empty = await flexora("serve", "--data-dir", dataDir, "--port", "0");
+    assert.equal(empty.code, 2, empty.err);
+    assert.match(empty.err, /the token file .*\/token holds an empty token: every request would be refused/);
+    Deno.env.set("FLEXORA_TOKEN", "a");
+    try {
+      const short = await flexora("serve", "--data-dir", dataDir, "--host", "0.0.0.0", "--port", "0");
+      assert.equal(short.code, 2, short.err);
+      assert.match(short.err, /FLEXORA_TOKEN holds a token of 1 characters .*; refused on 0\.0\.0\.0/);
+      Deno.env.set("FLEXORA_TOKEN", " ");
+      const blank = await flexora("serve", "--data-dir", dataDir, "--port", "0");
+      assert.match(blank.err, /FLEXORA_TOKEN holds an empty token/);
+    } finally {
+      Deno.env.delete("FLEXORA_TOKEN");
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("the token: a short one on loopback and a token file others can read are warned about", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "flexora-serve-token-" });
+  try {
+    const file = join(dataDir, "token");
+    await Deno.writeTextFile(file, "0123456789abcdef0123\n", { mode: 0o644 });
+    await Deno.chmod(file, 0o644);
+    const lines: string[] = [];
+    assert.equal(await resolveToken(dataDir, "127.0.0.1", (l) => lines.push(l)), "0123456789abcdef0123");
+    assert.match(lines.join("\n"), /warning: the token file .* was readable by group or others \(mode 644\)/);
+    await Deno.writeTextFile(file, "short\n");
+    await Deno.chmod(file, 0o600);
+    lines.length = 0;
+    assert.equal(await resolveToken(dataDir, "127.0.0.1", (l) => lines.push(l)), "short");
+    assert.deepEqual(lines, [
+      `warning: the token file ${file} holds a token of 5 characters (at least 16 are advised); accepted only ` +
+      "because 127.0.0.1 is loopback",
+    ]);
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }

@@ -16,7 +16,7 @@ import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
 import type { RunnerEvent, RunnerSpec } from "../../src/serve/runner.ts";
 import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 
-export const TOKEN = "test-token";
+export const TOKEN = "test-token-0123456789";
 
 /** A fake runner: a few progress events, then an adapter folder and a result (or an error). */
 export function fakeSpawn(behaviour: { fail?: boolean; hold?: Promise<void> } = {}): Spawn {
@@ -128,6 +128,8 @@ export async function testSidecar(
     /** Servers besides "local" (the stub), each taken by the real plugin of its kind. */
     servers?: DeploymentConfig[];
     call?: CallContext;
+    allowedHosts?: string[];
+    token?: string;
   } = {},
 ): Promise<TestSidecar> {
   const dir = options.dataDir
@@ -140,8 +142,9 @@ export async function testSidecar(
   const sidecar = await createSidecar(
     {
       dataDir: options.dataDir ?? join(dir, "state"),
-      token: TOKEN,
+      token: options.token ?? TOKEN,
       host: options.host ?? "127.0.0.1",
+      allowedHosts: options.allowedHosts,
       modelRoots: [join(dir, "models")],
       dataRoots: [join(dir, "datasets")],
       servers: [{ name: "local", kind: "embedded", url: "http://127.0.0.1:9" }, ...options.servers ?? []],

@@ -125,3 +125,41 @@ Deno.test("the data directory is 0700 and its database 0600, also when they exis
     await s.close();
   }
 });
+
+Deno.test("a loopback sidecar answers only to its own names in Host (DNS rebinding), plus --allowed-host ones", async () => {
+  const s = await testSidecar({ allowedHosts: ["flexora.internal"] });
+  const open = await testSidecar({ host: "0.0.0.0" });
+  try {
+    const get = (sidecar: typeof s, url: string) =>
+      Promise.resolve(sidecar.app.request(url, { headers: { authorization: `Bearer ${TOKEN}` } }));
+    for (const ok of ["localhost", "127.0.0.1", "[::1]", "flexora.internal", "LOCALHOST"]) {
+      const res = await get(s, `http://${ok}:8321/v1/jobs`);
+      assert.equal(res.status, 200, ok);
+      await res.body?.cancel();
+    }
+    const rebound = await get(s, "http://evil.example:8321/v1/jobs");
+    assert.equal(rebound.status, 403);
+    assert.match(
+      (await rebound.json()).error.message,
+      /Host 'evil\.example' is not a name this sidecar answers to \(localhost, 127\.0\.0\.1, ::1, flexora\.internal\); add it with --allowed-host/,
+    );
+    const health = await get(s, "http://evil.example:8321/healthz");
+    assert.equal(health.status, 403, "no route is open to another name");
+    await health.body?.cancel();
+    // Off loopback the token guards every route; Host is not checked unless names are given.
+    const far = await get(open, "http://sidecar.example:8321/v1/jobs");
+    assert.equal(far.status, 200);
+    await far.body?.cancel();
+  } finally {
+    await s.close();
+    await open.close();
+  }
+});
+
+Deno.test("the sidecar refuses an empty token and a short one off loopback", async () => {
+  await assert.rejects(testSidecar({ token: "\n" }), /the configured token holds an empty token/);
+  await assert.rejects(
+    testSidecar({ token: "a", host: "0.0.0.0" }),
+    /a token of 1 characters .*refused on 0\.0\.0\.0/,
+  );
+});
