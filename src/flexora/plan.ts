@@ -52,8 +52,8 @@ export interface RunEstimate {
   /** The base weights in the compute dtype. */
   readonly weightsBytes: number;
   /**
-   * Weights, LoRA training state and activations of the larger stage, at full-length sequences: an upper bound for
-   * planning, not counting the runtime's own fixed overhead.
+   * Weights, LoRA training state and activations of the larger stage at full-length sequences: a rough formula
+   * for planning (not calibrated against measured peaks); the runtime's own overhead comes on top.
    */
   readonly memoryBytes: number;
 }

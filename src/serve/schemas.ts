@@ -53,8 +53,8 @@ export const Estimate = z.object({
   }),
   weightsBytes: z.number().openapi({ description: "the base weights in the compute dtype" }),
   memoryBytes: z.number().openapi({
-    description: "the run's tensors at the larger stage's peak, full-length sequences (an upper bound for " +
-      "planning; the runtime's fixed overhead comes on top)",
+    description: "the run's tensors at the larger stage's peak, full-length sequences (a rough formula for " +
+      "planning, not calibrated against measured peaks; the runtime's own overhead comes on top)",
   }),
 }).openapi("Estimate");
 
