@@ -1,8 +1,9 @@
 /**
  * `flexora finetune` (also `deno task finetune`): the whole Flexora pipeline, or a baseline, from the command line.
  *
- * With no arguments it runs on the project's own fixtures (a tiny random Llama and a small color task) with
- * settings sized for them, and writes an adapter under `out/`.
+ * With no arguments it runs on the project's own fixtures (a tiny random Llama and `fixtures/first-run`, a color
+ * task it answers at chance) with settings sized for them, writes an adapter under `out/`, and prints the base
+ * model against the tuned one and the commands to try next.
  *
  * @module
  */
@@ -18,17 +19,19 @@ import { numberOption } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
 import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
 import { progressReporter } from "./progress.ts";
+import { baseMetrics, nextCommands, resultTable } from "./before_after.ts";
+import type { EvalMetrics } from "../flexora/retrain.ts";
 
 const FIXTURES = fileURLToPath(new URL("../../fixtures/", import.meta.url));
 
 /**
- * Settings the no-argument run uses on the fixtures: every projection and larger learning rates, because the
- * tiny random model learns the task slowly at the paper's settings (which are for 7B models).
+ * Settings the no-argument run uses on the fixtures: every projection, and learning rates larger than the paper's
+ * (which are for 7B models). With seeds 0, 1 and 2 the tuned test accuracy is 0.97, 1.00 and 1.00.
  */
 const ALL_MODULES = [...TARGET_MODULES];
 export const FIXTURE_SETTINGS: FinetuneInput = {
-  search: { loraLr: 1e-2, gateLr: 0.05, epochs: 3, lora: { targets: ALL_MODULES } },
-  retrain: { lr: 1e-2, epochs: 20, lora: { targets: ALL_MODULES } },
+  search: { loraLr: 1e-2, gateLr: 0.05, epochs: 6, lora: { targets: ALL_MODULES } },
+  retrain: { lr: 1e-2, epochs: 12, lora: { targets: ALL_MODULES } },
   maxLength: 64,
 };
 
@@ -181,7 +184,9 @@ export const finetuneCommand: Command = {
     if (!fixture && (args.model === undefined || args.data === undefined)) {
       throw new UsageError("give both --model and --data, or neither (to run on the fixtures)");
     }
-    if (fixture) args = { ...args, model: join(FIXTURES, "tiny-llama"), data: join(FIXTURES, "tiny-data") };
+    if (fixture) {
+      args = { ...args, model: join(FIXTURES, "first-run-llama"), data: join(FIXTURES, "first-run") };
+    }
     const input = finetuneInput(args, fixture);
     const resolved = resolveOptions(input); // validate before loading anything
     const out = (args.out as string | undefined) ??
@@ -206,6 +211,7 @@ export const finetuneCommand: Command = {
         validation: (await loadDataset(args["val-file"] as string, { tokenizer: model.tokenizer })).train,
       }
       : data;
+    const base = withVal.test?.length ? await baseMetrics(model, withVal.test) : null;
     const controller = new AbortController();
     const stop = () => controller.abort();
     Deno.addSignalListener("SIGINT", stop);
@@ -219,19 +225,20 @@ export const finetuneCommand: Command = {
         onProgress: progressReporter(io),
         onWarning: (w) => io.err(`warning: ${w}`),
       });
-      const s = summary(result);
-      if (values.json) io.out(JSON.stringify(s));
+      if (values.json) io.out(JSON.stringify({ base, ...summary(result) }));
       else {
-        io.out(
-          `adapter written to ${out}: layers [${result.layers}], ${result.trainableParams} trainable parameters`,
-        );
-        const test = result.retrain.epochs.at(-1)?.test;
-        if (test) {
+        io.out(`adapter written to ${out}`);
+        if (fixture) {
           io.out(
-            `test loss ${test.loss.toFixed(4)}${
-              test.accuracy !== undefined ? `, accuracy ${test.accuracy.toFixed(4)}` : ""
-            }`,
+            "\nfixtures/first-run-llama (random weights) on fixtures/first-run (the color of the object named last):",
           );
+        }
+        io.out((resultTable(model, base, result) ?? [
+          `layers [${result.layers}], ${result.trainableParams} trainable parameters (no test split to compare)`,
+        ]).join("\n"));
+        if (fixture) {
+          const prompt = "what color is the ripe banana";
+          io.out(["", ...nextCommands(out, args.model as string, args.data as string, prompt)].join("\n"));
         }
       }
       return 0;

@@ -154,3 +154,18 @@ Deno.test("finetune --val-file takes validation examples from that file", async 
   assert.equal(r.code, 0, r.err);
   assert.equal(JSON.parse(r.out).validation.n, 5);
 });
+
+Deno.test("finetune with no arguments: the base model is wrong on fixtures/first-run, the tuned one right", async () => {
+  const out = join(tmp, "first-run");
+  const r = await flexora("finetune", "--out", out, "--device", "cpu");
+  assert.equal(r.code, 0, r.err);
+  const row = (name: string) => r.out.split("\n").find((l) => l.trimStart().startsWith(name))?.trim();
+  const [base, tuned] = row("test accuracy")!.split(/\s+/).slice(-2).map(Number);
+  assert.ok(base <= 0.3, `base accuracy ${base} (chance is 0.25)`);
+  assert.ok(tuned >= 0.9, `tuned accuracy ${tuned}`);
+  assert.match(row("layers with LoRA")!, /\[\d(, \d)*\] of 3/);
+  assert.match(row("trainable parameters")!, /^trainable parameters\s+-\s+[\d,]+ \([\d.]+ % of [\d,]+\)$/);
+  assert.match(row("time")!, /[\d.]+ s$/);
+  assert.match(r.out, /generate --model fixtures\/first-run-llama --adapter .*first-run --prompt/);
+  assert.match(r.out, /finetune --model [\w-]+\/[\w.-]+ --data fixtures\/first-run/);
+});

@@ -7,7 +7,14 @@ import { openCheckpoint, readTensorF32, type SafetensorsDType } from "../../src/
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const FIXTURES = join(ROOT, "fixtures");
-const FOLDERS = ["tiny-llama", "tiny-llama-bf16-sharded", "tiny-llama-spm", "tiny-data"];
+const FOLDERS = [
+  "tiny-llama",
+  "tiny-llama-bf16-sharded",
+  "tiny-llama-spm",
+  "tiny-data",
+  "first-run-llama",
+  "first-run",
+];
 
 /** Paths of the files under `dir`, relative to it, sorted. */
 async function listFiles(dir: string, prefix = ""): Promise<string[]> {
@@ -21,8 +28,8 @@ async function listFiles(dir: string, prefix = ""): Promise<string[]> {
 
 const readJson = async (path: string) => JSON.parse(await Deno.readTextFile(path));
 
-async function readRows(split: string): Promise<Row[]> {
-  const text = await Deno.readTextFile(join(FIXTURES, "tiny-data", `${split}.jsonl`));
+async function readRows(split: string, folder = "tiny-data"): Promise<Row[]> {
+  const text = await Deno.readTextFile(join(FIXTURES, folder, `${split}.jsonl`));
   return text.trimEnd().split("\n").map((line) => JSON.parse(line));
 }
 
@@ -62,8 +69,12 @@ Deno.test("the tokenizer loads offline in transformers.js, matches vocab_size an
   const encoded = tok.encode(row.prompt + row.completion);
   assert.equal(encoded[0], 1, "<s> is prepended");
   assert.equal(tok.decode(encoded, { skip_special_tokens: true }), row.prompt + row.completion);
-  for (const split of ["train", "validation", "test"]) {
-    for (const r of await readRows(split)) {
+  for (
+    const [folder, split] of ["tiny-data", "first-run"].flatMap((f) =>
+      ["train", "validation", "test"].map((s) => [f, s])
+    )
+  ) {
+    for (const r of await readRows(split, folder)) {
       assert.ok(
         !tok.encode(r.prompt + r.completion).includes(0),
         `'${r.prompt}' has a word out of the vocab`,
@@ -106,7 +117,13 @@ function expectedShapes(c: typeof TINY_LLAMA & { vocab_size: number; tie_word_em
   return shapes;
 }
 
-async function checkModel(folder: string, dtype: SafetensorsDType, tied: boolean): Promise<void> {
+/** Checks a fixture model; `residualScale` is that of its o_proj and down_proj init (see make_tiny_llama.ts). */
+async function checkModel(
+  folder: string,
+  dtype: SafetensorsDType,
+  tied: boolean,
+  residualScale = 1,
+): Promise<void> {
   const dir = join(FIXTURES, folder);
   const config = await readJson(join(dir, "config.json"));
   assert.deepEqual({ ...config, ...TINY_LLAMA }, config, "the tiny architecture");
@@ -123,8 +140,9 @@ async function checkModel(folder: string, dtype: SafetensorsDType, tied: boolean
       data.every(Number.isFinite) && data.some((v) => v !== data[0]),
       `${name} is finite, not constant`,
     );
+    const scale = /(o_proj|down_proj)\.weight$/.test(name) ? residualScale : 1;
     assert.ok(
-      rms > 0.1 && rms < 1.5,
+      rms > 0.1 * scale && rms < 1.5 * scale,
       `${name}: RMS ${rms} is not that of small random weights or norm scales`,
     );
   }
@@ -132,6 +150,18 @@ async function checkModel(folder: string, dtype: SafetensorsDType, tied: boolean
 
 Deno.test("tiny-llama: tied float32 weights with the shapes its config implies", async () => {
   await checkModel("tiny-llama", "F32", true);
+});
+
+Deno.test("first-run-llama: tiny-llama's shapes, residual-branch outputs 10 times smaller, its tokenizer", async () => {
+  await checkModel("first-run-llama", "F32", true, 0.1);
+  for (const name of ["tokenizer.json", "tokenizer_config.json", "config.json"]) {
+    const same = join(FIXTURES, "tiny-llama", name);
+    assert.equal(
+      await Deno.readTextFile(join(FIXTURES, "first-run-llama", name)),
+      await Deno.readTextFile(same),
+      name,
+    );
+  }
 });
 
 Deno.test("tiny-llama-bf16-sharded: untied BF16 weights over two shards, all indexed tensors present", async () => {
@@ -170,21 +200,26 @@ Deno.test("tiny-llama-spm: a SentencePiece-style BPE tokenizer: each dataset wor
   assert.equal(tok.decode(ids), "Zebra é");
 });
 
-Deno.test("tiny-data: split sizes, well-formed rows, the answer decided by the object in the prompt", async () => {
-  const colorOf = new Map(Object.entries(COLORS).flatMap(([color, objs]) => objs.map((o) => [o, color])));
-  const seen = new Set<string>();
-  for (const [split, size] of [["train", 64], ["validation", 16], ["test", 32]] as const) {
-    const rows = await readRows(split);
-    assert.equal(rows.length, size, split);
-    for (const r of rows) {
-      assert.deepEqual(Object.keys(r), ["prompt", "completion", "choices", "label"]);
-      assert.deepEqual([...r.choices].sort(), Object.keys(COLORS).map((c) => ` ${c}`).sort());
-      const objects = r.prompt.split(" ").filter((w) => colorOf.has(w));
-      assert.equal(objects.length, 1, r.prompt);
-      assert.equal(r.completion, ` ${colorOf.get(objects[0])}`, r.prompt);
-      assert.equal(r.choices[r.label], r.completion);
-      if (split === "train") seen.add(objects[0]);
-      else assert.ok(seen.has(objects[0]), `${split} object '${objects[0]}' never appears in train`);
+for (const [folder, trainSize] of [["tiny-data", 64], ["first-run", 72]] as const) {
+  Deno.test(`${folder}: split sizes, well-formed rows, the answer decided by the object in the prompt`, async () => {
+    const colorOf = new Map(Object.entries(COLORS).flatMap(([color, objs]) => objs.map((o) => [o, color])));
+    const seen = new Set<string>();
+    for (const [split, size] of [["train", trainSize], ["validation", 16], ["test", 32]] as const) {
+      const rows = await readRows(split, folder);
+      assert.equal(rows.length, size, split);
+      for (const r of rows) {
+        assert.deepEqual(Object.keys(r), ["prompt", "completion", "choices", "label"]);
+        assert.deepEqual([...r.choices].sort(), Object.keys(COLORS).map((c) => ` ${c}`).sort());
+        const objects = r.prompt.split(" ").filter((w) => colorOf.has(w));
+        assert.equal(objects.length, 1, r.prompt);
+        if (folder === "first-run") {
+          assert.equal(r.prompt.split(" ").at(-1), objects[0], "the object comes last");
+        }
+        assert.equal(r.completion, ` ${colorOf.get(objects[0])}`, r.prompt);
+        assert.equal(r.choices[r.label], r.completion);
+        if (split === "train") seen.add(objects[0]);
+        else assert.ok(seen.has(objects[0]), `${split} object '${objects[0]}' never appears in train`);
+      }
     }
-  }
-});
+  });
+}
