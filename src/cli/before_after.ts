@@ -8,10 +8,11 @@
 import { relative } from "node:path";
 import type { Example } from "../data/example.ts";
 import type { FinetuneResult } from "../flexora/pipeline.ts";
-import { type EvalMetrics, evaluate } from "../flexora/retrain.ts";
+import type { EvalMetrics } from "../flexora/records.ts";
+import { evaluate } from "../flexora/retrain.ts";
 import { buildScoringGraph } from "../model/graphs.ts";
 import type { Model } from "../model/model.ts";
-import { Scorer } from "../model/score.ts";
+import { Scorer } from "../flexora/score.ts";
 
 /** Loss (and multiple-choice accuracy) of the base model, without an adapter, on `rows`. */
 export async function baseMetrics(model: Model, rows: readonly Example[]): Promise<EvalMetrics> {
@@ -43,7 +44,7 @@ const count = (n: number) => n.toLocaleString("en-US");
  *   tuned: { loss: 0.2, accuracy: 1, n: 32 },
  *   method: "flexora", layers: [0, 1], numLayers: 3, trainable: 8192, modelParams: 28000, seconds: 9.5,
  * });
- * if (!lines.some((l) => /accuracy\s+0\.250\s+1\.000/.test(l))) throw new Error("accuracy row");
+ * if (!lines.some((l) => /accuracy \(n=32\)\s+0\.250\s+1\.000/.test(l))) throw new Error("accuracy row");
  * ```
  */
 export function beforeAfter(r: {

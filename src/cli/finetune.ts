@@ -20,7 +20,6 @@ import { type Command, UsageError } from "./command.ts";
 import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
 import { progressReporter } from "./progress.ts";
 import { baseMetrics, nextCommands, resultTable } from "./before_after.ts";
-import type { EvalMetrics } from "../flexora/retrain.ts";
 
 const FIXTURES = fileURLToPath(new URL("../../fixtures/", import.meta.url));
 
