@@ -15,7 +15,7 @@ import { checkToken, generateToken, isLoopback, privateDataDir, redactSecrets } 
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";
 import { choiceOption, numberOption } from "./args.ts";
-import { type Command, UsageError } from "./command.ts";
+import { type Command, type Io, UsageError } from "./command.ts";
 
 /**
  * The token: `FLEXORA_TOKEN` when set, else the one stored in the data dir, else a new one (stored, and printed
@@ -70,8 +70,13 @@ async function readServers(file: string): Promise<DeploymentConfig[]> {
   }
 }
 
+/** Serve's log: lines on stderr, with the credentials of any server URL they quote redacted. */
+export function serveLog(io: Io): (line: string) => void {
+  return (line) => io.err(redactSecrets(line));
+}
+
 /** Logs what the reconcile loop changed, and each replica's turns between failing and healthy. */
-function reconcileLog(print: (line: string) => void): (e: ReconcileEvent) => void {
+export function reconcileLog(print: (line: string) => void): (e: ReconcileEvent) => void {
   const failing = new Set<string>();
   return (e) => {
     const where = `server '${e.server}' replica ${e.url}`;
@@ -131,7 +136,7 @@ export const serveCommand: Command = {
   },
   async run(values, _positionals, io) {
     // Log lines can quote a server's URL (reconcile errors): its credentials are not printed.
-    const log = (line: string) => io.err(redactSecrets(line));
+    const log = serveLog(io);
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const port = numberOption(values, "port", { integer: true, min: 0, max: 65535 }) ?? 8321;
     const dataDir = resolve((values["data-dir"] as string | undefined) ?? ".flexora");

@@ -46,8 +46,13 @@ export class DataFiles {
     const path = resolve(file);
     let bytes: Uint8Array;
     try {
+      // Reading a FIFO or a device would block (or never end): only regular files are data.
+      if (!(await Deno.stat(path)).isFile) {
+        throw new DataError(`${path}: not a regular file (a FIFO, a device or a folder)`);
+      }
       bytes = await Deno.readFile(path);
     } catch (e) {
+      if (e instanceof DataError) throw e;
       const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
       throw new DataError(`${path}: cannot read (${why})`, { cause: e });
     }

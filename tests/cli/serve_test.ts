@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { resolveToken } from "../../src/cli/serve.ts";
+import { reconcileLog, resolveToken, serveLog } from "../../src/cli/serve.ts";
 import { resolveDevice } from "../../src/runtime/device.ts";
 import { flexora } from "./run.ts";
 
@@ -63,4 +63,25 @@ Deno.test("the token: a short one on loopback and a token file others can read a
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }
+});
+
+Deno.test("serve's log lines never show a server URL's password", () => {
+  const lines: string[] = [];
+  const log = reconcileLog(serveLog({ out: () => {}, err: (l) => lines.push(l) }));
+  const url = "http://admin:PASSWORD@10.0.0.1:8000";
+  log({
+    trigger: "loop",
+    server: "s",
+    url,
+    startedAt: 0,
+    millis: 1,
+    outcomes: [],
+    error: `GET ${url}/v1/models: refused`,
+  });
+  assert.equal(lines.length, 1);
+  assert.match(
+    lines[0],
+    /replica http:\/\/\*\*\*@10\.0\.0\.1:8000 is failing: GET http:\/\/\*\*\*@10\.0\.0\.1:8000\/v1\/models/,
+  );
+  assert.doesNotMatch(lines[0], /PASSWORD/);
 });

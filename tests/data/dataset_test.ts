@@ -116,3 +116,14 @@ Deno.test("carveValidation needs 0 < size < train length", () => {
   throwsNaming(() => carveValidation(examples, 1.5, 0), "got 1.5");
   assert.equal(carveValidation(examples, 49, 0).train.length, 1);
 });
+
+Deno.test("a FIFO is not a dataset: refused at once, naming it, instead of a read that never ends", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flexora-fifo-" });
+  try {
+    const fifo = join(dir, "train.jsonl");
+    await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    await assert.rejects(loadDataset(fifo), new RegExp(`${fifo}: not a regular file`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
