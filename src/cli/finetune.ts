@@ -14,6 +14,7 @@ import { loadDataset } from "../data/dataset.ts";
 import { TARGET_MODULES, type TargetModule } from "../model/lora.ts";
 import { type FinetuneInput, resolveOptions } from "../flexora/options.ts";
 import { finetune, summary } from "../flexora/pipeline.ts";
+import { readRunManifest, writeRunManifest } from "../flexora/checkpoint.ts";
 import { StoppedError } from "../flexora/progress.ts";
 import { numberOption } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
@@ -165,13 +166,12 @@ export const finetuneCommand: Command = {
   async run(values, _positionals, io) {
     let args: Values = values;
     if (typeof values.resume === "string") {
-      const run = JSON.parse(
-        await Deno.readTextFile(join(values.resume, "run.json")).catch(() => {
-          throw new UsageError(
-            `--resume ${values.resume}: no run.json there; is it a checkpoint folder of finetune?`,
-          );
-        }),
-      );
+      const run = await readRunManifest(values.resume);
+      if (!run) {
+        throw new UsageError(
+          `--resume ${values.resume}: no run.json there; is it a checkpoint folder of finetune?`,
+        );
+      }
       args = {
         ...run.args,
         resume: values.resume,
@@ -194,14 +194,10 @@ export const finetuneCommand: Command = {
       (args["checkpoint-dir"] as string | undefined) ??
       `${out}.checkpoints`;
     await Deno.mkdir(checkpointDir, { recursive: true });
-    await Deno.writeTextFile(
-      join(checkpointDir, "run.json"),
-      JSON.stringify(
-        { args: { ...args, out, json: undefined, resume: undefined }, options: resolved },
-        null,
-        2,
-      ),
-    );
+    await writeRunManifest(checkpointDir, {
+      args: { ...args, out, json: undefined, resume: undefined },
+      options: resolved,
+    });
     const { model } = await openModel(args, io);
     const data = await loadDataset(args.data as string, { tokenizer: model.tokenizer });
     const withVal = typeof args["val-file"] === "string"

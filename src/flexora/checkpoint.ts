@@ -23,6 +23,35 @@ export const CHECKPOINT_VERSION = 1;
 export const CHECKPOINT_FILE = "checkpoint.json";
 export const STATE_FILE = "state.safetensors";
 
+/** The run's own manifest in a checkpoint folder: how it was started, so `--resume` starts it the same way. */
+export const RUN_FILE = "run.json";
+
+/** What {@link RUN_FILE} holds: the command's flag values and the options they resolved to. */
+export interface RunManifest {
+  readonly args: Readonly<Record<string, unknown>>;
+  readonly options: unknown;
+}
+
+const RunManifestSchema: z.ZodType<RunManifest> = z.object({
+  args: z.record(z.string(), z.unknown(), { error: "must be an object of the command's flag values" }),
+  options: z.unknown(),
+});
+
+/** Writes `<dir>/run.json`. */
+export async function writeRunManifest(dir: string, run: RunManifest): Promise<void> {
+  await Deno.writeTextFile(join(dir, RUN_FILE), jsonText(run));
+}
+
+/** Reads `<dir>/run.json`: null when there is none, an error naming the file and field when it is damaged. */
+export async function readRunManifest(dir: string): Promise<RunManifest | null> {
+  const file = join(dir, RUN_FILE);
+  const exists = await Deno.stat(file).then(() => true, (e) => {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  });
+  return exists ? await readJsonFile(file, RunManifestSchema, { what: "run manifest" }) : null;
+}
+
 /** Each stage's record schema. */
 const RECORDS = { search: SearchRecord, retrain: RetrainRecord } as const;
 

@@ -39,7 +39,23 @@ export {
   type RunFacts,
   type RunPlan,
 } from "./plan.ts";
-export { finetune, type FinetuneHooks, type FinetuneResult, randomLayers, summary } from "./pipeline.ts";
+export { finetune, type FinetuneHooks, type FinetuneResult, summary } from "./pipeline.ts";
+export {
+  evaluateStage,
+  type Evaluation,
+  type ExportInput,
+  exportStage,
+  type Loaded,
+  loadStage,
+  type Prepared,
+  prepareStage,
+  randomLayers,
+  retrainStage,
+  searchStage,
+  type Selected,
+  selectStage,
+  type StageHooks,
+} from "./stages.ts";
 export { DivergedError, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
 export { type EvalRow, evaluate, retrain, type RetrainData, type RetrainResult } from "./retrain.ts";
 export { gatesOf, type SearchData, searchGates, type SearchResult } from "./search.ts";

@@ -5,7 +5,13 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "../../src/flexora/checkpoint.ts";
+import {
+  loadCheckpoint,
+  readCheckpointMeta,
+  readRunManifest,
+  saveCheckpoint,
+  writeRunManifest,
+} from "../../src/flexora/checkpoint.ts";
 import { exportPeft } from "../../src/flexora/export.ts";
 import { FLEXORA_FILE, readFlexoraJson, REPORT_VERSION } from "../../src/flexora/flexora_json.ts";
 import { initLora, validateLora } from "../../src/model/lora.ts";
@@ -173,4 +179,18 @@ Deno.test("desired rows: a damaged row is an error naming the file, the row and 
     ),
   );
   reopened.close();
+});
+
+Deno.test("run.json: written and read back; none is null; a damaged one names the field", async () => {
+  const dir = fresh();
+  await Deno.mkdir(dir);
+  assert.equal(await readRunManifest(dir), null);
+  const run = { args: { model: "m", rank: "4", rslora: true }, options: { seed: 0 } };
+  await writeRunManifest(dir, run);
+  assert.deepEqual(await readRunManifest(dir), run);
+  await Deno.writeTextFile(join(dir, "run.json"), JSON.stringify({ args: ["m"], options: {} }));
+  await assert.rejects(
+    readRunManifest(dir),
+    /run\.json: 'args' must be an object of the command's flag values/,
+  );
 });
