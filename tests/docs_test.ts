@@ -2,9 +2,9 @@
  * The documentation matches the tree and the CLI. README.md stays short and shows CI's test command; every
  * repository path README.md and docs/*.md name exists; docs/architecture.md's layout tree lists every folder and
  * source file of src/ and plugins/, each where it is; every flag shown in a `flexora …` or
- * `deno task flexora|finetune|serve …` command line is one that command's parser accepts (command lines in `sh`
- * blocks are parsed whole, as the command would parse them, without running it); JSDoc examples never read
- * ../shared, so the doc tests pass in a bare checkout.
+ * `deno task flexora|finetune|serve …` command line is one that command's parser accepts (command lines in
+ * `sh` and `text` blocks are parsed whole, as the command would parse them, without running it); JSDoc examples
+ * never read ../shared, so the doc tests pass in a bare checkout.
  */
 
 import assert from "node:assert/strict";
@@ -171,11 +171,11 @@ Deno.test("every flag a documented flexora command line shows is one its command
   assert.ok(checked >= 10, `only ${checked} command lines found in inline code`);
 });
 
-Deno.test("every flexora command line in a sh block parses as its command parses it", () => {
+Deno.test("every flexora command line in a sh or text block parses as its command parses it", () => {
   const rejected: string[] = [];
   let checked = 0;
   for (const [doc, text] of documents()) {
-    for (const block of fencedBlocks(text).filter((b) => b.lang === "sh")) {
+    for (const block of fencedBlocks(text).filter((b) => ["sh", "text", ""].includes(b.lang))) {
       for (const raw of block.body.replace(/\\\n/g, " ").split("\n")) {
         const line = commandLine(raw);
         if (!line) continue;
