@@ -36,7 +36,7 @@ function overview(): string {
     "Commands:",
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
     "",
-    "Run 'deno task flexora <command> --help' for a command's options.",
+    "Run 'deno task flexora <command> --help' for a command's options; 'flexora --version' for versions.",
   ].join("\n");
 }
 
@@ -47,6 +47,7 @@ export async function main(args: string[], io: Io = consoleIo): Promise<number> 
     io.out(overview());
     return name === undefined ? 2 : 0;
   }
+  if (name === "--version" || name === "-V") return await runCommand(version, rest, io);
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
     io.err(`flexora: unknown command '${name}'. Commands: ${COMMANDS.map((c) => c.name).join(", ")}.`);

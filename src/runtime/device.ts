@@ -99,3 +99,12 @@ export async function resolveDevice(
   log(`device: ${device}`);
   return { device, providers: [device, "cpu"] };
 }
+
+/**
+ * Each execution provider onnxruntime-node can use (`cpu`, `webgpu`, `cuda`) and null when it opens a session
+ * here, else why not (what `flexora --version` lists).
+ */
+export async function providerStatus(): Promise<Record<"cpu" | "webgpu" | "cuda", string | null>> {
+  const [webgpu, cuda] = await Promise.all([probe("webgpu"), probe("cuda")]);
+  return { cpu: null, webgpu, cuda };
+}

@@ -58,12 +58,22 @@ Deno.test("an unknown option exits 2 and names it", async () => {
   }
 });
 
-Deno.test("flexora version --json names flexora, onnxruntime and Deno", async () => {
+Deno.test("flexora --version and version --json: flexora, onnxruntime, Deno and the execution providers", async () => {
   const r = await flexora("version", "--json");
   assert.equal(r.code, 0, r.err);
   const info = JSON.parse(r.out);
-  assert.deepEqual(Object.keys(info), ["flexora", "onnxruntime", "deno"]);
+  assert.deepEqual(Object.keys(info), ["flexora", "onnxruntime", "deno", "providers", "unavailable"]);
   assert.equal(info.deno, Deno.version.deno);
+  assert.equal(info.onnxruntime, (await import("onnxruntime-node")).env.versions.node);
+  assert.ok(info.providers.includes("cpu"));
+  for (const p of ["webgpu", "cuda"]) assert.ok(info.providers.includes(p) !== p in info.unavailable, p);
+  const text = await flexora("--version");
+  assert.equal(text.code, 0, text.err);
+  assert.match(
+    text.out,
+    new RegExp(`^flexora ${escape(info.flexora)}\nonnxruntime ${escape(info.onnxruntime)}\n`),
+  );
+  assert.match(text.out, new RegExp(`execution providers: ${info.providers.join(", ")}`));
 });
 
 function escape(s: string): string {
