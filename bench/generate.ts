@@ -75,8 +75,11 @@ export async function benchGenerateDir(
   name: string,
   o: GenerateBenchOptions,
 ): Promise<GenerateResult> {
-  const { config, weights, external } = await openModelDir(dir);
+  const { config, weights } = await openModelDir(dir);
   const built = buildStepGraph(config, weights);
-  const session = await createSession(serialize(built.graph, built.outputs), { externalData: external });
+  const session = await createSession(
+    serialize(built.graph, built.outputs),
+    await weights.sessionData(built.graph),
+  );
   return await timeGenerate(name, session, config, o);
 }

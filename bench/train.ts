@@ -63,17 +63,16 @@ function randomBatch(vocab: number, batch: number, seq: number): Record<string, 
   })));
 }
 
-/** The model's config, weights and the checkpoint bytes sessions read (shared by every session). */
+/** The model's config and weights (sessions map the checkpoint's files). */
 export interface OpenedModel {
   readonly config: ModelConfig;
   readonly weights: WeightStore;
-  readonly external: Record<string, Uint8Array>;
 }
 
 /** Reads config and checkpoint of a model directory. */
 export async function openModelDir(dir: string): Promise<OpenedModel> {
   const weights = new WeightStore(await openCheckpoint(dir));
-  return { config: await readConfig(dir), weights, external: await weights.externalData() };
+  return { config: await readConfig(dir), weights };
 }
 
 /** Builds a variant's graph and session, with LoRA weights as PEFT initialises them and AdamW. */
@@ -83,7 +82,7 @@ export async function openStepSession(
   batch: number,
   seq: number,
 ): Promise<StepSession> {
-  const { config: cfg, weights, external } = model;
+  const { config: cfg, weights } = model;
   const lora = benchLora(cfg, variant.layers);
   const feeds = randomBatch(cfg.vocabSize, batch, seq);
   const init = initLora(cfg, lora, 0);
@@ -93,7 +92,7 @@ export async function openStepSession(
     const g = new Graph({ name: "lora_forward" });
     const { loss } = lmLoss(cfg, weights, batchInputs(g), loraInputs(g, cfg, { config: lora }));
     const outputs = { loss };
-    const session = await createSession(serialize(g, outputs), { externalData: external });
+    const session = await createSession(serialize(g, outputs), await weights.sessionData());
     return {
       variant,
       run: () => session.run({ ...feeds, ...init }),
@@ -103,7 +102,7 @@ export async function openStepSession(
     };
   }
   const { graph, step } = buildLoraTrainStep(cfg, weights, { config: lora }, adamw());
-  const session = await createSession(serialize(graph, step.outputs), { externalData: external });
+  const session = await createSession(serialize(graph, step.outputs), await weights.sessionData());
   const loop = new TrainLoop(session, step, init);
   return {
     variant,

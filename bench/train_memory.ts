@@ -3,29 +3,14 @@
  * (`deno run … bench/train_memory.ts '<json options>'`, which prints the result as JSON), or in-process when
  * this process may not start one (`deno task bench` lacks `--allow-run`).
  *
- * The peak is `VmHWM` from `/proc/self/status` where Deno lets a script read it (it demands `--allow-all` for
- * `/proc/self`), otherwise `getrusage`'s `ru_maxrss`: the same kernel high-water mark, which `node:process`
- * exposes without extra permissions.
+ * The peak is {@link peakRss}'s: a worker runs with `--allow-all` so that it reads its own `VmHWM` (`ru_maxrss`
+ * would start from the parent's peak, masking small models).
  *
  * @module
  */
 
-import process from "node:process";
+import { peakRss, type PeakSource } from "../src/util/memory.ts";
 import { openModelDir, openStepSession, type StepVariant, type TrainBenchOptions } from "./train.ts";
-
-/** Where a peak figure came from. */
-export type PeakSource = "VmHWM" | "ru_maxrss";
-
-/** Peak resident set size of this process so far, in bytes. */
-export function peakRss(): { bytes: number; source: PeakSource } {
-  try {
-    const kb = Deno.readTextFileSync("/proc/self/status").match(/^VmHWM:\s+(\d+) kB$/m);
-    if (kb) return { bytes: Number(kb[1]) * 1024, source: "VmHWM" };
-  } catch {
-    // NotCapable without --allow-all, or no procfs: fall back to getrusage.
-  }
-  return { bytes: process.resourceUsage().maxRSS * 1024, source: "ru_maxrss" };
-}
 
 /** One variant's memory, in bytes. */
 export interface MemoryResult {
@@ -64,8 +49,8 @@ export async function measureStepMemory(o: TrainBenchOptions, variant: StepVaria
   };
 }
 
-/** Permissions the worker needs (those of `deno task bench`). */
-const WORKER_FLAGS = ["--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"];
+/** The worker's permissions: all, since Deno lets only such a script read `/proc/self/status` (its `VmHWM`). */
+const WORKER_FLAGS = ["--allow-all"];
 
 /** True when this process may start workers (`--allow-run`). */
 export function canStartWorkers(): boolean {

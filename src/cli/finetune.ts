@@ -21,6 +21,7 @@ import { type Command, UsageError } from "./command.ts";
 import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
 import { progressReporter } from "./progress.ts";
 import { baseMetrics, nextCommands, resultTable } from "./before_after.ts";
+import { peakRss } from "../util/memory.ts";
 
 const FIXTURES = fileURLToPath(new URL("../../fixtures/", import.meta.url));
 
@@ -223,6 +224,7 @@ export const finetuneCommand: Command = {
       if (values.json) io.out(JSON.stringify({ base, ...summary(result) }));
       else {
         io.out(`adapter written to ${out}`);
+        io.out(`peak resident memory ${(peakRss().bytes / 2 ** 20).toFixed(0)} MiB`);
         if (fixture) {
           io.out(
             "\nfixtures/first-run-llama (random weights) on fixtures/first-run (the color of the object named last):",

@@ -12,6 +12,7 @@ import type { FinetuneInput, FinetuneOptions } from "./options.ts";
 import type { RetrainResult } from "./retrain.ts";
 import type { SearchResult } from "./search.ts";
 import type { Selection } from "./select.ts";
+import { peakRss } from "../util/memory.ts";
 import {
   evaluateStage,
   exportStage,
@@ -103,10 +104,14 @@ export async function finetune(
   };
 }
 
-/** What a run reports as JSON: the CLI's `--json` line, and the sidecar runner's `result` event. */
+/**
+ * What a run reports as JSON: the CLI's `--json` line, and the sidecar runner's `result` event (kept in the job
+ * record). `peakRssBytes` is the process's peak resident memory when the summary is made.
+ */
 export function summary(r: FinetuneResult): Record<string, unknown> {
   const last = r.retrain.epochs.at(-1);
   return {
+    peakRssBytes: peakRss().bytes,
     method: r.method,
     adapter: r.adapterDir ?? null,
     selectedLayers: r.layers,

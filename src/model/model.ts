@@ -101,7 +101,7 @@ export async function loadModel(model: string, options: LoadModelOptions = {}): 
         optimization: built.graph.float === "float64" ? "basic" : "all",
         onPlacement: options.onPlacement,
         name: built.graph.name,
-        externalData: await weights.externalData(built.graph),
+        ...await weights.sessionData(built.graph),
       });
     },
   };

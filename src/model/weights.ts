@@ -1,16 +1,18 @@
 /**
  * Base weights as graph initializers that point into the checkpoint's safetensors files (ONNX external data), so
- * no weights are copied into a serialized graph and models past protobuf's 2 GB limit work.
+ * no weights are copied into a serialized graph and models past protobuf's 2 GB limit work. Sessions map the
+ * files themselves ({@link WeightStore.sessionData}): one copy of every weight, the page cache's, read lazily.
  *
- * In a float32 or float64 graph a stored 16-bit weight is cast to the compute type in the graph (onnxruntime
- * folds the cast once, at session creation). In a float16 graph, F16 weights point into their files as they are,
- * and F32/BF16 ones into one float16 copy made in memory once per store (so sessions pre-pack float16 constants
- * and nothing is cast per session).
+ * In a float32 or float64 graph a stored 16-bit weight is cast to the compute type in the graph, right before its
+ * use (sessions do not fold constants, so the float32 copy is a step's temporary, not a second copy). In a
+ * float16 graph, F16 weights point into their files as they are, and F32/BF16 ones into one float16 copy made in
+ * memory once per store.
  *
  * @module
  */
 
-import { basename } from "node:path";
+import { relative } from "node:path";
+import type { SessionOptions } from "../runtime/session.ts";
 import { cast } from "../graph/build.ts";
 import type { ComputeFloat, DType } from "../graph/dtype.ts";
 import type { Graph, Value } from "../graph/graph.ts";
@@ -42,7 +44,7 @@ export class WeightStore {
   /** The compute type the model's graphs default to. */
   readonly dtype: ComputeFloat;
   readonly #bound = new WeakMap<Graph, Map<string, Value>>();
-  readonly #bytes = new Map<string, Promise<Uint8Array>>();
+  #copy?: Promise<Uint8Array>;
   /** Where each converted tensor lies in the float16 copy; laid out at the first float16 graph. */
   #copyLayout?: { places: Map<string, { offset: number; length: number }>; size: number };
 
@@ -74,7 +76,7 @@ export class WeightStore {
       v = g.initializer(name, info.shape, { location: FLOAT16_COPY, ...place }, "float16");
     } else {
       const init = g.initializer(name, info.shape, {
-        location: basename(info.file),
+        location: relative(this.checkpoint.dir, info.file),
         offset: info.offset,
         length: info.length,
       }, dtype);
@@ -101,32 +103,18 @@ export class WeightStore {
   }
 
   /**
-   * The bytes behind external-data locations, for {@link createSession}'s `externalData`: those `graph`'s
-   * initializers point at, or (without a graph) every checkpoint file, and the float16 copy when this store
-   * computes in float16 or a float16 graph was built on it. Each location is read (or converted) once and shared
-   * by every session built on this store.
+   * Where a session finds the weights `graph`'s initializers point at (without a graph: any graph built on this
+   * store), for {@link createSession}: the checkpoint's folder, which onnxruntime memory-maps the safetensors
+   * files from (never read into JavaScript), and the float16 copy in memory when the graph uses it (made once per
+   * store and shared by every session built on it).
    */
-  async externalData(graph?: Graph): Promise<Record<string, Uint8Array>> {
-    const files = new Map(this.checkpoint.files.map((f) => [basename(f), f]));
-    const copy = this.#copyLayout || this.dtype === "float16" ? [FLOAT16_COPY] : [];
-    const locations = graph
-      ? new Set(graph.initializers.flatMap((v) => v.init?.kind === "external" ? [v.init.location] : []))
-      : new Set([...files.keys(), ...copy]);
-    const data: Record<string, Uint8Array> = {};
-    for (const location of locations) {
-      let bytes = this.#bytes.get(location);
-      if (!bytes) {
-        const file = files.get(location);
-        if (location === FLOAT16_COPY) bytes = this.#float16Copy();
-        else if (file) bytes = Deno.readFile(file);
-        else {throw new Error(
-            `external data '${location}' is not a file of the checkpoint in ${this.checkpoint.dir}`,
-          );}
-        this.#bytes.set(location, bytes);
-      }
-      data[location] = await bytes;
-    }
-    return data;
+  async sessionData(graph?: Graph): Promise<Pick<SessionOptions, "externalData" | "externalDataFolder">> {
+    const usesCopy = graph
+      ? graph.initializers.some((v) => v.init?.kind === "external" && v.init.location === FLOAT16_COPY)
+      : this.#copyLayout !== undefined || this.dtype === "float16";
+    if (!usesCopy) return { externalDataFolder: this.checkpoint.dir };
+    this.#copy ??= this.#float16Copy();
+    return { externalDataFolder: this.checkpoint.dir, externalData: { [FLOAT16_COPY]: await this.#copy } };
   }
 
   /** Every F32/BF16/F64 tensor converted to float16, one tensor read at a time. */

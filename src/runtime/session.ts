@@ -1,9 +1,14 @@
 /**
  * Running serialized graphs with onnxruntime-node.
  *
- * A model's external data must lie in the model file's own folder (onnxruntime rejects absolute paths, `..` and
- * symlinks that leave it), so there are two ways to load one: write the model file beside its data and pass the
- * path, or pass the bytes with `externalData` mapping each location to its bytes in memory.
+ * Large initializers live outside the model (ONNX external data). A model given as bytes reads them from files in
+ * `externalDataFolder` (onnxruntime memory-maps them: the pages are the file's, shared by every session and read
+ * only when touched), or from bytes in memory given by `externalData` (checked first). A model given as a path
+ * reads them beside the file; onnxruntime rejects absolute locations, `..` and symlinks that leave its folder.
+ *
+ * Weights stay as the file holds them unless a caller opts back in: by default onnxruntime neither folds
+ * constants (which would materialize a transposed, sliced or cast copy of each weight it reaches) nor pre-packs
+ * MatMul/Gemm weights (a packed copy per session). Both were measured (BENCHMARKS.md, "Weights mapped once").
  *
  * @example
  * ```ts
@@ -55,8 +60,23 @@ export function hostTensor(
 export interface SessionOptions {
   /** Intra-op threads (default: the number of cores; more than that halves MatMul throughput). */
   threads?: number;
-  /** Bytes for external-data locations, when the model is given as bytes. */
+  /** Bytes for external-data locations, when the model is given as bytes (looked up before the folder). */
   externalData?: Readonly<Record<string, Uint8Array>>;
+  /** The folder external-data locations of a model given as bytes are relative to (a checkpoint's folder). */
+  externalDataFolder?: string;
+  /**
+   * Let onnxruntime fold constant subgraphs (default false). Folding turns `MatMul(x, Transpose(W))` into a
+   * transposed copy of W beside W, a slice of the tied embedding into copies of its rows, and a 16-bit weight's
+   * Cast into a float32 copy: each a second copy of a frozen weight, made at session creation.
+   */
+  foldConstants?: boolean;
+  /** Let MatMul/Gemm pre-pack constant weights (default false): a packed copy of every weight per session. */
+  prepack?: boolean;
+  /**
+   * Let onnxruntime plan one memory block for a run's intermediate values from the first runs' shapes (default
+   * false): at 100M that block held 0.9–1.4 GB more at its peak than allocating value by value.
+   */
+  memPattern?: boolean;
   /** Execution providers in order of preference (default `["cpu"]`). */
   providers?: string[];
   /**
@@ -192,6 +212,7 @@ export async function createSession(
     intraOpNumThreads: options.threads ?? navigator.hardwareConcurrency,
     interOpNumThreads: 1,
     graphOptimizationLevel: options.optimization ?? "all",
+    enableMemPattern: options.memPattern ?? false,
     executionProviders: options.providers ?? ["cpu"],
     enableMemPattern: options.memoryPattern ?? false,
   };
@@ -202,6 +223,13 @@ export async function createSession(
     opts.enableProfiling = true;
     opts.profileFilePrefix = `${dir}/profile`;
   }
+  const config: Record<string, string> = {};
+  if (options.externalDataFolder !== undefined) {
+    config.model_external_initializers_file_folder_path = options.externalDataFolder;
+  }
+  if (!options.prepack) config.disable_prepacking = "1";
+  opts.extra = { session: config };
+  if (!options.foldConstants) opts.extra.optimization = { disable_specified_optimizers: "ConstantFolding" };
   if (options.externalData) {
     opts.externalData = Object.entries(options.externalData).map(([path, data]) => ({ path, data }));
   }

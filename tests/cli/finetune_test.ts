@@ -48,6 +48,7 @@ Deno.test("finetune --json writes an adapter and prints its summary", async () =
   assert.equal(s.gates.values.length, 3);
   assert.ok(s.selectedLayers.length >= 1);
   assert.equal(typeof s.test.accuracy, "number");
+  assert.ok(s.peakRssBytes > 100 * 2 ** 20, `peak RSS ${s.peakRssBytes}`); // the process's, at the end
   const adapter = await readAdapter(out, await readConfig(TINY));
   assert.deepEqual(adapter.config.layers, s.selectedLayers);
   assert.match(r.err, /search \d+\/\d+/); // progress lines on stderr

@@ -35,7 +35,10 @@ async function logits(model: Model): Promise<{ logits: Float32Array; locations: 
   }
   const out = (await session.run(feeds, ["logits"])).logits.data as Float32Array;
   await session.release();
-  return { logits: out, locations: Object.keys(await model.weights.externalData(built.graph)) };
+  const external = built.graph.initializers.flatMap((v) =>
+    v.init?.kind === "external" ? [v.init.location] : []
+  );
+  return { logits: out, locations: [...new Set(external)] };
 }
 
 /** A copy of the tiny fixture with every tensor stored as `dtype`, and `patch` applied to the float32 values. */

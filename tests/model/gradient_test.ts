@@ -46,7 +46,7 @@ async function checkModelGradients(vocabChunk: number) {
     i,
   ) => (outputs[`d/${wrt[i].name}`] = d));
   const session = await createSession(serialize(g, outputs), {
-    externalData: await weights.externalData(),
+    ...await weights.sessionData(),
     optimization: "basic",
   });
 

@@ -31,7 +31,7 @@ const lora = validateLora(cfg, {
   layers: [0, 1, 2],
 });
 const XI = 0.5; // inner learning rate: large, so the second-order term matters
-const external = await model.weights.externalData();
+const external = await model.weights.sessionData();
 const enc = (t: string) => model.tokenizer.encode(t);
 const batches = {
   ...batchFeeds([{ ids: enc("what color is the ripe banana ? answer : yellow"), targetFrom: 9 }, {
@@ -57,7 +57,7 @@ async function unrolledObjective(): Promise<(a: number[]) => Promise<number>> {
   const grads = gradients(backward.value, params, { seed: backward.seed });
   const stepped = new Map([...binding.params.keys()].map((n, i) => [n, sub(params[i], mul(grads[i], XI))]));
   const J = lmLoss(cfg, model.weights, val, { ...binding, params: stepped }).loss;
-  const session = await createSession(serialize(g, { J }), { externalData: external, optimization: "basic" });
+  const session = await createSession(serialize(g, { J }), { ...external, optimization: "basic" });
   return async (a) =>
     (await session.run({ ...batches, ...state, [GATE_LOGITS]: hostTensor("float64", [3], a) })).J
       .data[0] as number;
@@ -70,7 +70,7 @@ async function stepHypergradient(mode: Hypergradient): Promise<number[]> {
     hypergradient: mode,
   });
   const session = await createSession(serialize(graph, step.outputs), {
-    externalData: external,
+    ...external,
     optimization: "basic",
   });
   const out = await session.run({

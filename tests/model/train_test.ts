@@ -23,7 +23,7 @@ interface Row extends ChoiceRow {
 }
 
 const model = await loadModel(STORIES);
-const external = await model.weights.externalData();
+const external = await model.weights.sessionData();
 const rows = async (split: string, n: number): Promise<Row[]> =>
   (await Deno.readTextFile(join(DATA, "story-object", `${split}.jsonl`))).trim().split("\n").slice(0, n).map((
     l,
@@ -54,7 +54,7 @@ Deno.test("stories260K: 30 LoRA steps on story-object lower the training loss", 
     { config: lora },
     adamw({ weightDecay: 0 }),
   );
-  const session = await createSession(serialize(graph, step.outputs), { externalData: external });
+  const session = await createSession(serialize(graph, step.outputs), external);
   const train = (await rows("train", 64)).map(sequence);
   const batches = [0, 1, 2, 3].map((i) => batchFeeds(train.slice(i * 16, i * 16 + 16)));
   const loop = new TrainLoop(session, step, initLora(model.config, lora, 0));
@@ -71,7 +71,7 @@ Deno.test("stories260K: a Flexora search step updates LoRA on train and the gate
     lora: adamw({ weightDecay: 0 }),
     gates: adamw({ weightDecay: 0 }),
   });
-  const session = await createSession(serialize(graph, step.outputs), { externalData: external });
+  const session = await createSession(serialize(graph, step.outputs), external);
   assert.deepEqual(step.groups.map((g) => g.name), ["lora", "gates"]);
   const train = (await rows("train", 32)).map(sequence), val = (await rows("validation", 16)).map(sequence);
   const initial = { ...initLora(model.config, lora, 1), [GATE_LOGITS]: hostTensor("float32", [5]) };

@@ -35,6 +35,7 @@ function facts(job) {
     if (t.n) parts.push(t.n + " rows");
     rows.push(["test", parts.join(", ")]);
   }
+  if (r.peakRssBytes) rows.push(["peak memory", (r.peakRssBytes / 1048576).toFixed(0) + " MiB (resident)"]);
   if (r.timings) rows.push(["timings", Object.entries(r.timings).map(([k, v]) => k + " " + seconds(v)).join(", ")]);
   if (r.adapterPath) rows.push(["adapter folder", r.adapterPath]);
   if (q.attach) rows.push(["attach", q.attach.server + ": " + (r.attach ? describeAttach(r.attach) || "attached" : job.state === "attach_failed" ? "failed" : "pending")]);
