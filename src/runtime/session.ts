@@ -72,11 +72,6 @@ export interface SessionOptions {
   foldConstants?: boolean;
   /** Let MatMul/Gemm pre-pack constant weights (default false): a packed copy of every weight per session. */
   prepack?: boolean;
-  /**
-   * Let onnxruntime plan one memory block for a run's intermediate values from the first runs' shapes (default
-   * false): at 100M that block held 0.9–1.4 GB more at its peak than allocating value by value.
-   */
-  memPattern?: boolean;
   /** Execution providers in order of preference (default `["cpu"]`). */
   providers?: string[];
   /**
@@ -212,7 +207,6 @@ export async function createSession(
     intraOpNumThreads: options.threads ?? navigator.hardwareConcurrency,
     interOpNumThreads: 1,
     graphOptimizationLevel: options.optimization ?? "all",
-    enableMemPattern: options.memPattern ?? false,
     executionProviders: options.providers ?? ["cpu"],
     enableMemPattern: options.memoryPattern ?? false,
   };

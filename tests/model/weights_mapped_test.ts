@@ -1,6 +1,6 @@
 /**
  * Frozen weights are mapped from the checkpoint, once: sessions take the checkpoint's folder, not its bytes, and
- * the session settings that keep one copy (no constant folding, no pre-packing, no memory pattern) are pure
+ * the session settings that keep one copy (no constant folding, no pre-packing) and plan no memory pattern are pure
  * re-arrangements: loss and LoRA/gate gradients equal those of onnxruntime's defaults within 1e-5.
  */
 
@@ -29,7 +29,7 @@ import { STORIES } from "./shared.ts";
 const FIXTURES = fileURLToPath(new URL("../../fixtures/", import.meta.url));
 
 /** onnxruntime's own defaults: fold constants, pre-pack weights, plan a memory pattern. */
-const ORT_DEFAULTS: SessionOptions = { foldConstants: true, prepack: true, memPattern: true };
+const ORT_DEFAULTS: SessionOptions = { foldConstants: true, prepack: true, memoryPattern: true };
 
 Deno.test("a float32 session maps the checkpoint's files: no weight bytes pass through JavaScript", async () => {
   for (const dir of [STORIES, `${FIXTURES}tiny-llama-bf16-sharded`]) {
