@@ -9,12 +9,12 @@ import { fileURLToPath } from "node:url";
 import { gradients } from "../../src/graph/autodiff.ts";
 import { Graph, type Value } from "../../src/graph/graph.ts";
 import { serialize } from "../../src/graph/serialize.ts";
-import { batchFeeds } from "../../src/model/batch.ts";
+import { batchFeeds } from "../../src/data/sequence.ts";
 import { readConfig } from "../../src/model/config.ts";
 import { GATE_LOGITS, loraInputs } from "../../src/model/graphs.ts";
 import { validateLora } from "../../src/model/lora.ts";
 import { openCheckpoint } from "../../src/model/safetensors.ts";
-import { batchInputs, lmLoss } from "../../src/model/train_graphs.ts";
+import { batchInputs, lmLoss } from "../../src/model/lm_loss.ts";
 import { WeightStore } from "../../src/model/weights.ts";
 import {
   createSession,
