@@ -177,7 +177,8 @@ export interface FinetuneInput {
 /**
  * The schema of {@link FinetuneInput}: every field optional at every depth; objects are strict (an unknown field is
  * an error naming it). The one definition of what options exist and which values they take: `resolveOptions`
- * parses with it and the sidecar's API (`FinetuneOptions` in its OpenAPI description) is it.
+ * (so the library and the CLI) parses with it, and the sidecar's job schema embeds it (its OpenAPI description
+ * shows it) and reports its problems through {@link optionsIssue}.
  */
 export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
   method: oneOf(["flexora", "lora", "random-k"]).optional(),
