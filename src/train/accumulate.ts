@@ -12,14 +12,9 @@
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
-import {
-  DynamicLossScale,
-  LOSS_SCALE_INPUT,
-  LOSS_SCALER_STATE,
-  type LossScaleOptions,
-} from "./loss_scale.ts";
+import { LOSS_SCALE_INPUT, type LossScaleOptions } from "./loss_scale.ts";
 import { applyOptimizer, type Optimizer } from "./optim.ts";
-import { initialState, lossGradients, lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
+import { lossGradients, lrInput, slotName, STEP_INPUT, type StepResult, TrainerState } from "./step.ts";
 
 /**
  * Output names of a gradient graph: `loss` and `grad/<param>`. With `lossScale` (the input of
@@ -65,9 +60,7 @@ export class AccumulatingLoop {
   readonly #apply: Session;
   readonly #params: readonly string[];
   readonly #group: string;
-  readonly #scaler?: DynamicLossScale;
-  #state: Record<string, HostTensor> = {};
-  #step = 0;
+  readonly #state: TrainerState;
 
   /**
    * `params` names the trained parameters; `slots` the optimizer's slot names; `initial` gives every parameter
@@ -89,17 +82,20 @@ export class AccumulatingLoop {
     this.#apply = sessions.apply;
     this.#params = params;
     this.#group = group;
-    this.#step = steps;
     const owners = params.flatMap((p) => slots.map((slot) => [slotName(p, slot), p]));
-    this.#state = initialState(params, Object.fromEntries(owners), initial);
-    if (sessions.grad.inputNames.includes(LOSS_SCALE_INPUT)) {
-      this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE], steps);
-    }
+    const scaled = sessions.grad.inputNames.includes(LOSS_SCALE_INPUT);
+    this.#state = new TrainerState(
+      params,
+      Object.fromEntries(owners),
+      initial,
+      steps,
+      scaled ? lossScale : undefined,
+    );
   }
 
   /** Steps taken so far, each a batch (an update dropped under float16 loss scaling counts too). */
   get steps(): number {
-    return this.#step;
+    return this.#state.steps;
   }
 
   /**
@@ -111,9 +107,11 @@ export class AccumulatingLoop {
     weights: readonly number[],
     lr: number,
   ): Promise<StepResult> {
-    const params = Object.fromEntries(this.#params.map((p) => [p, this.#state[p]]));
-    const dtype = this.#state[this.#params[0]].dtype;
-    if (this.#scaler) params[LOSS_SCALE_INPUT] = hostTensor(dtype, [], [this.#scaler.scale]);
+    const state = this.#state.tensors;
+    const params = this.#state.params();
+    const dtype = state[this.#params[0]].dtype;
+    const scale = this.#state.lossScale;
+    if (scale !== undefined) params[LOSS_SCALE_INPUT] = hostTensor(dtype, [], [scale]);
     const sums: Record<string, Float64Array> = {};
     let loss = 0;
     for (const [i, batch] of micro.entries()) {
@@ -125,45 +123,36 @@ export class AccumulatingLoop {
         for (let k = 0; k < d.length; k++) acc[k] += weights[i] * d[k];
       }
     }
-    if (this.#scaler) {
-      const finite = Object.values(sums).every((acc) => acc.every(Number.isFinite));
-      if (!this.#scaler.update(finite)) {
-        this.#step++;
-        const losses = { [this.#group]: loss }, gradNorms = { [this.#group]: NaN };
-        return { loss, gradNorm: NaN, losses, gradNorms, outputs: {}, skipped: true };
-      }
+    const losses = { [this.#group]: loss };
+    // Only a loss-scaled step checks: its update is dropped when an accumulated gradient is not finite.
+    const finite = scale === undefined || Object.values(sums).every((acc) => acc.every(Number.isFinite));
+    if (!finite) {
+      this.#state.finishStep(false);
+      return { loss, gradNorm: NaN, losses, gradNorms: { [this.#group]: NaN }, outputs: {}, skipped: true };
     }
     const feeds: Record<string, HostTensor> = {
-      ...this.#state,
+      ...state,
       [lrInput(this.#group)]: hostTensor(dtype, [], [lr]),
-      // The optimizer's 1-based step counts the updates taken, not the dropped ones.
-      [STEP_INPUT]: hostTensor(dtype, [], [this.#step - (this.#scaler?.skipped ?? 0) + 1]),
+      [STEP_INPUT]: hostTensor(dtype, [], [this.#state.optimizerStep]),
     };
     for (const p of this.#params) {
       const sum = dtype === "float32" ? Float32Array.from(sums[p]) : sums[p];
-      feeds[`grad/${p}`] = hostTensor(dtype, this.#state[p].dims, sum);
+      feeds[`grad/${p}`] = hostTensor(dtype, state[p].dims, sum);
     }
     const out = await this.#apply.run(feeds);
-    for (const name of Object.keys(this.#state)) this.#state[name] = out[`next/${name}`];
-    this.#step++;
+    for (const name of Object.keys(state)) state[name] = out[`next/${name}`];
+    this.#state.finishStep(true);
     const gradNorm = Number(out.grad_norm.data[0]);
-    return {
-      loss,
-      gradNorm,
-      losses: { [this.#group]: loss },
-      gradNorms: { [this.#group]: gradNorm },
-      outputs: {},
-      skipped: false,
-    };
+    return { loss, gradNorm, losses, gradNorms: { [this.#group]: gradNorm }, outputs: {}, skipped: false };
   }
 
   /** Current parameter values by name. */
   params(): Record<string, HostTensor> {
-    return Object.fromEntries(this.#params.map((p) => [p, this.#state[p]]));
+    return this.#state.params();
   }
 
   /** Parameters, optimizer slots and the loss scaler's state (what a checkpoint saves). */
   state(): Record<string, HostTensor> {
-    return { ...this.#state, ...(this.#scaler && { [LOSS_SCALER_STATE]: this.#scaler.state() }) };
+    return this.#state.checkpoint();
   }
 }

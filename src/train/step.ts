@@ -262,15 +262,78 @@ export function initialState(
 }
 
 /**
+ * What a host-side trainer keeps between steps, for the fused {@link TrainLoop} and the accumulating loop alike:
+ * parameters and optimizer slots, the steps taken, and for a float16 step the dynamic loss scale. One place
+ * decides the optimizer's step number, which update a non-finite gradient drops, and what a checkpoint saves.
+ */
+export class TrainerState {
+  /** Parameters and slots by input name. */
+  readonly tensors: Record<string, HostTensor>;
+  readonly #params: readonly string[];
+  readonly #scaler?: DynamicLossScale;
+  #steps: number;
+
+  /**
+   * `initial` gives every parameter (slots, and the scaler's state, start fresh unless given: a resumed run);
+   * `lossScale`, when given, keeps a dynamic loss scale (the step takes a loss-scale input).
+   */
+  constructor(
+    params: readonly string[],
+    slotOwner: Readonly<Record<string, string>>,
+    initial: Readonly<Record<string, HostTensor>>,
+    steps: number,
+    lossScale?: LossScaleOptions,
+  ) {
+    this.#params = params;
+    this.#steps = steps;
+    this.tensors = initialState(params, slotOwner, initial);
+    if (lossScale) this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE], steps);
+  }
+
+  /** Steps taken so far, each a batch (an update dropped under float16 loss scaling counts too). */
+  get steps(): number {
+    return this.#steps;
+  }
+
+  /** The optimizer's 1-based step number: it counts the updates taken, not the dropped ones. */
+  get optimizerStep(): number {
+    return this.#steps - (this.#scaler?.skipped ?? 0) + 1;
+  }
+
+  /** The current loss scale of a float16 step; undefined otherwise. */
+  get lossScale(): number | undefined {
+    return this.#scaler?.scale;
+  }
+
+  /**
+   * Ends a step: with a loss scale, whether its gradients were all finite decides if its update is kept (and the
+   * scale halves when not); returns whether to keep it. The step counts either way.
+   */
+  finishStep(finite: boolean): boolean {
+    const keep = this.#scaler?.update(finite) ?? true;
+    this.#steps++;
+    return keep;
+  }
+
+  /** Current parameter values by name. */
+  params(): Record<string, HostTensor> {
+    return Object.fromEntries(this.#params.map((p) => [p, this.tensors[p]]));
+  }
+
+  /** Parameters, optimizer slots and the loss scaler's state, by name (what a checkpoint saves). */
+  checkpoint(): Record<string, HostTensor> {
+    return { ...this.tensors, ...(this.#scaler && { [LOSS_SCALER_STATE]: this.#scaler.state() }) };
+  }
+}
+
+/**
  * Host side of training: keeps parameters and slots, and runs steps that feed them back. For a float16 step it
  * also keeps the dynamic loss scale, and drops the update of a step whose gradients were not finite.
  */
 export class TrainLoop {
   readonly #session: Session;
   readonly #graph: TrainStepGraph;
-  readonly #scaler?: DynamicLossScale;
-  #state: Record<string, HostTensor> = {};
-  #step = 0;
+  readonly #state: TrainerState;
 
   /**
    * `initial` gives every parameter; slots (and the loss scaler's state) start fresh unless given too (a resumed
@@ -285,14 +348,18 @@ export class TrainLoop {
   ) {
     this.#session = session;
     this.#graph = graph;
-    this.#step = steps;
-    this.#state = initialState(graph.params, graph.slotOwner, initial);
-    if (graph.lossScale) this.#scaler = new DynamicLossScale(lossScale, initial[LOSS_SCALER_STATE], steps);
+    this.#state = new TrainerState(
+      graph.params,
+      graph.slotOwner,
+      initial,
+      steps,
+      graph.lossScale ? lossScale : undefined,
+    );
   }
 
   /** Steps taken so far, each a batch (an update dropped under float16 loss scaling counts too). */
   get steps(): number {
-    return this.#step;
+    return this.#state.steps;
   }
 
   /**
@@ -302,15 +369,16 @@ export class TrainLoop {
     batch: Readonly<Record<string, HostTensor>>,
     lr: number | Readonly<Record<string, number>>,
   ): Promise<StepResult> {
-    const dtype = Object.values(this.#state)[0]?.dtype ?? "float32";
+    const state = this.#state.tensors;
+    const dtype = Object.values(state)[0]?.dtype ?? "float32";
     const scalar = (v: number) => hostTensor(dtype, [], [v]);
     const feeds: Record<string, HostTensor> = {
       ...batch,
-      ...this.#state,
-      // The optimizer's 1-based step counts the updates taken, not the dropped ones.
-      [STEP_INPUT]: scalar(this.#step - (this.#scaler?.skipped ?? 0) + 1),
+      ...state,
+      [STEP_INPUT]: scalar(this.#state.optimizerStep),
     };
-    if (this.#scaler) feeds[this.#graph.lossScale!] = scalar(this.#scaler.scale);
+    const scale = this.#state.lossScale;
+    if (scale !== undefined) feeds[this.#graph.lossScale!] = scalar(scale);
     for (const group of this.#graph.groups) {
       const rate = typeof lr === "number" ? lr : lr[group.name];
       if (rate === undefined) throw new Error(`no learning rate for update group '${group.name}'`);
@@ -322,11 +390,10 @@ export class TrainLoop {
       losses[group.name] = Number(out[group.loss].data[0]);
       gradNorms[group.name] = Number(out[group.gradNorm].data[0]);
     }
-    const keep = this.#scaler?.update(Object.values(gradNorms).every(Number.isFinite)) ?? true;
+    const keep = this.#state.finishStep(Object.values(gradNorms).every(Number.isFinite));
     if (keep) {
-      for (const [input, output] of Object.entries(this.#graph.next)) this.#state[input] = out[output];
+      for (const [input, output] of Object.entries(this.#graph.next)) state[input] = out[output];
     }
-    this.#step++;
     const first = this.#graph.groups[0].name;
     const stateOutputs = new Set(Object.values(this.#graph.next));
     const outputs = Object.fromEntries(Object.entries(out).filter(([k]) => !stateOutputs.has(k)));
@@ -335,16 +402,16 @@ export class TrainLoop {
 
   /** Current parameter values by input name. */
   params(): Record<string, HostTensor> {
-    return Object.fromEntries(this.#graph.params.map((p) => [p, this.#state[p]]));
+    return this.#state.params();
   }
 
   /** Parameters, optimizer slots and the loss scaler's state, by name (what a checkpoint saves). */
   state(): Record<string, HostTensor> {
-    return { ...this.#state, ...(this.#scaler && { [LOSS_SCALER_STATE]: this.#scaler.state() }) };
+    return this.#state.checkpoint();
   }
 
   /** The current loss scale of a float16 step; undefined for other steps. */
   get lossScale(): number | undefined {
-    return this.#scaler?.scale;
+    return this.#state.lossScale;
   }
 }
