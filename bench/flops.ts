@@ -39,8 +39,17 @@ export function layerLinearWeights(cfg: ModelConfig): number {
   return d * q + 2 * d * kv + q * d + 3 * d * cfg.intermediateSize;
 }
 
-/** FLOPs of a LoRA train step on a [batch, seq] token batch; see the module comment for the formula. */
-export function trainStepFlops(cfg: ModelConfig, lora: LoraConfig, batch: number, seq: number): StepFlops {
+/**
+ * FLOPs of a LoRA train step on a [batch, seq] token batch; see the module comment for the formula. A step that
+ * starts at layer `from` (the frozen-prefix cache feeding that layer's input) runs only the layers from it up.
+ */
+export function trainStepFlops(
+  cfg: ModelConfig,
+  lora: LoraConfig,
+  batch: number,
+  seq: number,
+  from = 0,
+): StepFlops {
   const n = batch * seq, { numLayers: L, hiddenSize: D, vocabSize: V } = cfg;
   const pl = layerLinearWeights(cfg);
   const attention = 4 * batch * cfg.numHeads * seq * seq * cfg.headDim;
@@ -49,7 +58,7 @@ export function trainStepFlops(cfg: ModelConfig, lora: LoraConfig, batch: number
     return s + dims.in + dims.out;
   }, 0);
   const loraForward = 2 * n * lora.rank * branchWidths;
-  const forward = 2 * n * (L * pl + V * D) + L * attention + loraForward;
+  const forward = 2 * n * ((L - from) * pl + V * D) + (L - from) * attention + loraForward;
   const backwardLayers = L - Math.min(...lora.layers);
   const backward = backwardLayers * (2 * n * pl + 2 * attention) + 2 * n * D * V + 2 * loraForward;
   return { forward, backward, total: forward + backward };

@@ -122,6 +122,7 @@ try {
     const all: StepVariant = { name: "all layers", layers: [...Array(L).keys()] };
     const top3: StepVariant = { name: "top 3 layers", layers: [L - 3, L - 2, L - 1] };
     const forward: StepVariant = { name: "forward only", layers: top3.layers, forwardOnly: true };
+    const cached: StepVariant = { name: "top 3, prefix cached", layers: top3.layers, prefixCached: true };
     const options = { dir, batch: profile.batch, seq: profile.seq };
 
     if (parts.has("memory")) {
@@ -140,7 +141,8 @@ try {
       log(`train: ${profile.train.warmup} warmup and ${profile.train.runs} timed rounds …`);
       // Each round also measures the GEMM ceiling, so that every ratio compares figures taken together.
       const probe = async () => (await benchMatmul(2048, 768, 2048, profile.probeRuns)).gflops;
-      report.train = await timeStepVariants({ ...options, ...profile.train }, [all, top3, forward], probe);
+      const variants = [all, top3, forward, cached];
+      report.train = await timeStepVariants({ ...options, ...profile.train }, variants, probe);
     }
     if (parts.has("generate")) {
       log("generate …");

@@ -36,24 +36,32 @@ export interface Summary {
    */
   top3OverAllTime: number | null;
   top3OverAllFlops: number | null;
+  /** The top-3 retraining step with the frozen-prefix cache over the all-layer step, likewise (target ≤ 0.45). */
+  cachedOverAllTime: number | null;
   /** Peak RSS over weight bytes, per train variant (target ≤ 2). */
   peakOverWeights: Record<string, number> | null;
 }
 
 /** Targets of issue #3, item 10. */
-export const TARGETS = { gemmFraction: 0.75, top3TimeRatio: 0.55, peakOverWeights: 2 } as const;
+export const TARGETS = {
+  gemmFraction: 0.75,
+  top3TimeRatio: 0.55,
+  cachedTimeRatio: 0.45,
+  peakOverWeights: 2,
+} as const;
 
 /** The ratios of a report. */
 export function summarize(r: Report): Summary {
   const train = r.train;
   const step = (name: string) => train?.steps.find((t) => t.name === name);
-  const all = step("all layers"), top3 = step("top 3 layers");
+  const all = step("all layers"), top3 = step("top 3 layers"), cached = step("top 3, prefix cached");
   const gemm = train ? median(train.probeGflops) : null;
   return {
     gemmGflops: gemm,
     overGemm: train && gemm ? Object.fromEntries(train.steps.map((t) => [t.name, t.gflops / gemm])) : null,
     top3OverAllTime: all && top3 ? median(all.seconds.map((t, i) => top3.seconds[i] / t)) : null,
     top3OverAllFlops: all && top3 ? top3.flops / all.flops : null,
+    cachedOverAllTime: all && cached ? median(all.seconds.map((t, i) => cached.seconds[i] / t)) : null,
     peakOverWeights: r.memory && r.model
       ? Object.fromEntries(r.memory.map((m) => [m.name, m.peakRss / r.model!.weightBytes]))
       : null,
@@ -105,6 +113,13 @@ export function printReport(r: Report): void {
       `top-3 / all-layer step time: ${s.top3OverAllTime.toFixed(2)} (counted FLOPs ${
         s.top3OverAllFlops.toFixed(2)
       }; target ≤ ${TARGETS.top3TimeRatio}: ${verdict(s.top3OverAllTime <= TARGETS.top3TimeRatio)})`,
+    );
+  }
+  if (s.cachedOverAllTime !== null && s.cachedOverAllTime !== undefined) {
+    console.log(
+      `top-3 with the frozen-prefix cache / all-layer step time: ${
+        s.cachedOverAllTime.toFixed(2)
+      } (target ≤ ${TARGETS.cachedTimeRatio}: ${verdict(s.cachedOverAllTime <= TARGETS.cachedTimeRatio)})`,
     );
   }
   for (const m of r.memory ?? []) {

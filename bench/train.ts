@@ -8,9 +8,10 @@
 
 import { Graph } from "../src/graph/graph.ts";
 import { serialize } from "../src/graph/serialize.ts";
-import { batchFeeds } from "../src/data/sequence.ts";
+import { batchFeeds, type Sequence } from "../src/data/sequence.ts";
+import { PrefixCache } from "../src/flexora/prefix_cache.ts";
 import { type ModelConfig, readConfig } from "../src/model/config.ts";
-import { loraInputs } from "../src/model/graphs.ts";
+import { buildPrefixGraph, layerInputName, loraInputs } from "../src/model/graphs.ts";
 import { initLora, type LoraConfig, validateLora } from "../src/model/lora.ts";
 import { openCheckpoint } from "../src/model/safetensors.ts";
 import { batchInputs, lmLoss } from "../src/model/lm_loss.ts";
@@ -28,6 +29,11 @@ export interface StepVariant {
   readonly name: string;
   readonly layers: readonly number[];
   readonly forwardOnly?: boolean;
+  /**
+   * Retraining with the frozen-prefix cache: the step starts at the lowest LoRA layer, fed that layer's input
+   * from a {@link PrefixCache} (computed by the prefix graph in the first step, read from memory after).
+   */
+  readonly prefixCached?: boolean;
 }
 
 /** A model, a batch shape, and how many steps to run. */
@@ -56,11 +62,11 @@ export function benchLora(cfg: ModelConfig, layers: readonly number[]): LoraConf
 }
 
 /** A seeded batch of `batch` full-length random sequences (no padding). */
-function randomBatch(vocab: number, batch: number, seq: number): Record<string, HostTensor> {
+function randomSequences(vocab: number, batch: number, seq: number): Sequence[] {
   const rng = new Rng(7);
-  return batchFeeds(Array.from({ length: batch }, () => ({
+  return Array.from({ length: batch }, () => ({
     ids: Array.from({ length: seq }, () => rng.int(3, vocab - 1)),
-  })));
+  }));
 }
 
 /** The model's config and weights (sessions map the checkpoint's files). */
@@ -84,9 +90,11 @@ export async function openStepSession(
 ): Promise<StepSession> {
   const { config: cfg, weights } = model;
   const lora = benchLora(cfg, variant.layers);
-  const feeds = randomBatch(cfg.vocabSize, batch, seq);
+  const sequences = randomSequences(cfg.vocabSize, batch, seq);
+  const feeds: Record<string, HostTensor> = batchFeeds(sequences);
   const init = initLora(cfg, lora, 0);
-  const counted = trainStepFlops(cfg, lora, batch, seq);
+  const fromLayer = variant.prefixCached ? Math.min(...variant.layers) : undefined;
+  const counted = trainStepFlops(cfg, lora, batch, seq, fromLayer);
   const sizes = { B: batch, T: seq };
   if (variant.forwardOnly) {
     const g = new Graph({ name: "lora_forward" });
@@ -101,12 +109,25 @@ export async function openStepSession(
       session,
     };
   }
-  const { graph, step } = buildLoraTrainStep(cfg, weights, { config: lora }, adamw());
+  const { graph, step } = buildLoraTrainStep(cfg, weights, { config: lora }, adamw(), { fromLayer });
   const session = await createSession(serialize(graph, step.outputs), await weights.sessionData());
   const loop = new TrainLoop(session, step, init);
+  let stepFeeds = async () => feeds;
+  if (fromLayer !== undefined) {
+    const prefix = buildPrefixGraph(cfg, weights, fromLayer);
+    const output = layerInputName(fromLayer);
+    const cache = new PrefixCache({
+      session: await createSession(serialize(prefix.graph, prefix.outputs), await weights.sessionData()),
+      output,
+      width: cfg.hiddenSize,
+      dtype: "float32",
+      budgetBytes: 2 ** 30,
+    });
+    stepFeeds = async () => ({ ...feeds, [output]: await cache.feeds(sequences) });
+  }
   return {
     variant,
-    run: () => loop.step(feeds, 1e-4),
+    run: async () => loop.step(await stepFeeds(), 1e-4),
     flops: counted.total,
     graphMatmulFlops: graphMatmulFlops(graph, step.outputs, sizes),
     session,

@@ -59,6 +59,12 @@ export interface RetrainOptions {
   warmupRatio: number;
   /** Stop when validation loss has not improved for this many epochs (default 0: never). */
   earlyStoppingPatience: number;
+  /**
+   * Frozen-prefix cache (default 0: off): with LoRA only at and above layer l, the input of layer l is computed
+   * once per training sequence and reused in every epoch; up to this many MiB in memory, the rest in a
+   * temporary file. The updates are those without it, up to float rounding.
+   */
+  prefixCacheMiB: number;
 }
 
 /** The whole pipeline. */
@@ -114,6 +120,7 @@ export function defaultOptions(): FinetuneOptions {
       schedule: "cosine",
       warmupRatio: 0.1,
       earlyStoppingPatience: 0,
+      prefixCacheMiB: 0,
     },
     maxLength: 512,
     valSize: 200,
@@ -209,6 +216,8 @@ export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
     })
       .optional(),
     earlyStoppingPatience: int(0).optional(),
+    prefixCacheMiB: z.number({ error: "a number of MiB >= 0" }).min(0, { error: "a number of MiB >= 0" })
+      .optional(),
   }).optional(),
   // Two tokens at least: a prompt token and one to predict.
   maxLength: int(2).optional(),

@@ -8,7 +8,8 @@
 import { BatchPlan } from "../data/batches.ts";
 import { batchFeeds, microBatches, type Sequence } from "../data/sequence.ts";
 import { AccumulatingLoop, buildApplyGraph } from "../train/accumulate.ts";
-import { buildScoringGraph } from "../model/graphs.ts";
+import { buildPrefixGraph, buildScoringGraph, layerInputName } from "../model/graphs.ts";
+import { PrefixCache } from "./prefix_cache.ts";
 import { initLora, type LoraConfig } from "../model/lora.ts";
 import type { Model } from "../model/model.ts";
 import { Scorer } from "./score.ts";
@@ -104,7 +105,6 @@ export async function retrain(
     totalSteps: total,
     warmupRatio: options.warmupRatio,
   });
-  const pad = model.tokenizer.padTokenId ?? 0;
 
   const epochs: EpochMetrics[] = resumed?.record.epochs ?? [];
   let epochLosses: number[] = resumed?.record.epochLosses ?? [];
@@ -119,7 +119,7 @@ export async function retrain(
         stage: "retrain",
         totalSteps: total,
         stepsPerEpoch: perEpoch,
-        run: (s) => trainer.run(plan.batch(s), lrAt(s), pad),
+        run: (s) => trainer.run(plan.batch(s), lrAt(s)),
         after: (_, result) => (epochLosses.push(result.loss), {}),
         record: () => ({ epochs, epochLosses }),
         endOfEpoch: async (s) => {
@@ -164,6 +164,43 @@ export async function retrain(
   };
 }
 
+/**
+ * The frozen-prefix cache of a retraining run, when enabled and LoRA leaves layers below it frozen: the layer
+ * the train graphs start at, and feeds for a batch (token feeds plus that layer's input).
+ */
+async function makePrefix(model: Model, lora: LoraConfig, options: RetrainOptions, pad: number) {
+  const layer = Math.min(...lora.layers);
+  if (!(options.prefixCacheMiB > 0) || layer === 0) {
+    return {
+      fromLayer: undefined,
+      feeds: (batch: readonly Sequence[]) => Promise.resolve(batchFeeds(batch, pad)),
+    };
+  }
+  const session = await model.session(
+    buildPrefixGraph(model.config, model.weights, layer, { float: model.dtype }),
+  );
+  const output = layerInputName(layer);
+  const cache = new PrefixCache({
+    session,
+    output,
+    width: model.config.hiddenSize,
+    dtype: model.dtype,
+    budgetBytes: options.prefixCacheMiB * 2 ** 20,
+    padId: pad,
+  });
+  return {
+    fromLayer: layer,
+    feeds: async (batch: readonly Sequence[]) => ({
+      ...batchFeeds(batch, pad),
+      [output]: await cache.feeds(batch),
+    }),
+    release: async () => {
+      await cache.release();
+      await session.release();
+    },
+  };
+}
+
 /** A trainer for the retraining stage: one fused step graph, or gradient accumulation over micro-batches. */
 async function makeTrainer(
   model: Model,
@@ -173,21 +210,33 @@ async function makeTrainer(
   steps: number,
 ): Promise<{
   loop: TrainLoop | AccumulatingLoop;
-  run(batch: readonly Sequence[], lr: number, pad: number): Promise<StepResult>;
+  run(batch: readonly Sequence[], lr: number): Promise<StepResult>;
   release(): Promise<void>;
 }> {
   const optimizer = adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm });
+  const pad = model.tokenizer.padTokenId ?? 0;
+  const prefix = await makePrefix(model, lora, options, pad);
+  const graphOptions = { float: model.dtype, fromLayer: prefix.fromLayer };
   if (options.microBatchSize >= options.batchSize) {
-    const { graph, step } = buildLoraTrainStep(model.config, model.weights, { config: lora }, optimizer);
+    const { graph, step } = buildLoraTrainStep(
+      model.config,
+      model.weights,
+      { config: lora },
+      optimizer,
+      graphOptions,
+    );
     const session = await model.session({ graph, outputs: step.outputs });
     const loop = new TrainLoop(session, step, initial, steps);
     return {
       loop,
-      run: (batch, lr, pad) => loop.step(batchFeeds(batch, pad), lr),
-      release: () => session.release(),
+      run: async (batch, lr) => loop.step(await prefix.feeds(batch), lr),
+      release: async () => {
+        await session.release();
+        await prefix.release?.();
+      },
     };
   }
-  const gradGraph = buildLoraGradGraph(model.config, model.weights, { config: lora }, { float: model.dtype });
+  const gradGraph = buildLoraGradGraph(model.config, model.weights, { config: lora }, graphOptions);
   const grad = await model.session(gradGraph);
   const shapes = gradGraph.params;
   const apply = await model.session(buildApplyGraph(shapes, optimizer, gradGraph.graph.wide, "lora"));
@@ -197,13 +246,18 @@ async function makeTrainer(
   });
   return {
     loop,
-    run: (batch, lr, pad) => {
-      const { feeds, weights } = microBatches(batch, options.microBatchSize, pad);
+    run: async (batch, lr) => {
+      const { weights } = microBatches(batch, options.microBatchSize, pad);
+      const feeds = [];
+      for (let i = 0; i < batch.length; i += options.microBatchSize) {
+        feeds.push(await prefix.feeds(batch.slice(i, i + options.microBatchSize)));
+      }
       return loop.step(feeds, weights, lr);
     },
     release: async () => {
       await grad.release();
       await apply.release();
+      await prefix.release?.();
     },
   };
 }

@@ -21,7 +21,7 @@ import { lossScaleInput, unscale } from "../train/loss_scale.ts";
 import { gradOutputs } from "../train/accumulate.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { type AdapterSpec, GATE_LOGITS, gateValues, loraInputs } from "../model/graphs.ts";
+import { type AdapterSpec, GATE_LOGITS, gateValues, layerInputName, loraInputs } from "../model/graphs.ts";
 import { batchInputs, lmLoss } from "../model/lm_loss.ts";
 import { type LoraConfig, loraShapes } from "../model/lora.ts";
 import type { WeightStore } from "../model/weights.ts";
@@ -32,6 +32,26 @@ export interface TrainGraphOptions {
   float?: ComputeFloat;
   /** LM-head token blocks hold logits of this many classes per token (default `DEFAULT_VOCAB_CHUNK`). */
   vocabChunk?: number;
+  /**
+   * Start at this layer, from an input `model.layers.<l>.input` [B, T, D] (the residual stream entering it,
+   * as `buildPrefixGraph` computes it) instead of the token ids; only for adapters without LoRA below it.
+   */
+  fromLayer?: number;
+}
+
+/** Where the decoder starts: the input entering `options.fromLayer`, declared in `g`. */
+function startAt(g: Graph, cfg: ModelConfig, adapter: AdapterSpec, options: TrainGraphOptions) {
+  const layer = options.fromLayer;
+  if (layer === undefined || layer === 0) return undefined;
+  const below = adapter.config.layers.filter((l) => l < layer);
+  if (adapter.gated || below.length) {
+    throw new Error(
+      `a train graph from layer ${layer} needs every trained value at or above it, got ${
+        adapter.gated ? "gates on every layer" : `LoRA on layers ${below.join(", ")}`
+      }`,
+    );
+  }
+  return { from: layer, entry: g.input(layerInputName(layer), g.float, ["B", "T", cfg.hiddenSize]) };
 }
 
 /** A built training graph. */
@@ -55,6 +75,7 @@ export function buildLoraTrainStep(
   const { loss, backward } = lmLoss(cfg, weights, batch, lora, {
     vocabChunk: options.vocabChunk,
     lossScale: builder.lossScale,
+    from: startAt(g, cfg, adapter, options),
   });
   builder.update("lora", loss, [...lora.params.values()], optimizer, { backwardFrom: backward });
   return { graph: g, step: builder.finish() };
@@ -76,6 +97,7 @@ export function buildLoraGradGraph(
   const { loss, backward } = lmLoss(cfg, weights, batchInputs(g), binding, {
     vocabChunk: options.vocabChunk,
     lossScale,
+    from: startAt(g, cfg, adapter, options),
   });
   const outputs = gradOutputs(loss, [...binding.params.values()], backward, lossScale);
   const params = [...loraShapes(cfg, adapter.config)].map(([name, shape]) => ({ name, shape }));

@@ -128,3 +128,24 @@ export function buildScoringGraph(
   const { loss } = softmaxCrossEntropy(logits, flatten(targets, 0), { reduction: "none" }); // [B*T]
   return { graph: g, outputs: { token_logprobs: reshape(neg(loss), ["B", "T"]) } };
 }
+
+/** Name of the input (or output) holding the residual stream entering layer `l`, [B, T, D]. */
+export function layerInputName(l: number): string {
+  return `model.layers.${l}.input`;
+}
+
+/**
+ * The frozen part of a model below `layer`: token inputs in, output {@link layerInputName}(layer), the residual
+ * stream entering that layer [B, T, D]. With no trainable value below `layer` it is a fixed function of the
+ * tokens, which a training graph that starts at `layer` can take as an input instead of recomputing it.
+ */
+export function buildPrefixGraph(
+  cfg: ModelConfig,
+  weights: WeightStore,
+  layer: number,
+  options: GraphBuildOptions = {},
+): BuiltGraph {
+  const g = new Graph({ name: "prefix", float: options.float ?? weights.dtype });
+  const { hidden } = decoder(cfg, weights, tokenInputs(g), undefined, { until: layer });
+  return { graph: g, outputs: { [layerInputName(layer)]: hidden } };
+}

@@ -71,7 +71,7 @@ export interface LoraBinding {
 
 /** What a decoder pass computes. */
 export interface DecoderOutputs {
-  /** Final-normed hidden states [B, T, D]. */
+  /** Final-normed hidden states [B, T, D] (the residual stream entering `until` for a pass that stops early). */
   readonly hidden: Value;
   /** Keys and values of past and new tokens per layer, [B, KV, S, Dh]. */
   readonly present: KvPair[];
@@ -86,23 +86,47 @@ export function rmsNorm(x: Value, w: Value, eps: number): Value {
   return mul(cast(mul(xw, reciprocal(sqrt(add(reduceMean(mul(xw, xw), [-1], true), eps)))), x.dtype), w);
 }
 
-/** The decoder's computation, from token ids to final-normed hidden states. */
+/**
+ * Which layers a decoder pass runs: [from, until). A pass from a layer above 0 starts from `entry`, the residual
+ * stream entering that layer [B, T, D] (no embedding); a pass that stops before the last layer returns the
+ * residual stream entering `until`, not normed. The token inputs still give positions, mask and [B, T].
+ */
+export interface LayerSpan {
+  /** First layer run (default 0). */
+  readonly from?: number;
+  /** The residual stream entering `from`, [B, T, D]; required when `from` is above 0. */
+  readonly entry?: Value;
+  /** The layer the pass stops before (default: all layers, then the final norm). */
+  readonly until?: number;
+}
+
+/** The decoder's computation, from token ids (or a layer's input) to final-normed hidden states. */
 export function decoder(
   cfg: ModelConfig,
   weights: WeightStore,
   inputs: DecoderInputs,
   lora?: LoraBinding,
+  span: LayerSpan = {},
 ): DecoderOutputs {
   const g = inputs.ids.graph;
+  const { from = 0, until = cfg.numLayers } = span;
+  if (
+    !Number.isInteger(from) || !Number.isInteger(until) || from < 0 || until > cfg.numLayers || from > until
+  ) {
+    throw new Error(`a decoder pass runs layers [from, until) of ${cfg.numLayers}, got [${from}, ${until})`);
+  }
+  if (from > 0 && !span.entry) throw new Error(`a decoder pass from layer ${from} needs the layer's input`);
   const w = (name: string) => weights.weight(g, name);
   const [B, T] = inputs.ids.shape;
   const tables = g.scope("model.rotary_emb", () => ropeTables(inputs.positions, cfg));
   const allowed = g.scope("model.mask", () => attentionMask(cfg, inputs));
   const scale = lora ? loraScale(lora.config) : 0;
 
-  let x = g.scope("model.embed_tokens", () => gather(w("model.embed_tokens.weight"), inputs.ids)); // [B, T, D]
+  let x = from > 0
+    ? span.entry!
+    : g.scope("model.embed_tokens", () => gather(w("model.embed_tokens.weight"), inputs.ids)); // [B, T, D]
   const present: KvPair[] = [];
-  for (let l = 0; l < cfg.numLayers; l++) {
+  for (let l = from; l < until; l++) {
     const prefix = `model.layers.${l}`;
     const proj = (module: TargetModule, h: Value, bias: boolean): Value => {
       const path = modulePath(l, module);
@@ -153,6 +177,7 @@ export function decoder(
       return add(r, mlp);
     });
   }
+  if (until < cfg.numLayers) return { hidden: x, present };
   const hidden = g.scope("model.norm", () => rmsNorm(x, w("model.norm.weight"), cfg.rmsNormEps));
   return { hidden, present };
 }

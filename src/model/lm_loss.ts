@@ -46,7 +46,7 @@ import {
 } from "../graph/build.ts";
 import type { Graph, Value } from "../graph/graph.ts";
 import type { ModelConfig } from "./config.ts";
-import { decoder, type DecoderInputs, lmHeadWeight, type LoraBinding } from "./llama.ts";
+import { decoder, type DecoderInputs, type LayerSpan, lmHeadWeight, type LoraBinding } from "./llama.ts";
 import type { WeightStore } from "./weights.ts";
 
 /** Where backward starts: a value and the gradient flowing into it. */
@@ -180,6 +180,8 @@ export interface LmLossOptions {
   vocabChunk?: number;
   /** Float16 loss scale (a wide scalar): backward's seed is that of the loss times it. */
   lossScale?: Value;
+  /** Start the decoder at a layer, from its input (see {@link LayerSpan}); default: from the token ids. */
+  from?: Pick<LayerSpan, "from" | "entry">;
 }
 
 /**
@@ -194,7 +196,7 @@ export function lmLoss(
   options: LmLossOptions = {},
 ): LossWithBackward {
   const g = batch.labels.graph;
-  const { hidden } = decoder(cfg, weights, batch.inputs, lora);
+  const { hidden } = decoder(cfg, weights, batch.inputs, lora, options.from);
   return g.scope(
     "lm_head",
     () =>
