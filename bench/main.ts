@@ -123,6 +123,7 @@ try {
     const top3: StepVariant = { name: "top 3 layers", layers: [L - 3, L - 2, L - 1] };
     const forward: StepVariant = { name: "forward only", layers: top3.layers, forwardOnly: true };
     const cached: StepVariant = { name: "top 3, prefix cached", layers: top3.layers, prefixCached: true };
+    const recompute: StepVariant = { name: "all layers, recompute", layers: all.layers, recompute: true };
     const options = { dir, batch: profile.batch, seq: profile.seq };
 
     if (parts.has("memory")) {
@@ -131,7 +132,7 @@ try {
         `memory: train steps ${isolated ? "in a worker process each" : "in this process (no --allow-run)"} …`,
       );
       const memory: MemoryResult[] = [];
-      for (const v of [top3, all]) {
+      for (const v of [top3, all, recompute]) {
         const o = { ...options, ...profile.memory };
         memory.push(isolated ? await measureStepMemoryIsolated(o, v) : await measureStepMemory(o, v));
       }
@@ -141,7 +142,7 @@ try {
       log(`train: ${profile.train.warmup} warmup and ${profile.train.runs} timed rounds …`);
       // Each round also measures the GEMM ceiling, so that every ratio compares figures taken together.
       const probe = async () => (await benchMatmul(2048, 768, 2048, profile.probeRuns)).gflops;
-      const variants = [all, top3, forward, cached];
+      const variants = [all, top3, forward, cached, recompute];
       report.train = await timeStepVariants({ ...options, ...profile.train }, variants, probe);
     }
     if (parts.has("generate")) {

@@ -34,6 +34,8 @@ export interface StepVariant {
    * from a {@link PrefixCache} (computed by the prefix graph in the first step, read from memory after).
    */
   readonly prefixCached?: boolean;
+  /** Per-layer activation checkpointing: each layer's forward rebuilt in the backward. */
+  readonly recompute?: boolean;
 }
 
 /** A model, a batch shape, and how many steps to run. */
@@ -109,7 +111,10 @@ export async function openStepSession(
       session,
     };
   }
-  const { graph, step } = buildLoraTrainStep(cfg, weights, { config: lora }, adamw(), { fromLayer });
+  const { graph, step } = buildLoraTrainStep(cfg, weights, { config: lora }, adamw(), {
+    fromLayer,
+    recompute: variant.recompute,
+  });
   const session = await createSession(serialize(graph, step.outputs), await weights.sessionData());
   const loop = new TrainLoop(session, step, init);
   let stepFeeds = async () => feeds;

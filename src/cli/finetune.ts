@@ -68,6 +68,7 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
       valSize: num("val-size"),
       checkpointEvery: num("checkpoint-every"),
       dtype: values.dtype as FinetuneInput["dtype"],
+      recompute: values.recompute ? true : undefined,
     }),
     search: {
       ...base.search,
@@ -131,6 +132,7 @@ export const finetuneCommand: Command = {
     "checkpoint-dir": { type: "string" },
     resume: { type: "string" },
     "pad-layers": { type: "boolean" },
+    recompute: { type: "boolean" },
   },
   help: {
     ...MODEL_HELP,
@@ -166,6 +168,8 @@ export const finetuneCommand: Command = {
     "checkpoint-every": "N  steps between checkpoints (default 50)",
     "checkpoint-dir": "DIR  checkpoint folder (default <out>.checkpoints)",
     resume: "DIR  continue the run whose checkpoints are in DIR, with its recorded settings",
+    recompute:
+      "keep each layer's input and rebuild its forward in the backward (less memory, a second forward)",
     "pad-layers": "write zero A/B for layers without LoRA (LoRAX, TGI)",
   },
   async run(values, _positionals, io) {

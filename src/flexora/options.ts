@@ -91,10 +91,17 @@ export interface FinetuneOptions {
    * emulated, no faster than float32, and the run warns.
    */
   dtype: "float32" | "float16";
+  /**
+   * Per-layer activation checkpointing in the search and retraining (default false): backward keeps each
+   * layer's input and rebuilds the layer's forward from it, trading a second forward pass for activation memory.
+   */
+  recompute: boolean;
 }
 
 /** The run-wide settings every stage takes alongside its own options. */
-export type RunOptions = Pick<FinetuneOptions, "seed" | "weightDecay" | "maxGradNorm" | "checkpointEvery">;
+export type RunOptions =
+  & Pick<FinetuneOptions, "seed" | "weightDecay" | "maxGradNorm" | "checkpointEvery">
+  & Partial<Pick<FinetuneOptions, "recompute">>;
 
 /** The defaults, as the Flexora authors' code runs. */
 export function defaultOptions(): FinetuneOptions {
@@ -129,6 +136,7 @@ export function defaultOptions(): FinetuneOptions {
     maxGradNorm: 1,
     checkpointEvery: 50,
     dtype: "float32",
+    recompute: false,
   };
 }
 
@@ -179,6 +187,7 @@ export interface FinetuneInput {
   maxGradNorm?: number;
   checkpointEvery?: number;
   dtype?: FinetuneOptions["dtype"];
+  recompute?: boolean;
 }
 
 /**
@@ -227,6 +236,7 @@ export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
   maxGradNorm: positive().optional(),
   checkpointEvery: int(0).optional(),
   dtype: oneOf(["float32", "float16"]).optional(),
+  recompute: z.boolean({ error: "true or false" }).optional(),
 });
 
 /** Thrown for invalid options; the message starts "Cannot start training:" and names the option and the value. */

@@ -205,7 +205,7 @@ async function makePrefix(model: Model, lora: LoraConfig, options: RetrainOption
 async function makeTrainer(
   model: Model,
   lora: LoraConfig,
-  options: RetrainOptions & { weightDecay: number; maxGradNorm: number },
+  options: RetrainOptions & { weightDecay: number; maxGradNorm: number; recompute?: boolean },
   initial: Record<string, HostTensor>,
   steps: number,
 ): Promise<{
@@ -216,7 +216,7 @@ async function makeTrainer(
   const optimizer = adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm });
   const pad = model.tokenizer.padTokenId ?? 0;
   const prefix = await makePrefix(model, lora, options, pad);
-  const graphOptions = { float: model.dtype, fromLayer: prefix.fromLayer };
+  const graphOptions = { float: model.dtype, fromLayer: prefix.fromLayer, recompute: options.recompute };
   if (options.microBatchSize >= options.batchSize) {
     const { graph, step } = buildLoraTrainStep(
       model.config,

@@ -96,7 +96,7 @@ export async function searchGates(
   const { graph, step } = buildSearchStep(model.config, model.weights, lora, {
     lora: adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm }),
     gates: adamw({ weightDecay: 0 }),
-  }, { hypergradient: options.hypergradient });
+  }, { hypergradient: options.hypergradient, recompute: options.recompute });
   const session = await model.session({ graph, outputs: step.outputs });
   const trainPlan = new BatchPlan(data.train, { batchSize: options.batchSize, seed: options.seed });
   const valPlan = new BatchPlan(data.validation, { batchSize: options.valBatchSize, seed: options.seed + 1 });

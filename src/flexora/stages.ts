@@ -134,6 +134,7 @@ function runOptions(options: FinetuneOptions): RunOptions {
     weightDecay: options.weightDecay,
     maxGradNorm: options.maxGradNorm,
     checkpointEvery: options.checkpointEvery,
+    recompute: options.recompute,
   };
 }
 

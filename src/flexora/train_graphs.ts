@@ -37,6 +37,11 @@ export interface TrainGraphOptions {
    * as `buildPrefixGraph` computes it) instead of the token ids; only for adapters without LoRA below it.
    */
   fromLayer?: number;
+  /**
+   * Per-layer activation checkpointing (default false): backward keeps each layer's input and rebuilds the
+   * layer's forward from it, instead of keeping every value of the forward (see `Graph.checkpoint`).
+   */
+  recompute?: boolean;
 }
 
 /** Where the decoder starts: the input entering `options.fromLayer`, declared in `g`. */
@@ -68,7 +73,11 @@ export function buildLoraTrainStep(
   optimizer: Optimizer,
   options: TrainGraphOptions = {},
 ): TrainGraph {
-  const g = new Graph({ name: "lora_train", float: options.float ?? weights.dtype });
+  const g = new Graph({
+    name: "lora_train",
+    float: options.float ?? weights.dtype,
+    recompute: options.recompute,
+  });
   const batch = batchInputs(g);
   const lora = loraInputs(g, cfg, adapter);
   const builder = new TrainStepBuilder(g);
@@ -91,7 +100,11 @@ export function buildLoraGradGraph(
   adapter: AdapterSpec,
   options: TrainGraphOptions = {},
 ): { graph: Graph; outputs: Outputs; params: { name: string; shape: readonly number[] }[] } {
-  const g = new Graph({ name: "lora_grad", float: options.float ?? weights.dtype });
+  const g = new Graph({
+    name: "lora_grad",
+    float: options.float ?? weights.dtype,
+    recompute: options.recompute,
+  });
   const binding = loraInputs(g, cfg, adapter);
   const lossScale = lossScaleInput(g);
   const { loss, backward } = lmLoss(cfg, weights, batchInputs(g), binding, {

@@ -22,8 +22,8 @@
  * @module
  */
 
-import { fullLike, reduceSum, reshape, sum } from "./build.ts";
-import { describe, type Graph, GraphError, graphOf, type Node, type Value } from "./graph.ts";
+import { add, cast, fullLike, mul, reduceMax, reduceSum, reshape, sum } from "./build.ts";
+import { describe, type Graph, GraphError, graphOf, type Node, type Segment, type Value } from "./graph.ts";
 import { isFloat } from "./dtype.ts";
 import type { OpType } from "./ops.ts";
 import { formatShape, sameShape } from "./shape.ts";
@@ -80,8 +80,38 @@ function ancestors(g: Graph, loss: Value, live: Set<Value>, constants: ReadonlyS
 }
 
 /**
+ * Rebuilds a checkpointed segment's forward for its backward: a copy of each of its nodes, on copies of its
+ * inputs, so that the backward reads the copies and the forward's own values die after the forward. `dY`, a
+ * gradient reaching the segment, enters every copied input as an added zero (max(dY)·0): that orders the
+ * rebuild after the backward reaches the segment, and keeps onnxruntime's common-subexpression elimination
+ * from merging the copies back into the forward. Returns, per node of the segment, its copy.
+ */
+function rebuild(g: Graph, segment: Segment, dY: Value): Map<Node, Node> {
+  const copies = new Map<Node, Node>();
+  const values = new Map<Value, Value>();
+  const zero = mul(dY.shape.length ? reduceMax(dY, dY.shape.map((_, i) => i)) : dY, 0); // a scalar 0
+  const inside = new Set(g.nodes.slice(segment.start, segment.end));
+  const entry = (v: Value): Value => {
+    let e = values.get(v);
+    if (e) return e;
+    if (!v.producer || !isFloat(v.dtype) || inside.has(v.producer)) return v;
+    e = add(v, cast(zero, v.dtype));
+    values.set(v, e);
+    return e;
+  };
+  for (const node of inside) {
+    const outputs = g.apply(node.op, node.inputs.map(entry), node.attrs);
+    node.outputs.forEach((y, j) => values.set(y, outputs[j]));
+    copies.set(node, outputs[0].producer!);
+  }
+  return copies;
+}
+
+/**
  * Builds the gradients of `loss` with respect to each of `wrt`, appending the backward nodes to the graph.
- * Throws when the loss does not depend on a requested value (unless `allowUnused`).
+ * Throws when the loss does not depend on a requested value (unless `allowUnused`). In a graph built with
+ * `recompute`, each checkpointed segment's rules read a copy of its forward, rebuilt in the backward
+ * (see {@link rebuild}).
  */
 export function gradients(loss: Value, wrt: readonly Value[], options: GradientOptions = {}): Value[] {
   const g = graphOf(loss, ...wrt);
@@ -99,6 +129,19 @@ export function gradients(loss: Value, wrt: readonly Value[], options: GradientO
     return parts ? sum(...parts) : null;
   };
   push(loss, options.seed ?? (loss.shape.length === 0 ? g.scalar(1, loss.dtype) : fullLike(loss, 1)));
+  const segmentOf = new Map<Node, Segment>();
+  for (const s of g.segments) for (let i = s.start; i < s.end; i++) segmentOf.set(g.nodes[i], s);
+  const rebuilt = new Map<Segment, Map<Node, Node>>();
+  const copyOf = (node: Node, dY: (Value | null)[]): Node => {
+    const segment = segmentOf.get(node);
+    if (!segment) return node;
+    let copies = rebuilt.get(segment);
+    if (!copies) {
+      copies = g.scope("recompute", () => rebuild(g, segment, dY.find((d) => d !== null)!));
+      rebuilt.set(segment, copies);
+    }
+    return copies.get(node)!;
+  };
 
   for (const node of ancestors(g, loss, live, constants).reverse()) {
     const dY = node.outputs.map(total);
@@ -109,7 +152,8 @@ export function gradients(loss: Value, wrt: readonly Value[], options: GradientO
         `node '${node.name}' (${node.op}) is not differentiable but lies between loss and wrt`,
       );
     }
-    const dX = g.scope(`grad(${node.name})`, () => (rule as VjpRule<OpType>)(node, dY));
+    const at = copyOf(node, dY);
+    const dX = g.scope(`grad(${node.name})`, () => (rule as VjpRule<OpType>)(at, dY));
     node.inputs.forEach((x, i) => {
       const d = dX[i];
       if (!d || !live.has(x)) return;

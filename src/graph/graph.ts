@@ -55,6 +55,17 @@ export interface GraphOptions {
   float?: ComputeFloat;
   /** The graph's name in the serialized model. */
   name?: string;
+  /**
+   * Activation checkpointing (default false): the nodes built inside {@link Graph.checkpoint} form segments
+   * whose forward the autodiff driver rebuilds inside the backward, so only each segment's inputs are kept.
+   */
+  recompute?: boolean;
+}
+
+/** A run of nodes `[start, end)` of a graph built inside {@link Graph.checkpoint}. */
+export interface Segment {
+  readonly start: number;
+  readonly end: number;
 }
 
 /** A graph under construction. */
@@ -67,6 +78,10 @@ export class Graph {
    */
   readonly wide: "float32" | "float64";
   readonly name: string;
+  /** Whether {@link Graph.checkpoint} marks segments (the graph's `recompute` option). */
+  readonly recompute: boolean;
+  /** Segments marked by {@link Graph.checkpoint}, in build order. */
+  readonly segments: Segment[] = [];
   readonly inputs: Value[] = [];
   readonly initializers: Value[] = [];
   readonly nodes: Node[] = [];
@@ -85,6 +100,18 @@ export class Graph {
     }
     this.wide = wideFloat(this.float);
     this.name = options.name ?? "flexora";
+    this.recompute = options.recompute ?? false;
+  }
+
+  /**
+   * Runs `build`; with the graph's `recompute` option, the nodes it appends form a segment that backward
+   * rebuilds from the segment's inputs instead of keeping its values (a layer of a model, typically).
+   */
+  checkpoint<T>(build: () => T): T {
+    const start = this.nodes.length;
+    const result = build();
+    if (this.recompute && this.nodes.length > start) this.segments.push({ start, end: this.nodes.length });
+    return result;
   }
 
   /** The current scope prefix, e.g. `model.layers.3.self_attn`. */

@@ -142,40 +142,43 @@ export function decoder(
         return add(y, mul(matmul(matmul(h, transpose(low(a))), transpose(low(b))), k));
       });
     };
-    x = g.scope(prefix, () => {
-      const h = g.scope(
-        "input_layernorm",
-        () => rmsNorm(x, w(`${prefix}.input_layernorm.weight`), cfg.rmsNormEps),
-      );
-      const attn = g.scope(
-        "self_attn",
-        () =>
-          attention(
-            cfg,
-            h,
-            [B, T],
-            tables,
-            allowed,
-            inputs.past?.[l],
-            (m, v) => proj(m, v, m === "o_proj" ? cfg.oBias : cfg.qkvBias),
-          ),
-      );
-      present.push(attn.present);
-      const r = add(x, attn.out);
-      const h2 = g.scope(
-        "post_attention_layernorm",
-        () => rmsNorm(r, w(`${prefix}.post_attention_layernorm.weight`), cfg.rmsNormEps),
-      );
-      const mlp = g.scope("mlp", () => {
-        const gate = proj("gate_proj", h2, cfg.mlpBias);
-        return proj(
-          "down_proj",
-          mul(mul(gate, sigmoid(gate)), proj("up_proj", h2, cfg.mlpBias)),
-          cfg.mlpBias,
+    // A checkpoint: with the graph's `recompute` option, backward rebuilds the layer from its input.
+    x = g.checkpoint(() =>
+      g.scope(prefix, () => {
+        const h = g.scope(
+          "input_layernorm",
+          () => rmsNorm(x, w(`${prefix}.input_layernorm.weight`), cfg.rmsNormEps),
         );
-      });
-      return add(r, mlp);
-    });
+        const attn = g.scope(
+          "self_attn",
+          () =>
+            attention(
+              cfg,
+              h,
+              [B, T],
+              tables,
+              allowed,
+              inputs.past?.[l],
+              (m, v) => proj(m, v, m === "o_proj" ? cfg.oBias : cfg.qkvBias),
+            ),
+        );
+        present.push(attn.present);
+        const r = add(x, attn.out);
+        const h2 = g.scope(
+          "post_attention_layernorm",
+          () => rmsNorm(r, w(`${prefix}.post_attention_layernorm.weight`), cfg.rmsNormEps),
+        );
+        const mlp = g.scope("mlp", () => {
+          const gate = proj("gate_proj", h2, cfg.mlpBias);
+          return proj(
+            "down_proj",
+            mul(mul(gate, sigmoid(gate)), proj("up_proj", h2, cfg.mlpBias)),
+            cfg.mlpBias,
+          );
+        });
+        return add(r, mlp);
+      })
+    );
   }
   if (until < cfg.numLayers) return { hidden: x, present };
   const hidden = g.scope("model.norm", () => rmsNorm(x, w("model.norm.weight"), cfg.rmsNormEps));
