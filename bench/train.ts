@@ -117,7 +117,7 @@ export async function openStepSession(
   });
   const session = await createSession(serialize(graph, step.outputs), await weights.sessionData());
   const loop = new TrainLoop(session, step, init);
-  let stepFeeds = async () => feeds;
+  let stepFeeds = () => Promise.resolve(feeds);
   if (fromLayer !== undefined) {
     const prefix = buildPrefixGraph(cfg, weights, fromLayer);
     const output = layerInputName(fromLayer);
