@@ -52,14 +52,23 @@ export async function readRunManifest(dir: string): Promise<RunManifest | null> 
   return exists ? await readJsonFile(file, RunManifestSchema, { what: "run manifest" }) : null;
 }
 
-/** Each stage's record schema. */
-const RECORDS = { search: SearchRecord, retrain: RetrainRecord } as const;
+/** What each stage records beside its tensors. */
+export interface StageRecords {
+  readonly search: SearchRecord;
+  readonly retrain: RetrainRecord;
+}
 
 /** The stages that checkpoint. */
-export type Stage = keyof typeof RECORDS;
+export type Stage = keyof StageRecords;
 
 /** What stage `S` records beside its tensors. */
-export type StageRecord<S extends Stage> = z.output<(typeof RECORDS)[S]>;
+export type StageRecord<S extends Stage> = StageRecords[S];
+
+/** Each stage's record schema. */
+const RECORDS: { readonly [S in Stage]: z.ZodType<StageRecords[S]> } = {
+  search: SearchRecord,
+  retrain: RetrainRecord,
+};
 
 const count = z.number({ error: "must be a non-negative integer" }).int({
   error: "must be a non-negative integer",

@@ -4,7 +4,24 @@
  * @module
  */
 
-export { CHECKPOINT_VERSION, type CheckpointMeta, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+export {
+  CHECKPOINT_FILE,
+  CHECKPOINT_VERSION,
+  type CheckpointMeta,
+  hasCheckpoint,
+  loadCheckpoint,
+  loadStageCheckpoint,
+  readCheckpointMeta,
+  readRunManifest,
+  RUN_FILE,
+  type RunManifest,
+  saveCheckpoint,
+  type Stage,
+  type StageRecord,
+  type StageRecords,
+  STATE_FILE,
+  writeRunManifest,
+} from "./checkpoint.ts";
 export { type ExportOptions, exportPeft, modelHash } from "./export.ts";
 export {
   FLEXORA_FILE,

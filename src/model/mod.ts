@@ -55,7 +55,24 @@ export {
   validateLora,
 } from "./lora.ts";
 export { dtypeWarning, loadModel, type LoadModelOptions, type Model } from "./model.ts";
-export { type Adapter, AdapterError, fromPeftKey, readAdapter, toPeftKey, writeAdapter } from "./peft.ts";
+export {
+  type Adapter,
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  type AdapterConfigJson,
+  adapterConfigJson,
+  AdapterError,
+  type AdapterTensor,
+  type AdapterWeights,
+  fromPeftKey,
+  isAdapterDir,
+  readAdapter,
+  readAdapterConfig,
+  readAdapterWeights,
+  toPeftKey,
+  writeAdapter,
+  type WriteAdapterOptions,
+} from "./peft.ts";
 export {
   type Checkpoint,
   openCheckpoint,

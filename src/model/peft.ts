@@ -40,11 +40,30 @@ const patterns = z.record(z.string(), z.unknown(), { error: "must be an object" 
 const names = z.union([z.array(z.string()), z.string()], { error: "must be a name or a list of names" });
 
 /**
- * `adapter_config.json` as PEFT writes it: the fields flexora reads are checked, any other field is kept as is.
- * This is what every reader needs; the embedded server further refuses rank and alpha patterns and DoRA
- * ({@link readAdapter}).
+ * `adapter_config.json` as PEFT writes it: the fields flexora reads, typed; any other field is kept as is.
  */
-export const AdapterConfigJson = z.looseObject({
+export interface AdapterConfigJson {
+  readonly peft_type?: "LORA";
+  readonly task_type?: string | null;
+  readonly base_model_name_or_path?: string | null;
+  /** The rank. */
+  readonly r: number;
+  readonly lora_alpha?: number;
+  readonly use_rslora?: boolean;
+  readonly use_dora?: boolean;
+  readonly rank_pattern?: Readonly<Record<string, unknown>> | null;
+  readonly alpha_pattern?: Readonly<Record<string, unknown>> | null;
+  readonly target_modules?: string | string[] | null;
+  readonly layers_to_transform?: number | number[] | null;
+  readonly layers_pattern?: string | string[] | null;
+  readonly [field: string]: unknown;
+}
+
+/**
+ * Reads an {@link AdapterConfigJson}: the fields every reader needs are checked; the embedded server further
+ * refuses rank and alpha patterns and DoRA ({@link readAdapter}).
+ */
+const AdapterConfigSchema: z.ZodType<AdapterConfigJson> = z.looseObject({
   peft_type: z.literal("LORA", { error: 'must be "LORA"' }).optional(),
   task_type: z.string({ error: "must be a string" }).nullable().optional(),
   base_model_name_or_path: z.string({ error: "must be a string or null" }).nullable().optional(),
@@ -61,12 +80,9 @@ export const AdapterConfigJson = z.looseObject({
   layers_pattern: names.nullable().optional(),
 });
 
-/** A parsed `adapter_config.json`. */
-export type AdapterConfigJson = z.output<typeof AdapterConfigJson>;
-
 /** Reads and checks `<dir>/adapter_config.json`; an {@link AdapterError} names the file and the field. */
 export async function readAdapterConfig(dir: string): Promise<AdapterConfigJson> {
-  return await readJsonFile(join(dir, ADAPTER_CONFIG_FILE), AdapterConfigJson, {
+  return await readJsonFile(join(dir, ADAPTER_CONFIG_FILE), AdapterConfigSchema, {
     what: "adapter config",
     error: (m) => new AdapterError(m),
   });
