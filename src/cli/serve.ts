@@ -99,7 +99,8 @@ export const serveCommand: Command = {
   name: "serve",
   summary: "run the sidecar (jobs, adapters, attach) and optionally the embedded inference server",
   usage:
-    "[--host H] [--allowed-host NAME]... [--port P] [--data-dir DIR] [--root DIR]... [--servers FILE] [--embedded-model DIR] " +
+    "[--host H] [--allowed-host NAME]... [--port P] [--data-dir DIR] [--root DIR]... [--allow-hub] [--allow-hub-from LIST] " +
+    "[--servers FILE] [--embedded-model DIR] " +
     "[--embedded-port P] [--device D] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S]",
   options: {
     host: { type: "string" },
@@ -107,6 +108,8 @@ export const serveCommand: Command = {
     port: { type: "string" },
     "data-dir": { type: "string" },
     root: { type: "string", multiple: true },
+    "allow-hub": { type: "boolean" },
+    "allow-hub-from": { type: "string" },
     servers: { type: "string" },
     "embedded-model": { type: "string" },
     "embedded-port": { type: "string" },
@@ -123,6 +126,8 @@ export const serveCommand: Command = {
     port: "P  sidecar port (default 8321)",
     "data-dir": "DIR  jobs database, checkpoints and adapters (default .flexora)",
     root: "DIR  a folder model and data paths may lie in (repeatable; default: the current folder)",
+    "allow-hub": "jobs may name any Hub model id (org/name[@revision]); the job downloads it (docs/hub.md)",
+    "allow-hub-from": "LIST  jobs may name Hub models of these ids and organisations only (org,org/name)",
     servers:
       "FILE  JSON array of inference servers {name, kind, url | replicas, token?, baseModel?, options?}",
     "embedded-model": "DIR  also serve this model with the embedded inference server, as server 'embedded'",
@@ -191,6 +196,9 @@ export const serveCommand: Command = {
         token,
         host,
         allowedHosts: allowed,
+        allowHub: values["allow-hub"] === true ||
+          (typeof values["allow-hub-from"] === "string" &&
+            String(values["allow-hub-from"]).split(",").map((s) => s.trim()).filter((s) => s !== "")),
         modelRoots: roots,
         dataRoots: roots,
         servers,

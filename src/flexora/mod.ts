@@ -73,7 +73,7 @@ export {
   selectStage,
   type StageHooks,
 } from "./stages.ts";
-export { DivergedError, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
+export { DivergedError, eta, type ProgressEvent, type RunHooks, StoppedError } from "./progress.ts";
 export { type EvalRow, evaluate, retrain, type RetrainData, type RetrainResult } from "./retrain.ts";
 export { gatesOf, type SearchData, searchGates, type SearchResult } from "./search.ts";
 export {

@@ -24,6 +24,12 @@ export interface SidecarConfig {
    * (against DNS rebinding); one off loopback checks it only when names are given here.
    */
   readonly allowedHosts?: readonly string[];
+  /**
+   * Hub model ids jobs may name (`org/name[@revision]`, downloaded by the job into the Hugging Face cache): `true`
+   * for any, or a list of ids (`org/name`) and organisations (`org`); none by default (`flexora serve
+   * --allow-hub`).
+   */
+  readonly allowHub?: boolean | readonly string[];
   /** Folders that model and data paths must lie in. */
   readonly modelRoots: readonly string[];
   readonly dataRoots: readonly string[];

@@ -66,6 +66,7 @@ export function spawnRunner(specFile: string): RunnerHandle {
       "--allow-env",
       "--allow-ffi",
       "--allow-sys",
+      "--allow-net", // a Hub model is downloaded by the job (only when the sidecar allows Hub ids)
       RUNNER,
       specFile,
     ],
@@ -116,6 +117,7 @@ type ManagerSettings = Required<JobManagerOptions>;
 
 /** Stage of a progress event → job state. */
 const STAGE_STATE: Record<string, JobState> = {
+  download: "downloading",
   search: "searching",
   retrain: "retraining",
   evaluate: "retraining",

@@ -9,7 +9,8 @@
  * @module
  */
 
-import { finetune, type FinetuneInput, StoppedError, summary } from "../flexora/mod.ts";
+import { eta, finetune, type FinetuneInput, StoppedError, summary } from "../flexora/mod.ts";
+import { modelDir } from "../hub/source.ts";
 import { loadModel } from "../model/model.ts";
 import { type Device, resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";
@@ -64,6 +65,27 @@ async function watchStdin(controller: AbortController): Promise<void> {
   }
 }
 
+/**
+ * The model's folder: `model` itself, or a Hub id's snapshot, downloaded here with `download` progress events
+ * (`step`/`total` in bytes of the current file, at most four a second) — the job's `downloading` state.
+ */
+async function download(model: string, emit: (e: RunnerEvent) => void, signal: AbortSignal): Promise<string> {
+  const started = performance.now();
+  let last = 0;
+  return await modelDir(model, {
+    signal,
+    onWarning: (message) => emit({ type: "warning", message }),
+    onProgress: (p) => {
+      const now = performance.now();
+      if (now - last < 250 && p.received < p.total) return;
+      last = now;
+      const elapsed = (now - started) / 1000;
+      const event = { stage: "download", message: undefined, file: p.file, step: p.received, total: p.total };
+      emit({ type: "progress", event: { ...event, elapsed, eta: eta(elapsed, p.received, p.total) } });
+    },
+  });
+}
+
 if (import.meta.main) {
   const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(Deno.args[0]));
   const controller = new AbortController();
@@ -72,7 +94,7 @@ if (import.meta.main) {
   try {
     // The device's choice is logged on stderr, which the sidecar's own stderr carries.
     const { providers } = await resolveDevice(spec.device ?? "cpu", (line) => console.error(line));
-    const model = await loadModel(spec.model, {
+    const model = await loadModel(await download(spec.model, emit, controller.signal), {
       dtype: spec.options.dtype,
       providers,
       onPlacement: providers[0] === "cpu" ? undefined : (p) => console.error(formatPlacement(p)),

@@ -24,7 +24,9 @@ export const FinetuneOptions = FinetuneInputSchema;
 
 export const JobCreate = z.strictObject({
   model: z.string().min(1).max(4096).openapi({
-    description: "model directory, inside a configured model root",
+    description:
+      "model directory, inside a configured model root; or a Hub id (org/name[@revision]) when the " +
+      "sidecar allows them (--allow-hub): the job downloads it, in its 'downloading' state",
   }),
   data: z.string().min(1).max(4096).openapi({
     description: "dataset file or folder, inside a configured data root",

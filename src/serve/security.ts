@@ -9,6 +9,7 @@ import { timingSafeEqual } from "node:crypto";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { parseHubId } from "../hub/id.ts";
 
 /** A random token for a first start without `FLEXORA_TOKEN`. */
 export function generateToken(): string {
@@ -135,6 +136,33 @@ export async function confine(field: string, path: string, roots: readonly strin
   }
   throw new HTTPException(400, {
     message: `'${field}': ${JSON.stringify(path)} is outside the allowed roots`,
+  });
+}
+
+/**
+ * The Hub id a job's `model` names, or null when it names a path (one that exists is always a path, as on the
+ * command line). A Hub id the sidecar does not allow (`allowHub`) is a 400 that says how to allow it.
+ *
+ * @example
+ * ```ts
+ * import { hubModel } from "./security.ts";
+ * if (await hubModel("org/name@v1", ["org"]) !== "org/name@v1") throw new Error("an allowed organisation");
+ * if (await hubModel("./models/x", true) !== null) throw new Error("a path is not an id");
+ * ```
+ */
+export async function hubModel(
+  model: string,
+  allowHub: boolean | readonly string[] = false,
+): Promise<string | null> {
+  const id = parseHubId(model);
+  if (!id || (await Deno.stat(resolve(model)).then(() => true, () => false))) return null;
+  const allowed = allowHub === true ||
+    (Array.isArray(allowHub) && allowHub.some((a) => a === id.repo || a === id.repo.split("/")[0]));
+  if (allowed) return model;
+  throw new HTTPException(400, {
+    message: `'model': ${JSON.stringify(model)} is not a folder here, and the sidecar does not take Hub ids` +
+      (Array.isArray(allowHub) && allowHub.length ? ` other than ${allowHub.join(", ")}` : "") +
+      "; start it with --allow-hub (any id) or --allow-hub-from ORG,ORG/NAME",
   });
 }
 

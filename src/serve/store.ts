@@ -14,6 +14,7 @@ import { redactSecrets } from "./security.ts";
 export const JOB_STATES = [
   "queued",
   "starting",
+  "downloading",
   "searching",
   "retraining",
   "exporting",
@@ -34,6 +35,7 @@ export const FINAL_STATES: readonly JobState[] = ["succeeded", "failed", "attach
 /** States in which a job's runner is (or should be) working. */
 export const ACTIVE_STATES: readonly JobState[] = [
   "starting",
+  "downloading",
   "searching",
   "retraining",
   "exporting",

@@ -130,6 +130,7 @@ export async function testSidecar(
     call?: CallContext;
     allowedHosts?: string[];
     token?: string;
+    allowHub?: boolean | string[];
   } = {},
 ): Promise<TestSidecar> {
   const dir = options.dataDir
@@ -149,6 +150,7 @@ export async function testSidecar(
       dataRoots: [join(dir, "datasets")],
       servers: [{ name: "local", kind: "embedded", url: "http://127.0.0.1:9" }, ...options.servers ?? []],
       maxQueued: options.maxQueued,
+      allowHub: options.allowHub,
     },
     options.servers
       ? { ...plugins, ...Object.fromEntries(options.servers.map((s) => [s.kind, PLUGINS[s.kind]])) }

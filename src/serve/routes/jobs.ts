@@ -7,9 +7,9 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { SidecarDeps } from "../deps.ts";
-import { planFinetune } from "../../flexora/mod.ts";
+import { planFinetune, resolveOptions } from "../../flexora/mod.ts";
 import { ErrorBody, Estimate, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
-import { confine, requireRegular } from "../security.ts";
+import { confine, hubModel, requireRegular } from "../security.ts";
 import { FINAL_STATES, type JobRecord } from "../store.ts";
 import { validationHook } from "../errors.ts";
 
@@ -27,7 +27,14 @@ const create = createRoute({
   path: "/",
   request: { body: { content: { "application/json": { schema: JobCreate } }, required: true } },
   responses: {
-    202: json(z.object({ id: z.string(), job: Job, estimate: Estimate }), "queued, with its estimate"),
+    202: json(
+      z.object({
+        id: z.string(),
+        job: Job,
+        estimate: Estimate.nullable().openapi({ description: "null for a Hub model: the job downloads it" }),
+      }),
+      "queued, with its estimate",
+    ),
     ...errors,
   },
 });
@@ -65,14 +72,18 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
   const jobJson = (j: JobRecord) => j as unknown as z.infer<typeof Job>;
   app.openapi(create, async (c) => {
     const body = c.req.valid("json");
-    const model = await confine("model", body.model, deps.config.modelRoots);
+    // A Hub id (when allowed) is downloaded by the job, never here: its checks against the model wait till then.
+    const hub = await hubModel(body.model, deps.config.allowHub);
+    const model = hub ?? await confine("model", body.model, deps.config.modelRoots);
     const data = await confine("data", body.data, deps.config.dataRoots);
-    await requireRegular("model", model);
+    if (!hub) await requireRegular("model", model);
     await requireRegular("data", data);
     const options = { ...body.options, ...(body.method ? { method: body.method } : {}) };
     // The library's own checks against the model's config and the data: a job that cannot run is a 400 now,
     // not a failure in its runner.
-    const { estimate } = await planFinetune(model, data, options);
+    const estimate = hub
+      ? (resolveOptions(options), null)
+      : (await planFinetune(model, data, options)).estimate;
     const job = deps.manager.submit({
       model,
       data,

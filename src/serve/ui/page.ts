@@ -15,7 +15,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.5em}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}
 th{font-weight:600;color:#555}button{margin:2px 4px 2px 0}a{color:#2a6fb0}
 .state{font-weight:600}.state-succeeded{color:#2a7}.state-failed,.state-attach_failed{color:#c33}
-.state-starting,.state-searching,.state-retraining,.state-exporting,.state-attaching{color:#d08a00}
+.state-starting,.state-downloading,.state-searching,.state-retraining,.state-exporting,.state-attaching{color:#d08a00}
 #status{display:flex;gap:1em;align-items:center;margin:.8em 0}progress{width:16em}
 #facts th{width:12em}#message{min-height:1.2em;color:#555}#token{width:24em}
 .warn{color:#a60}`;
