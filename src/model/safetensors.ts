@@ -16,7 +16,7 @@
  * @module
  */
 
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../util/float16.ts";
 
 export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 };
@@ -161,15 +161,33 @@ export interface Checkpoint {
   /** Absolute paths, in a stable order (sorted for shards). */
   readonly files: readonly string[];
   readonly tensors: ReadonlyMap<string, TensorInfo>;
+  /**
+   * The folder onnxruntime reads the files from, and each file's location in it: the folder that holds every
+   * file once symlinks are followed (`dir` itself for a plain folder; a Hugging Face cache snapshot links into
+   * `../../blobs/`, and onnxruntime refuses external data that leaves its folder through a link).
+   */
+  readonly dataFolder: string;
+  readonly locations: ReadonlyMap<string, string>;
   /** The tensor, or an Error naming the tensor and the directory. */
   get(name: string): TensorInfo;
 }
 
-function makeCheckpoint(dir: string, files: string[], tensors: Map<string, TensorInfo>): Checkpoint {
+async function makeCheckpoint(
+  dir: string,
+  files: string[],
+  tensors: Map<string, TensorInfo>,
+): Promise<Checkpoint> {
+  const real = await Promise.all(files.map((f) => Deno.realPath(f)));
+  let dataFolder = dirname(real[0]);
+  while (real.some((r) => relative(dataFolder, r).startsWith("..")) && dirname(dataFolder) !== dataFolder) {
+    dataFolder = dirname(dataFolder);
+  }
   return {
     dir,
     files,
     tensors,
+    dataFolder,
+    locations: new Map(files.map((f, i) => [f, relative(dataFolder, real[i])])),
     get(name) {
       const info = tensors.get(name);
       if (!info) throw new Error(`Tensor '${name}' not found in checkpoint ${dir} (${tensors.size} tensors)`);
@@ -220,7 +238,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   const single = join(root, "model.safetensors"), index = join(root, "model.safetensors.index.json");
   if (await exists(single)) {
     const { tensors } = await readHeader(single);
-    return makeCheckpoint(root, [single], new Map(tensors.map((t) => [t.name, t])));
+    return await makeCheckpoint(root, [single], new Map(tensors.map((t) => [t.name, t])));
   }
   if (!(await exists(index))) {
     throw new Error(`No safetensors checkpoint in ${root}: found neither model.safetensors nor ${index}`);
@@ -243,7 +261,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     }
     tensors.set(name, info);
   }
-  return makeCheckpoint(root, files, tensors);
+  return await makeCheckpoint(root, files, tensors);
 }
 
 /**

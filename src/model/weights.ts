@@ -11,7 +11,6 @@
  * @module
  */
 
-import { relative } from "node:path";
 import type { SessionOptions } from "../runtime/session.ts";
 import { cast } from "../graph/build.ts";
 import type { ComputeFloat, DType } from "../graph/dtype.ts";
@@ -76,7 +75,7 @@ export class WeightStore {
       v = g.initializer(name, info.shape, { location: FLOAT16_COPY, ...place }, "float16");
     } else {
       const init = g.initializer(name, info.shape, {
-        location: relative(this.checkpoint.dir, info.file),
+        location: this.checkpoint.locations.get(info.file)!,
         offset: info.offset,
         length: info.length,
       }, dtype);
@@ -112,9 +111,12 @@ export class WeightStore {
     const usesCopy = graph
       ? graph.initializers.some((v) => v.init?.kind === "external" && v.init.location === FLOAT16_COPY)
       : this.#copyLayout !== undefined || this.dtype === "float16";
-    if (!usesCopy) return { externalDataFolder: this.checkpoint.dir };
+    if (!usesCopy) return { externalDataFolder: this.checkpoint.dataFolder };
     this.#copy ??= this.#float16Copy();
-    return { externalDataFolder: this.checkpoint.dir, externalData: { [FLOAT16_COPY]: await this.#copy } };
+    return {
+      externalDataFolder: this.checkpoint.dataFolder,
+      externalData: { [FLOAT16_COPY]: await this.#copy },
+    };
   }
 
   /** Every F32/BF16/F64 tensor converted to float16, one tensor read at a time. */
