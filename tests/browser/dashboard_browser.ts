@@ -120,10 +120,20 @@ Deno.test({
         { timeout: 300_000, polling: 250 },
       );
       await job.screenshot({ path: await artifact("dashboard-job-searching.png"), fullPage: true });
-      await job.waitForFunction(() => document.getElementById("state")!.textContent === "succeeded", null, {
-        timeout: 300_000,
-        polling: 250,
-      });
+      // Any final state ends the wait, so a failed job fails the test with its error instead of a time-out.
+      await job.waitForFunction(
+        () =>
+          ["succeeded", "failed", "attach_failed", "cancelled"].includes(
+            document.getElementById("state")!.textContent ?? "",
+          ),
+        null,
+        { timeout: 300_000, polling: 250 },
+      );
+      const final = await job.evaluate(() => ({
+        state: document.getElementById("state")!.textContent,
+        error: document.getElementById("error")!.textContent,
+      }));
+      assert.equal(final.state, "succeeded", `the job ended ${final.state}: ${final.error}`);
       const snapshots = await job.evaluate(() =>
         (globalThis as unknown as { snapshots: Snapshot[] }).snapshots
       );
