@@ -34,4 +34,4 @@ export {
 export { bunzip2, DataFiles } from "./files.ts";
 export { type TokenizedSet, tokenizeExamples, type TokenizeOptions } from "./tokenize.ts";
 export { BatchPlan, type BatchPlanOptions, WINDOW_BATCHES } from "./batches.ts";
-export { batchFeeds, countTargets, type Sequence } from "./sequence.ts";
+export { batchFeeds, countTargets, microBatches, type Sequence, targetCount } from "./sequence.ts";

@@ -53,19 +53,23 @@ export function countTargets(labels: HostTensor): number {
   return n;
 }
 
+/** The target tokens of a sequence: the labels {@link batchFeeds} gives it that are not {@link IGNORE}. */
+export function targetCount(seq: Sequence): number {
+  return Math.max(0, seq.ids.length - Math.max(seq.targetFrom ?? 1, 1));
+}
+
 /**
- * A batch cut into micro-batches of at most `size` sequences, as feeds, each with its share of the update: its
- * target tokens over the batch's (what gradient accumulation weighs each micro-batch's gradients by, so the
- * update equals one on the whole batch).
+ * A batch cut into micro-batches of at most `size` sequences, each with its share of the update: its target
+ * tokens over the batch's (what gradient accumulation weighs each micro-batch's gradients by, so the update
+ * equals one on the whole batch).
  */
 export function microBatches(
   seqs: readonly Sequence[],
   size: number,
-  padId = 0,
-): { feeds: Record<string, HostTensor>[]; weights: number[] } {
-  const feeds: Record<string, HostTensor>[] = [];
-  for (let i = 0; i < seqs.length; i += size) feeds.push(batchFeeds(seqs.slice(i, i + size), padId));
-  const counts = feeds.map((m) => countTargets(m.labels));
+): { batches: Sequence[][]; weights: number[] } {
+  const batches: Sequence[][] = [];
+  for (let i = 0; i < seqs.length; i += size) batches.push(seqs.slice(i, i + size));
+  const counts = batches.map((b) => b.reduce((n, q) => n + targetCount(q), 0));
   const total = counts.reduce((a, b) => a + b, 0);
-  return { feeds, weights: counts.map((c) => c / total) };
+  return { batches, weights: counts.map((c) => c / total) };
 }

@@ -247,11 +247,9 @@ async function makeTrainer(
   return {
     loop,
     run: async (batch, lr) => {
-      const { weights } = microBatches(batch, options.microBatchSize, pad);
+      const { batches, weights } = microBatches(batch, options.microBatchSize);
       const feeds = [];
-      for (let i = 0; i < batch.length; i += options.microBatchSize) {
-        feeds.push(await prefix.feeds(batch.slice(i, i + options.microBatchSize)));
-      }
+      for (const micro of batches) feeds.push(await prefix.feeds(micro));
       return loop.step(feeds, weights, lr);
     },
     release: async () => {

@@ -3,7 +3,13 @@ import { join } from "node:path";
 import { BatchPlan, WINDOW_BATCHES } from "../../src/data/batches.ts";
 import { loadDataset } from "../../src/data/dataset.ts";
 import { tokenizeExamples } from "../../src/data/tokenize.ts";
-import { batchFeeds, microBatches, type Sequence } from "../../src/data/sequence.ts";
+import {
+  batchFeeds,
+  countTargets,
+  microBatches,
+  type Sequence,
+  targetCount,
+} from "../../src/data/sequence.ts";
 import { loadTokenizer } from "../../src/model/tokenizer.ts";
 import { DATA, STORIES } from "./helpers.ts";
 
@@ -115,12 +121,13 @@ Deno.test("batch(step) is batch step % n of epoch floor(step / n): the one way a
   assert.throws(() => plan.batch(-1), /'step' must be a non-negative integer, got -1/);
 });
 
-Deno.test("microBatches: feeds of at most `size` sequences, weighted by their share of the batch's targets", () => {
-  const seqs = syntheticSequences(7);
-  const { feeds, weights } = microBatches(seqs, 3, 0);
-  assert.deepEqual(feeds.map((f) => f.input_ids.dims[0]), [3, 3, 1]);
-  const targets = (s: readonly Sequence[]) => s.reduce((a, q) => a + q.ids.length - 1, 0);
-  const all = targets(seqs);
-  assert.deepEqual(weights, [seqs.slice(0, 3), seqs.slice(3, 6), seqs.slice(6)].map((s) => targets(s) / all));
-  assert.deepEqual(feeds[1], batchFeeds(seqs.slice(3, 6), 0));
+Deno.test("microBatches: at most `size` sequences each, weighted by their share of the batch's target labels", () => {
+  const seqs = [...syntheticSequences(6), { ids: [5, 6, 7, 8], targetFrom: 3 }, { ids: [9], targetFrom: 0 }];
+  const { batches, weights } = microBatches(seqs, 3);
+  assert.deepEqual(batches, [seqs.slice(0, 3), seqs.slice(3, 6), seqs.slice(6)]);
+  // The share is counted on the labels the feeds carry: what the loss averages over.
+  const labels = batches.map((b) => countTargets(batchFeeds(b, 0).labels));
+  const all = labels.reduce((a, b) => a + b, 0);
+  assert.deepEqual(weights, labels.map((n) => n / all));
+  for (const q of seqs) assert.equal(targetCount(q), countTargets(batchFeeds([q], 0).labels), `${q.ids}`);
 });
