@@ -46,9 +46,15 @@ export class FakeHub {
   #hub: Deno.HttpServer<Deno.NetAddr>;
   #cdn: Deno.HttpServer<Deno.NetAddr>;
   #blobs = new Map<string, { bytes: Uint8Array; path: string }>();
+  #cdnHost: string;
 
-  constructor(repos: Record<string, FakeRepo>) {
+  /**
+   * `cdnHost` names the CDN in redirects (default 127.0.0.1, another origin by its port); huggingface_hub, which
+   * tells the CDN apart by host name, needs another name, such as `localhost`.
+   */
+  constructor(repos: Record<string, FakeRepo>, options: { cdnHost?: string } = {}) {
     this.repos = repos;
+    this.#cdnHost = options.cdnHost ?? "127.0.0.1";
     for (const repo of Object.values(repos)) {
       for (const files of Object.values(repo.commits)) {
         for (const [path, bytes] of Object.entries(files)) {
@@ -110,7 +116,7 @@ export class FakeHub {
       return new Response(null, {
         status: 302,
         headers: {
-          location: `http://127.0.0.1:${this.#cdn.addr.port}/repos/${sha}?signed=1`,
+          location: `http://${this.#cdnHost}:${this.#cdn.addr.port}/repos/${sha}?signed=1`,
           etag: `"${gitOid(new TextEncoder().encode(`oid sha256:${sha}`))}"`,
           "x-linked-etag": `"${sha}"`,
           "x-linked-size": String(bytes.length),
