@@ -7,6 +7,7 @@
 import { join, resolve } from "node:path";
 import { PLUGINS } from "../../plugins/mod.ts";
 import { loadModel } from "../model/model.ts";
+import { modelFolder } from "./model_options.ts";
 import { createSidecar } from "../serve/app.ts";
 import { type DeploymentConfig, parseServers } from "../serve/deployments.ts";
 import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
@@ -130,7 +131,9 @@ export const serveCommand: Command = {
     "allow-hub-from": "LIST  jobs may name Hub models of these ids and organisations only (org,org/name)",
     servers:
       "FILE  JSON array of inference servers {name, kind, url | replicas, token?, baseModel?, options?}",
-    "embedded-model": "DIR  also serve this model with the embedded inference server, as server 'embedded'",
+    "embedded-model":
+      "DIR|ID  also serve this model (a folder or a Hub id) with the embedded inference server, as server " +
+      "'embedded'",
     "embedded-port": "P  embedded server port (default: sidecar port + 1)",
     device:
       `D  ${DEVICES.join("|")}: where jobs train and the embedded server runs (default auto: the best ` +
@@ -169,7 +172,7 @@ export const serveCommand: Command = {
     if (typeof values["embedded-model"] === "string") {
       const embeddedPort = numberOption(values, "embedded-port", { integer: true, min: 0, max: 65535 }) ??
         port + 1;
-      const model = await loadModel(values["embedded-model"], {
+      const model = await loadModel(await modelFolder(values["embedded-model"], io), {
         providers,
         onPlacement: providers[0] === "cpu" ? undefined : (p) => log(formatPlacement(p)),
       });
