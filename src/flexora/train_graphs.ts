@@ -147,7 +147,11 @@ export function buildSearchStep(
   optimizers: SearchOptimizers,
   options: TrainGraphOptions & { hypergradient?: Hypergradient } = {},
 ): TrainGraph {
-  const g = new Graph({ name: "flexora_search", float: options.float ?? weights.dtype });
+  const g = new Graph({
+    name: "flexora_search",
+    float: options.float ?? weights.dtype,
+    recompute: options.recompute,
+  });
   const train = batchInputs(g);
   const val = batchInputs(g, "val/");
   const binding = loraInputs(g, cfg, { config: lora, gated: true });
