@@ -38,13 +38,14 @@ export const plotCommand: Command = {
       }
       const store = new JobStore(file);
       const job = store.get(target);
+      const history = store.history(target);
       store.close();
       if (!job) {
         throw new UsageError(
           `'${target}' is neither an adapter folder (no flexora.json) nor a job in ${file}`,
         );
       }
-      svg = renderSvg(fromJob(job));
+      svg = renderSvg(fromJob(job, history));
     }
     await Deno.writeTextFile(out, svg);
     io.out(values.json ? JSON.stringify({ out, bytes: svg.length }) : `wrote ${out}`);

@@ -85,6 +85,9 @@ const Manifest = z.looseObject({ version }).pipe(z.object({
   /** Updates taken in this stage. */
   step: count,
   totalSteps: count,
+  seconds: z.number({ error: "must be a non-negative number" }).nonnegative({
+    error: "must be a non-negative number",
+  }).optional(),
   record: z.unknown(),
 }));
 
@@ -95,6 +98,8 @@ export interface CheckpointMeta<S extends Stage = Stage> {
   /** Updates taken in this stage. */
   readonly step: number;
   readonly totalSteps: number;
+  /** Seconds the stage has run, over every segment so far (absent in checkpoints from before it was kept). */
+  readonly seconds?: number;
   /** The stage's record (gate history, finished epochs, …). */
   readonly record: StageRecord<S>;
 }

@@ -1,7 +1,7 @@
 /**
- * The step loop both stages share: runs a {@link TrainLoop} for a number of steps, stops on a non-finite loss
+ * The step loop both stages share: runs a {@link Trainer} for a number of steps, stops when training diverges
  * (keeping the last good state), reports progress, checkpoints every N steps, at the end and when stopped, and
- * resumes from a checkpoint.
+ * resumes from a checkpoint, its time counted with the earlier segments'.
  *
  * @module
  */
@@ -14,6 +14,8 @@ import { DivergedError, eta, type ProgressEvent, type RunHooks, StoppedError } f
 /** The trainer a stage drives: a {@link TrainLoop} or an accumulating one. */
 export interface Trainer {
   readonly steps: number;
+  /** The trained values. */
+  params(): Record<string, HostTensor>;
   /** Parameters and optimizer slots, for checkpoints. */
   state(): Record<string, HostTensor>;
 }
@@ -22,6 +24,8 @@ export interface Trainer {
 export interface StageLoop<S extends Stage> {
   readonly stage: S;
   readonly totalSteps: number;
+  /** The stage's learning rates by option path (`retrain.lr`), named when training diverges. */
+  readonly learningRates: Readonly<Record<string, number>>;
   /** Runs update `s` (0-based) on the trainer. */
   run(step: number): Promise<StepResult>;
   /** Called after each step with its result; returns extra progress fields. */
@@ -34,25 +38,77 @@ export interface StageLoop<S extends Stage> {
   readonly stepsPerEpoch?: number;
 }
 
+/** Where a stage continues from. */
+export interface ResumePoint<S extends Stage> {
+  readonly step: number;
+  readonly tensors: Record<string, HostTensor>;
+  readonly record: StageRecord<S>;
+  /** Seconds the stage ran before. */
+  readonly seconds: number;
+}
+
+/**
+ * A trained value past this magnitude means the updates blew up: LoRA weights and gate logits of a healthy run
+ * stay orders of magnitude below it, and past it activations overflow float32 within a few layers.
+ */
+export const MAX_TRAINED_MAGNITUDE = 1e4;
+
 /** A checkpoint to continue from, if `hooks.resume` and one of this stage exists. */
 export async function resumePoint<S extends Stage>(
   stage: S,
   hooks: RunHooks,
-): Promise<{ step: number; tensors: Record<string, HostTensor>; record: StageRecord<S> } | null> {
+): Promise<ResumePoint<S> | null> {
   if (!hooks.resume || !hooks.checkpointDir) return null;
   // No checkpoint yet: start fresh. One that exists but cannot be read is an error, never silently skipped.
   const found = await loadStageCheckpoint(hooks.checkpointDir, stage);
-  return found && { step: found.meta.step, tensors: found.tensors, record: found.meta.record };
+  return found && {
+    step: found.meta.step,
+    tensors: found.tensors,
+    record: found.meta.record,
+    seconds: found.meta.seconds ?? 0,
+  };
 }
 
-/** Runs the loop from `loop.steps` to `totalSteps`. */
+/** Why a step's result means the run diverged, or null when it is healthy. */
+export function divergence(result: StepResult, params: Record<string, HostTensor>): string | null {
+  const losses = Object.entries(result.losses);
+  const bad = losses.find(([, v]) => !Number.isFinite(v));
+  if (bad) return `the ${bad[0]} loss became ${bad[1]}`;
+  if (result.skipped) return null; // float16: the loss scaler dropped this update and handles the overflow
+  const norm = Object.entries(result.gradNorms).find(([, v]) => !Number.isFinite(v));
+  if (norm) return `the ${norm[0]} gradient norm became ${norm[1]}`;
+  let worst = { name: "", value: 0 };
+  for (const [name, t] of Object.entries(params)) {
+    for (const v of t.data as Float32Array) {
+      const a = Math.abs(v);
+      if (!Number.isFinite(a)) return `${name} became ${v}`;
+      if (a > worst.value) worst = { name, value: a };
+    }
+  }
+  if (worst.value > MAX_TRAINED_MAGNITUDE) {
+    return `${worst.name} reached ${worst.value.toExponential(1)} (past ${
+      MAX_TRAINED_MAGNITUDE.toExponential(0)
+    })`;
+  }
+  const norms = Object.values(result.gradNorms);
+  if (norms.length && norms.every((v) => v === 0) && losses.some(([, v]) => v > 0)) {
+    return `every gradient is zero while the ${losses[0][0]} loss is ${
+      losses[0][1].toFixed(4)
+    } (the activations overflowed)`;
+  }
+  return null;
+}
+
+/** Runs the loop from `loop.steps` to `totalSteps`; returns the stage's seconds, earlier segments included. */
 export async function runStage<S extends Stage>(
   loop: Trainer,
   s: StageLoop<S>,
   hooks: RunHooks,
   checkpointEvery: number,
-): Promise<void> {
+  before = 0,
+): Promise<number> {
   const started = performance.now();
+  const seconds = () => before + (performance.now() - started) / 1000;
   const first = loop.steps;
   const save = async (state: Record<string, HostTensor>, step: number) => {
     if (!hooks.checkpointDir) return;
@@ -60,33 +116,40 @@ export async function runStage<S extends Stage>(
       stage: s.stage,
       step,
       totalSteps: s.totalSteps,
+      seconds: seconds(),
       record: s.record(),
     }, state);
   };
+  hooks.onStart?.({ stage: s.stage, step: first, total: s.totalSteps, seconds: before });
   for (let step = loop.steps; step < s.totalSteps; step++) {
     if (hooks.signal?.aborted) {
       await save(loop.state(), step);
       throw new StoppedError(`${s.stage} stopped at step ${step} of ${s.totalSteps}`, hooks.checkpointDir);
     }
-    const before = loop.state();
+    const kept = loop.state();
     const result = await s.run(step);
-    const bad = Object.entries(result.losses).find(([, v]) => !Number.isFinite(v));
-    if (bad) {
-      await save(before, step);
+    const why = divergence(result, loop.params());
+    if (why) {
+      await save(kept, step);
       const where = hooks.checkpointDir
         ? `; the last good state (after step ${step}) is in ${hooks.checkpointDir}`
         : "";
-      throw new DivergedError(`${s.stage}: the ${bad[0]} loss became ${bad[1]} at step ${step + 1}${where}`);
+      const rates = Object.entries(s.learningRates).map(([k, v]) => `${k} ${v}`).join(", ");
+      throw new DivergedError(
+        `${s.stage}: training diverged at step ${
+          step + 1
+        }: ${why}; the learning rate is likely too high (${rates})${where}`,
+      );
     }
     const extra = s.after(step, result);
-    const elapsed = (performance.now() - started) / 1000;
+    const elapsed = seconds();
     hooks.onProgress?.({
       stage: s.stage,
       step: step + 1,
       total: s.totalSteps,
       loss: result.loss,
       elapsed,
-      eta: eta(elapsed, step + 1 - first, s.totalSteps - first),
+      eta: eta(elapsed - before, step + 1 - first, s.totalSteps - first),
       ...extra,
     });
     if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0) await save(loop.state(), step + 1);
@@ -95,4 +158,5 @@ export async function runStage<S extends Stage>(
     }
   }
   await save(loop.state(), loop.steps);
+  return seconds();
 }

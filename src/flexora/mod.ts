@@ -56,7 +56,7 @@ export {
   type RunFacts,
   type RunPlan,
 } from "./plan.ts";
-export { finetune, type FinetuneHooks, type FinetuneResult, summary } from "./pipeline.ts";
+export { finetune, type FinetuneHooks, type FinetuneResult, type RunSummary, summary } from "./pipeline.ts";
 export {
   evaluateStage,
   type Evaluation,

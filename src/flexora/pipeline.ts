@@ -9,6 +9,7 @@
 import type { Dataset } from "../data/dataset.ts";
 import type { Model } from "../model/model.ts";
 import type { FinetuneInput, FinetuneOptions } from "./options.ts";
+import type { EpochMetrics, EvalMetrics } from "./records.ts";
 import type { RetrainResult } from "./retrain.ts";
 import type { SearchResult } from "./search.ts";
 import type { Selection } from "./select.ts";
@@ -104,11 +105,30 @@ export async function finetune(
   };
 }
 
+/** A finished run as one JSON object. */
+export type RunSummary = {
+  /** The process's peak resident memory when the summary was made. */
+  readonly peakRssBytes: number;
+  readonly method: FinetuneResult["method"];
+  readonly adapter: string | null;
+  readonly selectedLayers: number[];
+  readonly gates: { readonly logits: number[]; readonly values: number[] } | null;
+  readonly ranking: number[] | null;
+  readonly trainableParams: number;
+  readonly test: EvalMetrics | null;
+  readonly validation: EvalMetrics | null;
+  readonly epochs: EpochMetrics[];
+  /** Seconds per stage, summed over the segments of a resumed run. */
+  readonly timings: Record<string, number>;
+  readonly truncated: number;
+  readonly dropped: number;
+};
+
 /**
  * What a run reports as JSON: the CLI's `--json` line, and the sidecar runner's `result` event (kept in the job
  * record). `peakRssBytes` is the process's peak resident memory when the summary is made.
  */
-export function summary(r: FinetuneResult): Record<string, unknown> {
+export function summary(r: FinetuneResult): RunSummary {
   const last = r.retrain.epochs.at(-1);
   return {
     peakRssBytes: peakRss().bytes,

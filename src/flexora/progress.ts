@@ -46,9 +46,21 @@ export function historyPoint(e: ProgressEvent): HistoryPoint | null {
   return { stage: e.stage, step: e.step, loss: e.loss, valLoss: e.valLoss, gates: e.gates, logits: e.logits };
 }
 
+/** A stage beginning: from step 0, or from its checkpoint when resumed. */
+export interface StageStart {
+  readonly stage: "search" | "retrain";
+  /** The step it starts from (the checkpoint's when resumed). */
+  readonly step: number;
+  readonly total: number;
+  /** Seconds the stage ran in earlier segments (0 when it starts fresh). */
+  readonly seconds: number;
+}
+
 /** What long calls accept: a progress callback, an abort signal, and where to keep checkpoints. */
 export interface RunHooks {
   onProgress?: (event: ProgressEvent) => void;
+  /** Called when a stage begins, before its first step. */
+  onStart?: (start: StageStart) => void;
   /** Stops the run between steps; the last state is checkpointed first when a checkpoint dir is set. */
   signal?: AbortSignal;
   /** Directory for this stage's checkpoint (written every `checkpointEvery` steps, at the end, and on stop). */
@@ -67,7 +79,11 @@ export class StoppedError extends Error {
   }
 }
 
-/** Thrown when the loss stops being finite; names the step and where the last good state was kept. */
+/**
+ * Thrown when training diverges (a loss or gradient that is not finite, trained values blown up, or every
+ * gradient zero while the loss is not); names the step, the learning rates and where the last good state was
+ * kept.
+ */
 export class DivergedError extends Error {
   override name = "DivergedError";
 }

@@ -110,14 +110,15 @@ export async function retrain(
   let epochLosses: number[] = resumed?.record.epochLosses ?? [];
   const loop = trainer.loop;
   const valLosses: number[] = epochs.flatMap((e) => (e.validation ? [e.validation.loss] : []));
-  let stoppedEarly = false;
+  let stoppedEarly = false, seconds = 0;
   const started = performance.now();
   try {
-    await runStage(
+    seconds = await runStage(
       loop,
       {
         stage: "retrain",
         totalSteps: total,
+        learningRates: { "retrain.lr": options.lr },
         stepsPerEpoch: perEpoch,
         run: (s) => trainer.run(plan.batch(s), lrAt(s)),
         after: (_, result) => (epochLosses.push(result.loss), {}),
@@ -136,7 +137,7 @@ export async function retrain(
             stage: "evaluate",
             step: s + 1,
             total,
-            elapsed: (performance.now() - started) / 1000,
+            elapsed: (resumed?.seconds ?? 0) + (performance.now() - started) / 1000,
             eta: 0,
             valLoss: metrics.validation?.loss,
             message: describeEpoch(metrics),
@@ -149,6 +150,7 @@ export async function retrain(
       },
       hooks,
       options.checkpointEvery,
+      resumed?.seconds,
     );
   } finally {
     await trainer.release();
@@ -159,7 +161,7 @@ export async function retrain(
     params: loop.params(),
     epochs,
     steps: loop.steps,
-    seconds: (performance.now() - started) / 1000,
+    seconds,
     stoppedEarly,
   };
 }

@@ -110,13 +110,14 @@ export async function searchGates(
     [GATE_LOGITS]: hostTensor("float32", [L]),
   };
   const loop = new TrainLoop(session, step, initial, resumed?.step ?? 0);
-  const started = performance.now();
+  let seconds = 0;
   try {
-    await runStage(
+    seconds = await runStage(
       loop,
       {
         stage: "search",
         totalSteps: total,
+        learningRates: { "search.loraLr": options.loraLr, "search.gateLr": options.gateLr },
         run: (s) =>
           loop.step({
             ...batchFeeds(trainPlan.batch(s), pad),
@@ -138,6 +139,7 @@ export async function searchGates(
       },
       hooks,
       options.checkpointEvery,
+      resumed?.seconds,
     );
   } finally {
     await session.release();
@@ -148,6 +150,6 @@ export async function searchGates(
     gates: gatesOf(logits),
     history,
     steps: loop.steps,
-    seconds: (performance.now() - started) / 1000,
+    seconds,
   };
 }

@@ -214,10 +214,9 @@ export interface JobLike {
   readonly result?: Readonly<Record<string, unknown>> | null;
 }
 
-/** A record from a sidecar job (`GET /v1/jobs/:id`). */
-export function fromJob(job: JobLike): RunRecord {
-  const result = (job.result ?? {}) as Record<string, unknown>;
-  const history = (result.history ?? []) as HistoryPoint[];
+/** A record from a sidecar job (`GET /v1/jobs/:id`) and its history (`GET /v1/jobs/:id/history`). */
+export function fromJob(job: JobLike, history: readonly HistoryPoint[]): RunRecord {
+  const result = job.result ?? {};
   const search = history.filter((h) => h.stage === "search");
   const retrain = history.filter((h) => h.stage === "retrain" && h.loss !== undefined);
   const evaluations = history.filter((h) => h.stage === "evaluate" && h.valLoss !== undefined);

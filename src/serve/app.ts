@@ -79,7 +79,10 @@ export async function createSidecar(
     call,
     settings: config.reconcile,
     clock: overrides.clock,
-    onEvent: overrides.onReconcile,
+    onEvent: (e) => {
+      overrides.onReconcile?.(e);
+      manager.reconciled(e); // a job whose attach failed follows the loop's later success
+    },
   });
   const metrics: Metrics = { errors: 0, attachCount: 0, attachSeconds: 0 };
   const attach = async (a: Attachment): Promise<AttachReport> => {
@@ -99,6 +102,8 @@ export async function createSidecar(
     maxQueued: config.maxQueued,
     device: config.device,
     spawn: overrides.spawn,
+    stopGraceMs: config.stopGraceMs,
+    maxRetries: config.maxRetries,
   });
   const deps: SidecarDeps = { config, store, manager, reconciler, attach, plugins, call, metrics };
 

@@ -43,6 +43,10 @@ export interface SidecarConfig {
   readonly maxQueued?: number;
   /** Where jobs train (default "cpu"; `flexora serve --device`). */
   readonly device?: Device;
+  /** How long a runner asked to stop gets before SIGTERM, and again before SIGKILL (default 10 000 ms). */
+  readonly stopGraceMs?: number;
+  /** Automatic resumptions of a job whose runner died (default 2). */
+  readonly maxRetries?: number;
 }
 
 /** Counters for `/metrics`. */

@@ -1,35 +1,55 @@
 /**
  * The job manager: a FIFO queue with one training worker, durable state in a {@link JobStore}, each job run by a
- * child process ({@link ./runner.ts}), progress fanned out to subscribers (SSE), and, when the job asks for it, the
- * adapter made desired on its server and rolled out to every replica ({@link ./reconcile/mod.ts}).
+ * child process ({@link ./runner.ts}, spoken to through {@link ./protocol.ts}), progress fanned out to
+ * subscribers (SSE), and, when the job asks for it, the adapter made desired on its server and rolled out to every
+ * replica ({@link ./reconcile/mod.ts}).
  *
  * Each job writes its adapter to `<dataDir>/adapters/<name>/<job id>`: a new folder per version, because servers
- * re-read an evicted adapter from its path. Jobs found running at start-up are marked interrupted and queued again
- * to resume from their last checkpoint.
+ * re-read an evicted adapter from its path. A job starts only through the store's atomic claim. Cancel asks the
+ * runner to stop (it checkpoints), then ends it: SIGTERM after a grace period, SIGKILL after another. A runner
+ * that dies without a word (the OOM killer's SIGKILL) leaves its job `interrupted`, resumed from its checkpoint
+ * automatically a bounded number of times. Jobs found running at start-up are marked interrupted and queued
+ * again to resume from their last checkpoint.
  *
  * @module
  */
 
-import { type HistoryPoint, historyPoint, type ProgressEvent } from "../flexora/mod.ts";
-import { readAdapterConfig } from "../model/peft.ts";
+import { historyPoint } from "../flexora/mod.ts";
 import type { Device } from "../runtime/device.ts";
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { z } from "zod";
 import type { ServerConfig } from "../../plugins/types.ts";
+import { readAdapterConfig } from "../model/peft.ts";
+import { readEvents, type RunnerEvent, type RunSummary, writeSpec } from "./protocol.ts";
 import type { Attachment } from "./reconcile/desired.ts";
 import type { AttachReport } from "./reconcile/operations.ts";
-import type { RunnerEvent, RunnerSpec } from "./runner.ts";
-import { ACTIVE_STATES, FINAL_STATES, type JobRecord, type JobState, type JobStore } from "./store.ts";
+import type { ReconcileEvent } from "./reconcile/reconciler.ts";
+import {
+  ACTIVE_STATES,
+  FINAL_STATES,
+  type HistoryRow,
+  type JobRecord,
+  type JobState,
+  type JobStore,
+} from "./store.ts";
+
+const JobRequestSchema = z.object({
+  model: z.string(),
+  data: z.string(),
+  name: z.string(),
+  options: z.record(z.string(), z.unknown()),
+  padLayers: z.boolean().optional(),
+  attach: z.object({ server: z.string(), name: z.string().optional() }).optional(),
+});
 
 /** A validated job request. */
-export interface JobRequest {
-  readonly model: string;
-  readonly data: string;
-  /** Adapter name (the one name rule, `isSafeName`). */
-  readonly name: string;
-  readonly options: Record<string, unknown>;
-  readonly padLayers?: boolean;
-  readonly attach?: { readonly server: string; readonly name?: string };
+export type JobRequest = z.infer<typeof JobRequestSchema>;
+
+/** How a runner process ended: its exit code, or the signal that killed it. */
+export interface RunnerExit {
+  readonly code: number;
+  readonly signal: Deno.Signal | null;
 }
 
 /** A running child. */
@@ -37,7 +57,9 @@ export interface RunnerHandle {
   readonly events: AsyncIterable<RunnerEvent>;
   /** Asks the run to stop between steps (it checkpoints first). */
   stop(): void;
-  readonly exited: Promise<number>;
+  /** Sends the process a signal (nothing when it has exited). */
+  kill(signal: "SIGTERM" | "SIGKILL"): void;
+  readonly exited: Promise<RunnerExit>;
 }
 
 /** Starts a runner for a spec file. */
@@ -76,22 +98,15 @@ export function spawnRunner(specFile: string): RunnerHandle {
     stderr: "inherit",
   }).spawn();
   const writer = child.stdin.getWriter();
-  async function* events(): AsyncIterable<RunnerEvent> {
-    let buffered = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      buffered += chunk;
-      let nl;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl).trim();
-        buffered = buffered.slice(nl + 1);
-        if (line) yield JSON.parse(line) as RunnerEvent;
-      }
-    }
-  }
   return {
-    events: events(),
+    events: readEvents(child.stdout),
     stop: () => void writer.write(new TextEncoder().encode("stop\n")).catch(() => {}),
-    exited: child.status.then((s) => (writer.close().catch(() => {}), s.code)),
+    kill: (signal) => {
+      try {
+        child.kill(signal);
+      } catch { /* it has exited */ }
+    },
+    exited: child.status.then((s) => (writer.close().catch(() => {}), { code: s.code, signal: s.signal })),
   };
 }
 
@@ -110,32 +125,50 @@ export interface JobManagerOptions {
   /** Where jobs train: a device name the runner resolves (default "cpu"). */
   readonly device?: Device;
   readonly spawn?: Spawn;
+  /**
+   * How long a runner asked to stop may take before it gets SIGTERM, and again before SIGKILL (default 10 s:
+   * a step and a checkpoint of a large model).
+   */
+  readonly stopGraceMs?: number;
+  /** Automatic resumptions of a job whose runner died (default 2). */
+  readonly maxRetries?: number;
 }
 
-type Listener = (job: JobRecord) => void;
+/** One change of a job: the record, and the history point the change added, if any. */
+export interface JobChange {
+  readonly job: JobRecord;
+  readonly point?: HistoryRow;
+}
+
+type Listener = (change: JobChange) => void;
 type ManagerSettings = Required<JobManagerOptions>;
+
+/** The worker's hold on one job, from its claim until its runner's end. */
+interface Slot {
+  readonly id: string;
+  runner: RunnerHandle | null;
+  cancelled: boolean;
+  /** Set once the runner was asked to stop; its escalation timers. */
+  stopping: ReturnType<typeof setTimeout>[] | null;
+}
 
 /** Stage of a progress event → job state. */
 const STAGE_STATE: Record<string, JobState> = {
-  download: "downloading",
   search: "searching",
   retrain: "retraining",
   evaluate: "retraining",
   export: "exporting",
 };
 
-/** Keeps at most `max` points: past that, every other point is dropped (older points end up sparser). */
-function capped<T>(points: T[], max = 2000): T[] {
-  return points.length <= max ? points : points.filter((_, i) => i % 2 === 0);
-}
+/** The code of a job's error when its runner died; such jobs are interrupted and retried. */
+export const RUNNER_DIED = "runner_died";
 
 /** The queue and its one worker. */
 export class JobManager {
   readonly #o: ManagerSettings;
   readonly #listeners = new Map<string, Set<Listener>>();
   readonly #resume = new Set<string>();
-  /** The job the worker holds, from its claim until its runner's end; null when the worker is idle. */
-  #slot: { readonly id: string; runner: RunnerHandle | null; cancelled: boolean } | null = null;
+  #slot: Slot | null = null;
   #closed = false;
   /** Settles when the worker is idle (for tests and shutdown). */
   idle: Promise<void> = Promise.resolve();
@@ -146,14 +179,22 @@ export class JobManager {
       maxQueued: options.maxQueued ?? 16,
       device: options.device ?? "cpu",
       spawn: options.spawn ?? spawnRunner,
+      stopGraceMs: options.stopGraceMs ?? 10_000,
+      maxRetries: options.maxRetries ?? 2,
     };
   }
 
-  /** Marks jobs found running as interrupted and queues them to resume; starts the worker. */
+  /**
+   * Marks jobs found running as interrupted and queues them to resume (as well as interrupted ones, except those
+   * whose automatic retries ran out); starts the worker.
+   */
   start(): void {
     for (const job of this.#o.store.list([...ACTIVE_STATES, "interrupted"])) {
+      const gaveUp = job.state === "interrupted" && job.error?.code === RUNNER_DIED &&
+        job.retries >= this.#o.maxRetries;
+      if (gaveUp) continue;
       this.#o.store.update(job.id, { state: "interrupted" });
-      this.#requeue(job.id);
+      this.#requeue(job.id, { error: job.error });
     }
     this.#pump();
   }
@@ -166,6 +207,17 @@ export class JobManager {
 
   list(): JobRecord[] {
     return this.#o.store.list();
+  }
+
+  /** A page of a job's history: points with an id past `after`, at most `limit`. */
+  history(id: string, after: number, limit: number): HistoryRow[] {
+    this.get(id);
+    return this.#o.store.history(id, after, limit);
+  }
+
+  /** The id of the job's last history point (0 when none). */
+  lastPoint(id: string): number {
+    return this.#o.store.lastPoint(id);
   }
 
   /** Queues a job; 429 when the queue is full. */
@@ -181,13 +233,16 @@ export class JobManager {
     return job;
   }
 
-  /** Cancels a queued or running job (a running one checkpoints first); 409 when it already finished. */
+  /**
+   * Cancels a queued or running job; 409 when it already finished. A running one is asked to stop (it
+   * checkpoints), and ended after the grace period if it does not.
+   */
   cancel(id: string): JobRecord {
     const job = this.get(id);
     if (FINAL_STATES.includes(job.state)) throw new JobError(409, `job '${id}' already ${job.state}`);
     if (this.#slot?.id === id) {
       this.#slot.cancelled = true;
-      this.#slot.runner?.stop();
+      this.#stop(this.#slot);
       return job;
     }
     return this.#set(id, { state: "cancelled" });
@@ -199,36 +254,73 @@ export class JobManager {
     if (job.state !== "interrupted" && job.state !== "cancelled") {
       throw new JobError(409, `job '${id}' is ${job.state}; only interrupted or cancelled jobs resume`);
     }
-    const queued = this.#requeue(id);
+    const queued = this.#requeue(id, { retries: 0, error: null });
     this.#pump();
     return queued;
   }
 
-  /** Calls `listener` with the job after every change; returns the unsubscribe function. */
+  /** Calls `listener` after every change of the job; returns the unsubscribe function. */
   subscribe(id: string, listener: Listener): () => void {
     const set = this.#listeners.get(id) ?? new Set();
     this.#listeners.set(id, set.add(listener));
     return () => set.delete(listener);
   }
 
+  /**
+   * Follows the reconcile loop: a job that ended `attach_failed` succeeds once the loop has its version serving on
+   * a replica, with the loop's outcome as its attach result.
+   */
+  reconciled(e: ReconcileEvent): void {
+    for (const outcome of e.outcomes) {
+      if (!outcome.ok || outcome.version === null) continue;
+      const job = this.#o.store.get(outcome.version);
+      if (job?.state !== "attach_failed") continue;
+      const req = requestOf(job);
+      if (req.attach?.server !== e.server || (req.attach.name ?? req.name) !== outcome.name) continue;
+      const attach = {
+        server: e.server,
+        adapter: outcome.name,
+        version: outcome.version,
+        complete: false,
+        desired: true,
+        replicas: [{ url: e.url, ...outcome }],
+        attempts: outcome.attempts ?? 1,
+        millis: outcome.millis ?? e.millis,
+        by: "the reconcile loop, after the attach at the job's end failed",
+      };
+      this.#set(job.id, { state: "succeeded", result: { ...job.result, attach }, error: null });
+    }
+  }
+
   /** Stops the running job (it checkpoints and becomes interrupted) and the worker. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#slot?.runner?.stop();
+    if (this.#slot) this.#stop(this.#slot);
     await this.idle;
   }
 
-  #requeue(id: string): JobRecord {
+  /** Asks the runner to stop, then ends it: SIGTERM after the grace period, SIGKILL after another. */
+  #stop(slot: Slot): void {
+    if (slot.stopping || !slot.runner) return;
+    const runner = slot.runner, grace = this.#o.stopGraceMs;
+    runner.stop();
+    slot.stopping = [
+      setTimeout(() => runner.kill("SIGTERM"), grace),
+      setTimeout(() => runner.kill("SIGKILL"), 2 * grace),
+    ];
+  }
+
+  #requeue(id: string, fields: { retries?: number; error?: JobRecord["error"] } = {}): JobRecord {
     this.#resume.add(id);
-    return this.#set(id, { state: "queued", error: null });
+    return this.#set(id, { state: "queued", ...fields });
   }
 
-  #set(id: string, fields: Parameters<JobStore["update"]>[1]): JobRecord {
-    return this.#notify(this.#o.store.update(id, fields));
+  #set(id: string, fields: Parameters<JobStore["update"]>[1], point?: HistoryRow): JobRecord {
+    return this.#notify(this.#o.store.update(id, fields), point);
   }
 
-  #notify(job: JobRecord): JobRecord {
-    for (const l of this.#listeners.get(job.id) ?? []) l(job);
+  #notify(job: JobRecord, point?: HistoryRow): JobRecord {
+    for (const l of this.#listeners.get(job.id) ?? []) l(point ? { job, point } : { job });
     return job;
   }
 
@@ -237,26 +329,29 @@ export class JobManager {
     if (this.#slot || this.#closed) return;
     const next = this.#o.store.claim();
     if (!next) return;
-    const slot = this.#slot = { id: next.id, runner: null, cancelled: false };
+    const slot: Slot = this.#slot = { id: next.id, runner: null, cancelled: false, stopping: null };
     this.#notify(next);
     this.idle = this.#run(next, slot)
       .catch((e) => {
         // Whatever went wrong fails this job only; the sidecar keeps serving.
+        slot.runner?.kill("SIGKILL");
         const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
         this.#set(next.id, { state: "failed", error: { code: "internal", message } });
       })
       .finally(() => {
+        for (const t of slot.stopping ?? []) clearTimeout(t);
         this.#slot = null;
         this.#pump();
       });
   }
 
-  async #run(job: JobRecord, slot: { runner: RunnerHandle | null; cancelled: boolean }): Promise<void> {
-    const req = job.request as unknown as JobRequest;
+  async #run(job: JobRecord, slot: Slot): Promise<void> {
+    const req = requestOf(job);
     const dir = join(this.#o.dataDir, "jobs", job.id);
     const out = join(this.#o.dataDir, "adapters", req.name, job.id);
     await Deno.mkdir(dir, { recursive: true });
-    const spec: RunnerSpec = {
+    const specFile = join(dir, "spec.json");
+    await writeSpec(specFile, {
       model: req.model,
       data: req.data,
       options: req.options,
@@ -265,55 +360,64 @@ export class JobManager {
       resume: this.#resume.delete(job.id),
       padLayers: req.padLayers,
       device: this.#o.device,
-    };
-    await Deno.writeTextFile(join(dir, "spec.json"), JSON.stringify(spec));
+    });
     if (slot.cancelled || this.#closed) {
       this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
       return;
     }
-    const runner = slot.runner = this.#o.spawn(join(dir, "spec.json"));
-    let history = (job.result?.history as HistoryPoint[] | undefined) ?? [];
-    const warnings: string[] = [];
-    let summary: Record<string, unknown> | null = null, failure: RunnerEvent | null = null;
+    const runner = slot.runner = this.#o.spawn(specFile);
+    const warnings: string[] = (job.result?.warnings as string[] | undefined) ?? [];
+    let summary: RunSummary | null = null, last: RunnerEvent | null = null;
     for await (const e of runner.events) {
-      if (e.type === "progress") {
-        const p = e.event as unknown as ProgressEvent;
-        const point = historyPoint(p);
-        if (point) {
-          history.push(point);
-          history = capped(history);
-        }
-        this.#set(job.id, {
-          state: STAGE_STATE[p.stage] ?? "retraining",
-          progress: e.event,
-          result: { history, warnings },
-        });
-      } else if (e.type === "warning") warnings.push(e.message);
-      else if (e.type === "result") summary = e.summary;
-      else failure = e;
+      if (e.type === "download") {
+        const { file, received, total, elapsed, eta } = e;
+        const progress = { stage: "download", file, step: received, total, elapsed, eta };
+        this.#set(job.id, { state: "downloading", progress });
+      } else if (e.type === "start") {
+        // A resumed stage starts from its checkpoint: the points after it will be made again.
+        this.#o.store.rewindHistory(job.id, e.stage, e.step);
+        this.#set(job.id, { state: STAGE_STATE[e.stage] });
+      } else if (e.type === "progress") {
+        const point = historyPoint(e.event);
+        const row = point ? this.#o.store.addPoint(job.id, point) : undefined;
+        this.#set(job.id, { state: STAGE_STATE[e.event.stage], progress: e.event }, row);
+      } else if (e.type === "warning") {
+        warnings.push(e.message);
+        this.#set(job.id, { result: { warnings } });
+      } else if (e.type === "result") summary = e.summary;
+      else last = e;
     }
-    await runner.exited;
-    if (summary) {
-      return await this.#finish(job.id, req, {
-        ...summary,
-        history,
-        warnings,
-        adapterPath: out,
-      });
+    const exit = await runner.exited;
+    if (summary) return await this.#finish(job.id, req, { ...summary, warnings, adapterPath: out });
+    if (slot.cancelled) return void this.#set(job.id, { state: "cancelled" });
+    if (last?.type === "stopped") return void this.#set(job.id, { state: "interrupted" });
+    if (last?.type === "error") {
+      const message = `${last.name}: ${last.message}`;
+      return void this.#set(job.id, { state: "failed", error: { code: "training_failed", message } });
     }
-    if (failure?.type === "stopped") {
-      this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
-      return;
-    }
-    const message = failure?.type === "error"
-      ? `${failure.name}: ${failure.message}`
-      : "the training process ended unexpectedly";
-    this.#set(job.id, { state: "failed", error: { code: "training_failed", message } });
+    this.#died(job.id, exit);
   }
 
-  async #finish(id: string, req: JobRequest, result: Record<string, unknown>): Promise<void> {
+  /** A runner that ended without a word: the job is interrupted, and resumed while retries are left. */
+  #died(id: string, exit: RunnerExit): void {
+    const how = exit.signal
+      ? `killed by ${exit.signal}${exit.signal === "SIGKILL" ? " (the out-of-memory killer sends it)" : ""}`
+      : `ended with code ${exit.code} before its result`;
+    const retries = this.get(id).retries, max = this.#o.maxRetries;
+    if (this.#closed || retries >= max) {
+      const what = this.#closed ? "" : `; it was resumed ${max} times already: resume it by hand`;
+      const error = { code: RUNNER_DIED, message: `the training process was ${how}${what}` };
+      return void this.#set(id, { state: "interrupted", error });
+    }
+    const message = `the training process was ${how}; resuming from its checkpoint (retry ${
+      retries + 1
+    } of ${max})`;
+    this.#requeue(id, { retries: retries + 1, error: { code: RUNNER_DIED, message } });
+  }
+
+  async #finish(id: string, req: JobRequest, result: Record<string, unknown> & { adapterPath: string }) {
     if (!req.attach) {
-      this.#set(id, { state: "succeeded", result });
+      this.#set(id, { state: "succeeded", result, error: null });
       return;
     }
     // Recorded as desired state, so a retrained version rolls out through the same swap path as an attach.
@@ -322,10 +426,10 @@ export class JobManager {
       name: req.attach.name ?? req.name,
       adapter: req.name,
       version: id,
-      path: result.adapterPath as string,
-      rank: (await readAdapterConfig(result.adapterPath as string)).r,
+      path: result.adapterPath,
+      rank: (await readAdapterConfig(result.adapterPath)).r,
     };
-    this.#set(id, { state: "attaching", result });
+    this.#set(id, { state: "attaching", result, error: null });
     try {
       const attach = await this.#o.attach(attachment);
       this.#set(id, { state: "succeeded", result: { ...result, attach } });
@@ -334,4 +438,13 @@ export class JobManager {
       this.#set(id, { state: "attach_failed", result, error: { code: "attach_failed", message } });
     }
   }
+}
+
+/** A stored job's request, checked. */
+function requestOf(job: JobRecord): JobRequest {
+  const checked = JobRequestSchema.safeParse(job.request);
+  if (!checked.success) {
+    throw new Error(`job ${job.id}: its stored request is malformed (${checked.error.issues[0].message})`);
+  }
+  return checked.data;
 }

@@ -1,40 +1,20 @@
 /**
- * A training job in a child process of the sidecar. Reads its spec (a JSON file named on the command line), runs
- * the pipeline, and writes one JSON event per line on stdout: `progress`, `warning`, then `result`, `stopped` or
- * `error`. A line `stop` on stdin, stdin closing or stdout closing (the sidecar died) stops the run between steps
- * with its state checkpointed, and the runner exits cleanly.
+ * A training job in a child process of the sidecar. Reads its spec (a file named on the command line), runs the
+ * pipeline, and writes its events on stdout, both through {@link ./protocol.ts}. A line `stop` on stdin, stdin
+ * closing or stdout closing (the sidecar died) stops the run between steps with its state checkpointed, and the
+ * runner exits cleanly.
  *
  * A child process rather than a Worker: a native crash in onnxruntime then ends this job, not the sidecar.
  *
  * @module
  */
 
-import { eta, finetune, type FinetuneInput, StoppedError, summary } from "../flexora/mod.ts";
+import { eta, finetune, StoppedError, summary } from "../flexora/mod.ts";
 import { modelDir } from "../hub/source.ts";
 import { loadModel } from "../model/model.ts";
-import { type Device, resolveDevice } from "../runtime/device.ts";
+import { resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";
-
-/** What the sidecar hands a runner. */
-export interface RunnerSpec {
-  readonly model: string;
-  readonly data: string;
-  readonly options: FinetuneInput;
-  readonly out: string;
-  readonly checkpointDir: string;
-  readonly resume: boolean;
-  readonly padLayers?: boolean;
-  /** Where to train (default "cpu"); `auto` picks the best provider that works here. */
-  readonly device?: Device;
-}
-
-/** One line of runner output. */
-export type RunnerEvent =
-  | { type: "progress"; event: Record<string, unknown> }
-  | { type: "warning"; message: string }
-  | { type: "result"; summary: Record<string, unknown> }
-  | { type: "stopped"; message: string }
-  | { type: "error"; name: string; message: string };
+import { encodeEvent, readSpec, type RunnerEvent } from "./protocol.ts";
 
 /**
  * Writes events to stdout while the sidecar reads them. A write that fails (the pipe closed: the sidecar died) is
@@ -45,13 +25,40 @@ function emitter(controller: AbortController): (e: RunnerEvent) => void {
   return (e) => {
     if (!open) return;
     try {
-      const bytes = new TextEncoder().encode(JSON.stringify(e) + "\n");
+      const bytes = new TextEncoder().encode(encodeEvent(e));
       for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
     } catch {
       open = false;
       controller.abort();
     }
   };
+}
+
+/**
+ * The model's folder: `model` itself, or a Hub id's snapshot, downloaded here with `download` events (bytes of
+ * the current file, at most four a second): the job's `downloading` state.
+ */
+async function download(model: string, emit: (e: RunnerEvent) => void, signal: AbortSignal): Promise<string> {
+  const started = performance.now();
+  let last = 0;
+  return await modelDir(model, {
+    signal,
+    onWarning: (message) => emit({ type: "warning", message }),
+    onProgress: (p) => {
+      const now = performance.now();
+      if (now - last < 250 && p.received < p.total) return;
+      last = now;
+      const elapsed = (now - started) / 1000;
+      emit({
+        type: "download",
+        file: p.file,
+        received: p.received,
+        total: p.total,
+        elapsed,
+        eta: eta(elapsed, p.received, p.total),
+      });
+    },
+  });
 }
 
 async function watchStdin(controller: AbortController): Promise<void> {
@@ -65,33 +72,12 @@ async function watchStdin(controller: AbortController): Promise<void> {
   }
 }
 
-/**
- * The model's folder: `model` itself, or a Hub id's snapshot, downloaded here with `download` progress events
- * (`step`/`total` in bytes of the current file, at most four a second) — the job's `downloading` state.
- */
-async function download(model: string, emit: (e: RunnerEvent) => void, signal: AbortSignal): Promise<string> {
-  const started = performance.now();
-  let last = 0;
-  return await modelDir(model, {
-    signal,
-    onWarning: (message) => emit({ type: "warning", message }),
-    onProgress: (p) => {
-      const now = performance.now();
-      if (now - last < 250 && p.received < p.total) return;
-      last = now;
-      const elapsed = (now - started) / 1000;
-      const event = { stage: "download", message: undefined, file: p.file, step: p.received, total: p.total };
-      emit({ type: "progress", event: { ...event, elapsed, eta: eta(elapsed, p.received, p.total) } });
-    },
-  });
-}
-
 if (import.meta.main) {
-  const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(Deno.args[0]));
   const controller = new AbortController();
   const emit = emitter(controller);
-  watchStdin(controller);
   try {
+    const spec = await readSpec(Deno.args[0]);
+    watchStdin(controller);
     // The device's choice is logged on stderr, which the sidecar's own stderr carries.
     const { providers } = await resolveDevice(spec.device ?? "cpu", (line) => console.error(line));
     const model = await loadModel(await download(spec.model, emit, controller.signal), {
@@ -105,7 +91,8 @@ if (import.meta.main) {
       resume: spec.resume,
       padLayers: spec.padLayers,
       signal: controller.signal,
-      onProgress: (event) => emit({ type: "progress", event: { ...event } }),
+      onStart: (start) => emit({ type: "start", ...start }),
+      onProgress: (event) => emit({ type: "progress", event }),
       onWarning: (message) => emit({ type: "warning", message }),
     });
     emit({ type: "result", summary: summary(result) });

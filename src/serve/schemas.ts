@@ -45,6 +45,7 @@ export const Job = z.object({
   progress: z.record(z.string(), z.unknown()).nullable(),
   result: z.record(z.string(), z.unknown()).nullable(),
   error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  retries: z.int().min(0).openapi({ description: "automatic resumptions after its runner died" }),
   createdAt: z.string(),
   updatedAt: z.string(),
 }).openapi("Job");
@@ -59,6 +60,17 @@ export const Estimate = z.object({
       "planning, not calibrated against measured peaks; the runtime's own overhead comes on top)",
   }),
 }).openapi("Estimate");
+
+/** One point of a job's history. */
+export const HistoryRow = z.object({
+  id: z.int(),
+  stage: z.enum(["search", "retrain", "evaluate", "export"]),
+  step: z.int(),
+  loss: z.number().optional(),
+  valLoss: z.number().optional(),
+  gates: z.array(z.number()).readonly().optional(),
+  logits: z.array(z.number()).readonly().optional(),
+}).openapi("HistoryPoint");
 
 export const ServerRef = z.strictObject({ server: Name }).openapi("ServerRef");
 

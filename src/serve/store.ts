@@ -2,12 +2,15 @@
  * Durable job records in SQLite (`node:sqlite`, built into Deno) inside the sidecar's data directory.
  *
  * A job's request, state, progress and result are JSON columns; every change is one UPDATE, so a crash leaves
- * the last written state. At start-up the sidecar marks jobs it finds running as interrupted.
+ * the last written state. A job's history (the points its charts draw) is a table of its own, read in pages.
+ * The worker takes jobs only through {@link JobStore.claim}, one statement, so no job is taken twice. At start-up
+ * the sidecar marks jobs it finds running as interrupted.
  *
  * @module
  */
 
 import { DatabaseSync } from "node:sqlite";
+import type { HistoryPoint } from "../flexora/mod.ts";
 import { redactSecrets } from "./security.ts";
 
 /** Every job state, in the order a job can pass through them. */
@@ -53,24 +56,30 @@ export interface JobRecord {
   /** What the run produced: selected layers, gates, metrics, timings, adapter path, attach result. */
   readonly result: Record<string, unknown> | null;
   readonly error: { readonly code: string; readonly message: string } | null;
+  /** Automatic resumptions after the runner died, since the last start by hand. */
+  readonly retries: number;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
 
-type Row = Record<string, string | null>;
+type Row = Record<string, string | number | null>;
 
-const parse = <T>(s: string | null): T | null => (s === null ? null : JSON.parse(s) as T);
+/** One point of a job's history, with its id: ids only grow, so `after` an id pages through it. */
+export type HistoryRow = HistoryPoint & { readonly id: number };
+
+const parse = <T>(s: string | number | null): T | null => (s === null ? null : JSON.parse(String(s)) as T);
 
 function toRecord(r: Row): JobRecord {
   return {
-    id: r.id!,
+    id: String(r.id),
     state: r.state as JobState,
     request: parse(r.request)!,
     progress: parse(r.progress),
     result: parse(r.result),
     error: parse(r.error),
-    createdAt: r.created_at!,
-    updatedAt: r.updated_at!,
+    retries: Number(r.retries ?? 0),
+    createdAt: String(r.created_at),
+    updatedAt: String(r.updated_at),
   };
 }
 
@@ -83,6 +92,12 @@ export class JobStore {
     this.#db = new DatabaseSync(file);
     this.#db.exec(`
       PRAGMA journal_mode = WAL;
+      CREATE TABLE IF NOT EXISTS history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        point TEXT NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS history_job ON history (job_id, id);
       CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT UNIQUE NOT NULL,
@@ -95,6 +110,11 @@ export class JobStore {
         updated_at TEXT NOT NULL
       );
     `);
+    // Stores from before automatic retries lack the column: add it in place.
+    const columns = this.#db.prepare("PRAGMA table_info(jobs)").all() as { name: string }[];
+    if (!columns.some((c) => c.name === "retries")) {
+      this.#db.exec("ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0");
+    }
   }
 
   /** Adds a queued job. */
@@ -135,10 +155,17 @@ export class JobStore {
   /** Updates some fields of a job. */
   update(
     id: string,
-    fields: { state?: JobState; progress?: unknown; result?: unknown; error?: JobRecord["error"] },
+    fields: {
+      state?: JobState;
+      progress?: unknown;
+      result?: unknown;
+      error?: JobRecord["error"];
+      retries?: number;
+    },
   ): JobRecord {
-    const sets: string[] = [], values: string[] = [];
+    const sets: string[] = [], values: (string | number)[] = [];
     if (fields.state !== undefined) sets.push("state = ?"), values.push(fields.state);
+    if (fields.retries !== undefined) sets.push("retries = ?"), values.push(fields.retries);
     for (const key of ["progress", "result", "error"] as const) {
       // Attach results and errors can quote a server's URL: its credentials are not stored.
       if (key in fields) {
@@ -149,6 +176,42 @@ export class JobStore {
     values.push(new Date().toISOString());
     this.#db.prepare(`UPDATE jobs SET ${sets.join(", ")} WHERE id = ?`).run(...values, id);
     return this.get(id)!;
+  }
+
+  /** Appends a point to a job's history; returns its row. */
+  addPoint(id: string, point: HistoryPoint): HistoryRow {
+    const row = this.#db.prepare("INSERT INTO history (job_id, point) VALUES (?, ?) RETURNING id")
+      .get(id, JSON.stringify(point)) as { id: number };
+    return { id: Number(row.id), ...point };
+  }
+
+  /** A job's history points with an id past `after`, oldest first, at most `limit`. */
+  history(id: string, after = 0, limit = -1): HistoryRow[] {
+    const rows = this.#db.prepare(
+      "SELECT id, point FROM history WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+    ).all(id, after, limit) as { id: number; point: string }[];
+    return rows.map((r) => ({ id: Number(r.id), ...JSON.parse(r.point) }));
+  }
+
+  /** The id of a job's last history point (0 when it has none). */
+  lastPoint(id: string): number {
+    const row = this.#db.prepare("SELECT MAX(id) AS id FROM history WHERE job_id = ?").get(id) as {
+      id: number | null;
+    };
+    return Number(row.id ?? 0);
+  }
+
+  /**
+   * Cuts a job's history back to where a stage (re)starts: that stage's points past `step` go (for the retraining,
+   * its evaluations too). Returns how many were removed.
+   */
+  rewindHistory(id: string, stage: "search" | "retrain", step: number): number {
+    const stages = stage === "search" ? ["search"] : ["retrain", "evaluate"];
+    const result = this.#db.prepare(
+      `DELETE FROM history WHERE job_id = ? AND json_extract(point, '$.step') > ?
+         AND json_extract(point, '$.stage') IN (SELECT value FROM json_each(?))`,
+    ).run(id, step, JSON.stringify(stages));
+    return Number(result.changes);
   }
 
   /** Counts of jobs by state. */

@@ -8,7 +8,12 @@ import { join } from "node:path";
 import { loadDataset } from "../../src/data/dataset.ts";
 import { resolveOptions } from "../../src/flexora/options.ts";
 import { finetune, type FinetuneHooks, randomLayers } from "../../src/flexora/pipeline.ts";
-import { DivergedError, type ProgressEvent, StoppedError } from "../../src/flexora/progress.ts";
+import {
+  DivergedError,
+  type ProgressEvent,
+  type StageStart,
+  StoppedError,
+} from "../../src/flexora/progress.ts";
 import { buildScoringGraph } from "../../src/model/graphs.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { readAdapter } from "../../src/model/peft.ts";
@@ -132,7 +137,23 @@ Deno.test("a run stopped through its signal and resumed ends exactly where an un
     finetune(model, data, settings, hooks),
     (e) => e instanceof StoppedError && /retrain stopped at step 5/.test(e.message),
   );
-  const resumed = await finetune(model, data, settings, { checkpointDir, resume: true });
+  const starts: StageStart[] = [];
+  const resumed = await finetune(model, data, settings, {
+    checkpointDir,
+    resume: true,
+    onStart: (s) => starts.push(s),
+  });
+  // Each stage says where it starts from and how long it ran before; the timings add the segments up.
+  const search = starts.find((s) => s.stage === "search")!,
+    retrained = starts.find((s) => s.stage === "retrain")!;
+  assert.equal(search.step, search.total);
+  assert.equal(retrained.step, 5);
+  assert.ok(search.seconds > 0 && retrained.seconds > 0);
+  assert.ok(
+    Math.abs(resumed.timings.search - search.seconds) < 0.5,
+    `${resumed.timings.search} vs ${search.seconds}`,
+  );
+  assert.ok(resumed.timings.retrain > retrained.seconds);
   assert.deepEqual(resumed.layers, whole.layers);
   assert.deepEqual(resumed.search!.logits, whole.search!.logits);
   for (const [name, t] of Object.entries(whole.retrain.params)) {
@@ -153,10 +174,28 @@ Deno.test("a diverging loss stops the run, names the step, and keeps the last go
     }),
     (e) =>
       e instanceof DivergedError &&
-      /retrain: the lora loss became (NaN|Infinity) at step \d+; the last good state/.test(e.message),
+      /retrain: training diverged at step \d+: .*; the learning rate is likely too high \(retrain\.lr 1e\+38\); the last good state/
+        .test(e.message),
   );
   const meta = JSON.parse(await Deno.readTextFile(join(checkpointDir, "retrain", "checkpoint.json")));
   assert.equal(meta.stage, "retrain");
+});
+
+Deno.test("a learning rate that blows the weights up stops the run in float32 too, naming the learning rate", async () => {
+  // lr 1e30: the losses stay finite (every one ln(vocab), the network saturated), so only the weights tell.
+  await assert.rejects(
+    finetune(model, data, { ...QUICK, search: { loraLr: 1e30, gateLr: 0.05, epochs: 1 } }),
+    (e) =>
+      e instanceof DivergedError &&
+      /^search: training diverged at step 1: .*lora_[AB]\.weight reached 1\.0e\+30.*\(search\.loraLr 1e\+30, search\.gateLr 0\.05\)$/
+        .test(e.message),
+  );
+  await assert.rejects(
+    finetune(model, data, { ...QUICK, method: "lora", retrain: { lr: 1e30, epochs: 1 } }),
+    (e) =>
+      e instanceof DivergedError &&
+      /^retrain: training diverged at step \d+: .*\(retrain\.lr 1e\+30\)$/.test(e.message),
+  );
 });
 
 Deno.test("baselines: lora trains every layer; random-k takes K seeded layers and needs top-k:K", async () => {

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { finetune } from "../../src/flexora/pipeline.ts";
 import { fromJob, fromReport, renderSvg } from "../../src/report/svg.ts";
 import { JobStore } from "../../src/serve/store.ts";
+import type { HistoryPoint } from "../../src/flexora/progress.ts";
 import { flexora } from "../cli/run.ts";
 import { ROOT } from "../model/shared.ts";
 
@@ -34,21 +35,15 @@ Deno.test("the SVG of a run has one bar per layer, the selected ones marked, and
 });
 
 Deno.test("a job record draws the same bars from its history", () => {
-  const job = {
-    id: "j1",
-    state: "succeeded",
-    result: {
-      selectedLayers: [1],
-      history: [
-        { stage: "search", step: 1, loss: 3, valLoss: 3.2, gates: [1, 1, 1] },
-        { stage: "search", step: 2, loss: 2.8, valLoss: 3.0, gates: [0.8, 1.5, 0.7] },
-        { stage: "retrain", step: 1, loss: 2.5 },
-        { stage: "retrain", step: 2, loss: 2.4 },
-        { stage: "evaluate", step: 2, valLoss: 2.6 },
-      ],
-    },
-  };
-  const svg = renderSvg(fromJob(job));
+  const job = { id: "j1", state: "succeeded", result: { selectedLayers: [1] } };
+  const history: HistoryPoint[] = [
+    { stage: "search", step: 1, loss: 3, valLoss: 3.2, gates: [1, 1, 1] },
+    { stage: "search", step: 2, loss: 2.8, valLoss: 3.0, gates: [0.8, 1.5, 0.7] },
+    { stage: "retrain", step: 1, loss: 2.5 },
+    { stage: "retrain", step: 2, loss: 2.4 },
+    { stage: "evaluate", step: 2, valLoss: 2.6 },
+  ];
+  const svg = renderSvg(fromJob(job, history));
   assert.equal(count(svg, /<rect class="gate/g), 3);
   assert.match(svg, /class="gate selected" data-layer="1"/);
   assert.match(svg, /layer 1: gate 1\.500 \(selected\)/);
@@ -67,16 +62,21 @@ Deno.test("while a job searches, its chart marks the layers its rule would selec
     id: "j3",
     state: "searching",
     request: { options: { ...(select ? { select } : {}), ...(method ? { method } : {}) } },
-    result: { history: [{ stage: "search", step: 1, gates: [1.2, 0.6, 1.2], logits: [0.1, -0.6, 0.1] }] },
   });
-  const positive = fromJob(searching());
+  const history: HistoryPoint[] = [{
+    stage: "search",
+    step: 1,
+    gates: [1.2, 0.6, 1.2],
+    logits: [0.1, -0.6, 0.1],
+  }];
+  const positive = fromJob(searching(), history);
   assert.deepEqual(positive.selected, [0, 2]);
   assert.equal(positive.rule, "positive (so far)");
   assert.match(renderSvg(positive), /gate per layer at step 1 — selection: positive \(so far\), layers 0, 2/);
-  assert.deepEqual(fromJob(searching("top-k:1")).selected, [0]);
+  assert.deepEqual(fromJob(searching("top-k:1"), history).selected, [0]);
   // Baselines have no search and no rule.
-  assert.deepEqual(fromJob(searching(undefined, "lora")).selected, []);
-  assert.equal(fromJob(searching(undefined, "lora")).rule, undefined);
+  assert.deepEqual(fromJob(searching(undefined, "lora"), history).selected, []);
+  assert.equal(fromJob(searching(undefined, "lora"), history).rule, undefined);
 });
 
 Deno.test("flexora plot writes the SVG of an adapter folder, and of a job from the sidecar's store", async () => {
@@ -88,10 +88,8 @@ Deno.test("flexora plot writes the SVG of an adapter folder, and of a job from t
   await Deno.mkdir(dataDir);
   const store = new JobStore(join(dataDir, "jobs.sqlite"));
   store.create("j2", {});
-  store.update("j2", {
-    state: "succeeded",
-    result: { selectedLayers: [0], history: [{ stage: "search", step: 1, gates: [2, 1] }] },
-  });
+  store.update("j2", { state: "succeeded", result: { selectedLayers: [0] } });
+  store.addPoint("j2", { stage: "search", step: 1, gates: [2, 1] });
   store.close();
   const jobOut = join(tmp, "j.svg");
   assert.equal((await flexora("plot", "j2", "--data-dir", dataDir, "--out", jobOut)).code, 0);

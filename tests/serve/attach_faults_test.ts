@@ -9,11 +9,11 @@ import { PLUGINS } from "../../plugins/mod.ts";
 import type { ServerConfig } from "../../plugins/types.ts";
 import { createSidecar } from "../../src/serve/app.ts";
 import type { RunnerHandle } from "../../src/serve/jobs.ts";
-import type { RunnerSpec } from "../../src/serve/runner.ts";
+import { readSpec } from "../../src/serve/protocol.ts";
 import { makeAdapter } from "../plugins/adapters.ts";
 import { downUrl } from "../plugins/fakes/common.ts";
 import { startVllm } from "../plugins/fakes/vllm.ts";
-import { copyFixtures, TOKEN, waitFor } from "./helpers.ts";
+import { copyFixtures, fakeSummary, TOKEN, waitFor } from "./helpers.ts";
 import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 
 /** A runner that "trains" by copying a real PEFT adapter to the job's output folder. */
@@ -21,16 +21,20 @@ async function copyingSpawn(): Promise<(specFile: string) => RunnerHandle> {
   const source = (await makeAdapter("source")).path;
   return (specFile) => ({
     events: (async function* () {
-      const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(specFile));
+      const spec = await readSpec(specFile);
       await Deno.mkdir(spec.out, { recursive: true });
       for await (const f of Deno.readDir(source)) {
         await Deno.copyFile(join(source, f.name), join(spec.out, f.name));
       }
       await writeFlexoraJson(spec.out, { method: "lora", selectedLayers: [0, 1, 2] });
-      yield { type: "result" as const, summary: { method: "lora", selectedLayers: [0, 1, 2] } };
+      yield {
+        type: "result" as const,
+        summary: { ...fakeSummary(spec.out, [0, 1, 2]), method: "lora" as const },
+      };
     })(),
     stop: () => {},
-    exited: Promise.resolve(0),
+    kill: () => {},
+    exited: Promise.resolve({ code: 0, signal: null }),
   });
 }
 

@@ -127,7 +127,10 @@ Deno.test({
       s = await serve(dataDir);
       const job = await poll(s.url, id, (j) => j.state === "succeeded");
       assert.ok(before.progress.step >= 5);
-      const history = job.result.history as { stage: string; step: number }[];
+      const history = (await (await fetch(`${s.url}/v1/jobs/${id}/history`)).json()).points as {
+        stage: string;
+        step: number;
+      }[];
       // Resumed from the checkpoint: retraining continued after it instead of starting over.
       assert.ok(history.some((h) => h.stage === "retrain" && h.step > ckpt.step));
       assert.equal(job.result.attach.verification.listed, true);

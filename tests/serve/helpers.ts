@@ -11,59 +11,132 @@ import { PLUGINS } from "../../plugins/mod.ts";
 import type { AdapterRef, CallContext, ServerKind, ServerPlugin } from "../../plugins/types.ts";
 import { AttachError } from "../../plugins/types.ts";
 import { createSidecar, type Sidecar } from "../../src/serve/app.ts";
-import type { DeploymentConfig } from "../../src/serve/deployments.ts";
-import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
-import type { RunnerEvent, RunnerSpec } from "../../src/serve/runner.ts";
 import { writeFlexoraJson } from "../flexora/report_fixture.ts";
+import type { SidecarConfig } from "../../src/serve/deps.ts";
+import type { DeploymentConfig } from "../../src/serve/deployments.ts";
+import type { ProgressEvent } from "../../src/flexora/progress.ts";
+import type { RunnerExit, RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
+import {
+  decodeEvent,
+  encodeEvent,
+  readSpec,
+  type RunnerEvent,
+  type RunnerSpec,
+  type RunSummary,
+} from "../../src/serve/protocol.ts";
 
 export const TOKEN = "test-token-0123456789";
 
-/** A fake runner: a few progress events, then an adapter folder and a result (or an error). */
-export function fakeSpawn(behaviour: { fail?: boolean; hold?: Promise<void> } = {}): Spawn {
+/** A valid run summary for fake runners. */
+export function fakeSummary(out: string, selectedLayers = [0]): RunSummary {
+  return { method: "flexora", adapter: out, selectedLayers, trainableParams: 0, timings: {} };
+}
+
+/**
+ * A fake runner's script: its events, from its spec; `stopped` settles when the sidecar asks it to stop, and
+ * `die(signal)` ends the runner there as that signal would (the OOM killer's SIGKILL).
+ */
+export type FakeScript = (
+  spec: RunnerSpec,
+  stopped: Promise<void>,
+  die: (signal: Deno.Signal) => Promise<never>,
+) => AsyncIterable<RunnerEvent>;
+
+/**
+ * A spawner of in-process fake runners speaking the real protocol: the spec is read with the protocol's reader,
+ * and every event goes through its encoder and decoder, so a fake that strays from the protocol fails the test.
+ * `kills` records the signals the sidecar sent; a SIGKILL ends the fake at once (SIGTERM too, unless
+ * `ignoreTerm`).
+ */
+export function fakeRunner(
+  script: FakeScript,
+  options: { kills?: string[]; ignoreTerm?: boolean } = {},
+): Spawn {
   return (specFile: string): RunnerHandle => {
-    let stopped = false;
-    let release: () => void = () => {};
-    const stoppedSignal = new Promise<void>((r) => (release = r));
+    let release: () => void = () => {}, killed: (s: Deno.Signal) => void = () => {};
+    const stopped = new Promise<void>((r) => (release = r));
+    const death = new Promise<Deno.Signal>((r) => (killed = r));
+    let exit: (e: RunnerExit) => void = () => {};
+    const exited = new Promise<RunnerExit>((r) => (exit = r));
     async function* events(): AsyncIterable<RunnerEvent> {
-      const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(specFile));
-      yield {
-        type: "progress",
-        event: { stage: "search", step: 1, total: 2, loss: 2.5, valLoss: 2.6, gates: [1.2, 0.8] },
-      };
-      if (behaviour.hold) await Promise.race([behaviour.hold, stoppedSignal]);
-      if (stopped) return yield { type: "stopped", message: "search stopped at step 1 of 2" };
-      yield {
-        type: "progress",
-        event: { stage: "search", step: 2, total: 2, loss: 2.4, valLoss: 2.5, gates: [1.4, 0.6] },
-      };
-      yield { type: "progress", event: { stage: "retrain", step: 1, total: 1, loss: 2.0 } };
-      if (behaviour.fail) {
-        return yield {
-          type: "error",
-          name: "DivergedError",
-          message: "retrain: the lora loss became NaN at step 1",
-        };
+      const die = (signal: Deno.Signal) => (killed(signal), new Promise<never>(() => {}));
+      const it = script(await readSpec(specFile), stopped, die)[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await Promise.race([it.next(), death]);
+        if (typeof next === "string") return exit({ code: 1, signal: next });
+        if (next.done) return exit({ code: 0, signal: null });
+        yield decodeEvent(encodeEvent(next.value));
       }
-      yield { type: "progress", event: { stage: "export", step: 0, total: 1 } };
-      await Deno.mkdir(spec.out, { recursive: true });
-      await Deno.writeTextFile(
-        join(spec.out, "adapter_config.json"),
-        JSON.stringify({ peft_type: "LORA", r: 8 }),
-      );
-      await writeFlexoraJson(spec.out, {
-        method: "flexora",
-        selectedLayers: [0],
-        gates: { logits: [0.2, -0.2], values: [1.4, 0.6] },
-      });
-      yield { type: "result", summary: { method: "flexora", selectedLayers: [0], adapter: spec.out } };
     }
-    return { events: events(), stop: () => ((stopped = true), release()), exited: Promise.resolve(0) };
+    return {
+      events: events(),
+      stop: () => release(),
+      kill: (signal) => {
+        options.kills?.push(signal);
+        if (signal === "SIGKILL" || !options.ignoreTerm) killed(signal);
+      },
+      exited,
+    };
   };
 }
 
-/** A plugin that records attaches; `failAttach` makes them fail as a server would. */
+/** A fake runner: a few progress events, then an adapter folder and a result (or an error). */
+export function fakeSpawn(behaviour: { fail?: boolean; hold?: Promise<void> } = {}): Spawn {
+  return fakeRunner(async function* (spec, stopped) {
+    let stop = false;
+    stopped.then(() => (stop = true));
+    yield { type: "start", stage: "search", step: 0, total: 2, seconds: 0 };
+    yield {
+      type: "progress",
+      event: progress("search", 1, 2, { loss: 2.5, valLoss: 2.6, gates: [1.2, 0.8] }),
+    };
+    if (behaviour.hold) await Promise.race([behaviour.hold, stopped]);
+    if (stop) return yield { type: "stopped", message: "search stopped at step 1 of 2" };
+    yield {
+      type: "progress",
+      event: progress("search", 2, 2, { loss: 2.4, valLoss: 2.5, gates: [1.4, 0.6] }),
+    };
+    yield { type: "start", stage: "retrain", step: 0, total: 1, seconds: 0 };
+    yield { type: "progress", event: progress("retrain", 1, 1, { loss: 2.0 }) };
+    if (behaviour.fail) {
+      return yield {
+        type: "error",
+        name: "DivergedError",
+        message: "retrain: the lora loss became NaN at step 1",
+      };
+    }
+    yield { type: "progress", event: progress("export", 0, 1) };
+    await Deno.mkdir(spec.out, { recursive: true });
+    await Deno.writeTextFile(
+      join(spec.out, "adapter_config.json"),
+      JSON.stringify({ peft_type: "LORA", r: 8 }),
+    );
+    await writeFlexoraJson(spec.out, {
+      method: "flexora",
+      selectedLayers: [0],
+      gates: { logits: [0.2, -0.2], values: [1.4, 0.6] },
+    });
+    yield { type: "result", summary: fakeSummary(spec.out) };
+  });
+}
+
+/** A progress event. */
+export function progress(
+  stage: ProgressEvent["stage"],
+  step: number,
+  total: number,
+  extra: Partial<ProgressEvent> = {},
+): ProgressEvent {
+  return { stage, step, total, elapsed: step, eta: total - step, ...extra };
+}
+
+/**
+ * A plugin that records attaches; `failAttach` makes them fail as a server would, and `transientFailures` makes
+ * the first that many fail with a 503 (which the reconcile loop retries).
+ */
 export function stubPlugins(
   failAttach = false,
+  transientFailures = 0,
 ): { plugins: { [K in ServerKind]: ServerPlugin }; attached: AdapterRef[] } {
   const attached: AdapterRef[] = [];
   const plugin: ServerPlugin = {
@@ -72,6 +145,10 @@ export function stubPlugins(
     attach(server, adapter) {
       if (failAttach) {
         return Promise.reject(new AttachError(`${server.name}: 500 Internal Server Error: out of memory`));
+      }
+      if (transientFailures > 0) {
+        transientFailures--;
+        return Promise.reject(new AttachError(`${server.name}: 503 Service Unavailable`, { status: 503 }));
       }
       attached.push(adapter);
       const verification = { listed: true, changesOutput: true, detail: "stub" };
@@ -122,9 +199,13 @@ export async function testSidecar(
   options: {
     spawn?: Spawn;
     failAttach?: boolean;
+    transientFailures?: number;
     maxQueued?: number;
     host?: string;
     dataDir?: string;
+    stopGraceMs?: number;
+    maxRetries?: number;
+    reconcile?: SidecarConfig["reconcile"];
     /** Servers besides "local" (the stub), each taken by the real plugin of its kind. */
     servers?: DeploymentConfig[];
     call?: CallContext;
@@ -139,7 +220,7 @@ export async function testSidecar(
   // Real (tiny) model files and data: a submit reads the model's config and tokenizer and the data.
   await copyFolder(join(FIXTURES, "tiny-llama"), join(dir, "models", "m"));
   await copyFolder(join(FIXTURES, "tiny-data"), join(dir, "datasets", "d"));
-  const { plugins, attached } = stubPlugins(options.failAttach);
+  const { plugins, attached } = stubPlugins(options.failAttach, options.transientFailures);
   const sidecar = await createSidecar(
     {
       dataDir: options.dataDir ?? join(dir, "state"),
@@ -151,6 +232,9 @@ export async function testSidecar(
       servers: [{ name: "local", kind: "embedded", url: "http://127.0.0.1:9" }, ...options.servers ?? []],
       maxQueued: options.maxQueued,
       allowHub: options.allowHub,
+      stopGraceMs: options.stopGraceMs,
+      maxRetries: options.maxRetries,
+      reconcile: options.reconcile,
     },
     options.servers
       ? { ...plugins, ...Object.fromEntries(options.servers.map((s) => [s.kind, PLUGINS[s.kind]])) }

@@ -89,7 +89,7 @@ Deno.test("the job downloads the Hub model (state downloading, download progress
       const { id } = await res.json();
       const states: string[] = [], stages: string[] = [];
       const done = new Promise<void>((resolve) => {
-        s.manager.subscribe(id, (job) => {
+        s.manager.subscribe(id, ({ job }) => {
           states.push(job.state);
           if (job.progress) stages.push(String(job.progress.stage));
           if (["succeeded", "failed", "attach_failed", "cancelled", "interrupted"].includes(job.state)) {

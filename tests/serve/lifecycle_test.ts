@@ -1,6 +1,24 @@
+/**
+ * A job's life in the sidecar: one runner per job under concurrent submissions, cancel that ends a stuck runner,
+ * a runner killed by SIGKILL, the event stream and the history route, a resumed job's stage and history, and an
+ * attach that the reconcile loop completes later.
+ */
+
 import assert from "node:assert/strict";
-import type { Spawn } from "../../src/serve/jobs.ts";
-import { fakeSpawn, testSidecar, waitFor } from "./helpers.ts";
+import { join } from "node:path";
+import { JobManager, type Spawn } from "../../src/serve/jobs.ts";
+import type { RunnerSpec } from "../../src/serve/protocol.ts";
+import { JobStore } from "../../src/serve/store.ts";
+import { ROOT } from "../model/shared.ts";
+import {
+  fakeRunner,
+  fakeSpawn,
+  fakeSummary,
+  progress,
+  type TestSidecar,
+  testSidecar,
+  waitFor,
+} from "./helpers.ts";
 
 Deno.test("12 concurrent submissions on an idle sidecar: each job gets exactly one runner, one at a time, and succeeds", async () => {
   // The race needed awaits between picking a queued job and marking it running; 1 round in 3 showed it over
@@ -39,3 +57,217 @@ Deno.test("12 concurrent submissions on an idle sidecar: each job gets exactly o
     }
   }
 });
+
+Deno.test("cancel ends a runner that ignores the stop and SIGTERM: SIGKILL after the grace period, the job is cancelled and the next one runs", async () => {
+  const kills: string[] = [];
+  let calls = 0;
+  const stuck = fakeRunner(async function* () {
+    yield { type: "start", stage: "search", step: 0, total: 9, seconds: 0 };
+    await new Promise(() => {}); // blocked on I/O: never reads the stop, never ends by itself
+  }, { kills, ignoreTerm: true });
+  const s = await testSidecar({ spawn: (f) => (calls++ === 0 ? stuck : fakeSpawn())(f), stopGraceMs: 50 });
+  try {
+    const first = (await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json()).id;
+    const second = (await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json()).id;
+    await waitFor(s.request, first, ["searching"]);
+    assert.equal((await s.request(`/v1/jobs/${first}/cancel`, { method: "POST" })).status, 200);
+    assert.equal((await waitFor(s.request, first)).state, "cancelled");
+    assert.deepEqual(kills, ["SIGTERM", "SIGKILL"]);
+    assert.equal((await waitFor(s.request, second)).state, "succeeded", "the slot was freed");
+  } finally {
+    await s.close();
+    await Deno.remove(s.dir, { recursive: true });
+  }
+});
+
+Deno.test("cancel ends a real runner blocked reading a FIFO: it is killed after the grace period and the job is cancelled", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flexora-fifo-" });
+  const fifo = join(dir, "data.jsonl");
+  assert.equal((await new Deno.Command("mkfifo", { args: [fifo] }).output()).code, 0);
+  const store = new JobStore(":memory:");
+  const manager = new JobManager({
+    store,
+    dataDir: dir,
+    servers: [],
+    attach: () => Promise.reject(new Error("no attach")),
+    stopGraceMs: 300,
+  });
+  manager.start();
+  try {
+    const job = manager.submit({
+      model: join(ROOT, "fixtures/tiny-llama"),
+      data: fifo,
+      name: "fifo",
+      options: {},
+    });
+    await new Promise((r) => setTimeout(r, 3000)); // the runner loads the model, then waits on the FIFO
+    assert.equal(manager.get(job.id).state, "starting");
+    manager.cancel(job.id);
+    await manager.idle;
+    assert.equal(manager.get(job.id).state, "cancelled");
+  } finally {
+    await manager.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a runner killed by SIGKILL leaves its job interrupted with the reason, resumed automatically a bounded number of times, then by hand", async () => {
+  const specs: RunnerSpec[] = [];
+  const dying = fakeRunner(async function* (spec, _stopped, die) {
+    specs.push(spec);
+    yield { type: "start", stage: "search", step: 0, total: 9, seconds: 0 };
+    await die("SIGKILL");
+  });
+  const s = await testSidecar({ spawn: dying, maxRetries: 2 });
+  try {
+    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
+    const job = await waitFor(s.request, id, ["interrupted"]);
+    assert.equal(specs.length, 3, "the first run and two retries");
+    assert.deepEqual(specs.map((x) => x.resume), [false, true, true]);
+    assert.equal(job.retries, 2);
+    assert.deepEqual(job.error, {
+      code: "runner_died",
+      message:
+        "the training process was killed by SIGKILL (the out-of-memory killer sends it); it was resumed 2 times already: resume it by hand",
+    });
+    const resumed = await s.request(`/v1/jobs/${id}/resume`, { method: "POST" });
+    assert.equal(resumed.status, 200);
+    const again = await resumed.json();
+    assert.equal(again.retries, 0);
+    await waitFor(s.request, id, ["interrupted"]);
+    assert.equal(specs.length, 6);
+  } finally {
+    await s.close();
+    await Deno.remove(s.dir, { recursive: true });
+  }
+});
+
+Deno.test("SSE events carry the job and the new points only; a late subscriber gets a snapshot, and Last-Event-ID replays what it missed", async () => {
+  let release: () => void = () => {};
+  const hold = new Promise<void>((r) => (release = r));
+  const s = await testSidecar({ spawn: fakeSpawn({ hold }) });
+  try {
+    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
+    await waitFor(s.request, id, ["searching"]);
+    const live = s.request(`/v1/jobs/${id}/events`).then((r) => r.text());
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    const events = parseSse(await live);
+    // The snapshot: the job as it stands, no points (they are at /history); then one point per event at most.
+    assert.equal(events[0].data.job.state, "searching");
+    assert.deepEqual(events[0].data.points, []);
+    assert.equal(events[0].data.job.result?.history, undefined);
+    const points = events.flatMap((e) => e.data.points);
+    assert.deepEqual(points.map((p: { stage: string; step: number }) => [p.stage, p.step]), [
+      ["search", 2],
+      ["retrain", 1],
+    ]);
+    assert.ok(events.every((e) => e.data.points.length <= 1));
+    assert.equal(events.at(-1)!.data.job.state, "succeeded");
+    const all = await (await s.request(`/v1/jobs/${id}/history?limit=1`)).json();
+    assert.equal(all.points.length, 1);
+    assert.equal(all.next, all.points[0].id);
+    // Reconnecting after the first point: a snapshot with the two points after it, and the stream ends (final).
+    const replay = parseSse(
+      await (await s.request(`/v1/jobs/${id}/events`, { headers: { "last-event-id": String(all.next) } }))
+        .text(),
+    );
+    assert.equal(replay.length, 1);
+    assert.equal(replay[0].data.job.state, "succeeded");
+    assert.deepEqual(replay[0].data.points.map((p: { step: number }) => p.step), [2, 1]);
+    assert.equal(replay[0].id, String(replay[0].data.points[1].id));
+  } finally {
+    release();
+    await s.close();
+    await Deno.remove(s.dir, { recursive: true });
+  }
+});
+
+Deno.test("a resumed job reports the stage it resumes in, and its history is cut back to the checkpoint", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flexora-rewind-" });
+  const dataDir = join(dir, "state");
+  await Deno.mkdir(dataDir, { recursive: true });
+  const store = new JobStore(join(dataDir, "jobs.sqlite"));
+  store.create("crashed", {
+    model: join(dir, "models/m"),
+    data: join(dir, "datasets/d"),
+    name: "demo",
+    options: {},
+  });
+  for (let step = 1; step <= 4; step++) store.addPoint("crashed", { stage: "search", step, loss: 3 });
+  for (let step = 1; step <= 8; step++) store.addPoint("crashed", { stage: "retrain", step, loss: 2 });
+  store.addPoint("crashed", { stage: "evaluate", step: 4, valLoss: 2 });
+  store.addPoint("crashed", { stage: "evaluate", step: 8, valLoss: 2 });
+  store.update("crashed", { state: "retraining" });
+  store.close();
+  let resumedAs: string | null = null;
+  let s: TestSidecar | null = null;
+  const spawn = fakeRunner(async function* (spec) {
+    yield { type: "start", stage: "search", step: 4, total: 4, seconds: 12 };
+    yield { type: "start", stage: "retrain", step: 5, total: 8, seconds: 30 };
+    resumedAs = (await (await s!.request("/v1/jobs/crashed")).json()).state;
+    yield { type: "progress", event: progress("retrain", 6, 8, { loss: 1.9 }) };
+    await Deno.mkdir(spec.out, { recursive: true });
+    await Deno.writeTextFile(join(spec.out, "adapter_config.json"), JSON.stringify({ r: 8 }));
+    yield { type: "result", summary: fakeSummary(spec.out) };
+  });
+  s = await testSidecar({ dataDir, spawn });
+  try {
+    assert.equal((await waitFor(s.request, "crashed")).state, "succeeded");
+    assert.equal(resumedAs, "retraining");
+    const history = (await (await s.request("/v1/jobs/crashed/history")).json()).points;
+    assert.deepEqual(history.map((p: { stage: string; step: number }) => `${p.stage} ${p.step}`), [
+      "search 1",
+      "search 2",
+      "search 3",
+      "search 4",
+      "retrain 1",
+      "retrain 2",
+      "retrain 3",
+      "retrain 4",
+      "retrain 5",
+      "evaluate 4",
+      "retrain 6",
+    ]);
+  } finally {
+    await s.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a job that ended attach_failed follows the reconcile loop's later success", async () => {
+  const s = await testSidecar({
+    transientFailures: 1,
+    reconcile: { intervalMs: 50, jitter: 0, maxBackoffMs: 50 },
+  });
+  try {
+    const { id } = await (await s.request("/v1/jobs", {
+      method: "POST",
+      body: s.body({ attach: { server: "local" } }),
+    })).json();
+    const failed = await waitFor(s.request, id, ["attach_failed", "succeeded"]);
+    assert.equal(failed.state, "attach_failed");
+    assert.match((failed.error as { message: string }).message, /503.*the sidecar retries every/);
+    const job = await waitFor(s.request, id, ["succeeded"]);
+    assert.equal(job.error, null);
+    const attach = (job.result as { attach: { version: string; replicas: { ok: boolean }[] } }).attach;
+    assert.equal(attach.version, id);
+    assert.equal(attach.replicas[0].ok, true);
+  } finally {
+    await s.close();
+    await Deno.remove(s.dir, { recursive: true });
+  }
+});
+
+/** The events of an SSE body. */
+// deno-lint-ignore no-explicit-any
+function parseSse(text: string): { id: string | null; data: Record<string, any> }[] {
+  return text.split("\n\n").filter((b) => b.includes("data:")).map((block) => {
+    const lines = block.split("\n");
+    return {
+      id: lines.find((l) => l.startsWith("id:"))?.slice(3).trim() ?? null,
+      data: JSON.parse(lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n")),
+    };
+  });
+}

@@ -12,8 +12,8 @@ import { loadModel } from "../../src/model/model.ts";
 import { createSidecar } from "../../src/serve/app.ts";
 import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
 import type { ReconcileEvent } from "../../src/serve/reconcile/mod.ts";
-import type { RunnerSpec } from "../../src/serve/runner.ts";
-import { copyFixtures, TOKEN, waitFor } from "./helpers.ts";
+import { readSpec } from "../../src/serve/protocol.ts";
+import { copyFixtures, fakeSummary, TOKEN, waitFor } from "./helpers.ts";
 import { complete, expectedText, Replica, TINY, writeVersion } from "./replicas.ts";
 
 const model = await loadModel(TINY);
@@ -36,15 +36,19 @@ interface Harness {
 function copying(source: () => string): Spawn {
   return (specFile): RunnerHandle => ({
     events: (async function* () {
-      const spec: RunnerSpec = JSON.parse(await Deno.readTextFile(specFile));
+      const spec = await readSpec(specFile);
       await Deno.mkdir(spec.out, { recursive: true });
       for await (const f of Deno.readDir(source())) {
         await Deno.copyFile(join(source(), f.name), join(spec.out, f.name));
       }
-      yield { type: "result" as const, summary: { method: "lora", selectedLayers: [0, 1, 2] } };
+      yield {
+        type: "result" as const,
+        summary: { ...fakeSummary(spec.out, [0, 1, 2]), method: "lora" as const },
+      };
     })(),
     stop: () => {},
-    exited: Promise.resolve(0),
+    kill: () => {},
+    exited: Promise.resolve({ code: 0, signal: null }),
   });
 }
 

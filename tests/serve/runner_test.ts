@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { spawnRunner } from "../../src/serve/jobs.ts";
-import type { RunnerEvent, RunnerSpec } from "../../src/serve/runner.ts";
+import type { RunnerEvent, RunnerSpec } from "../../src/serve/protocol.ts";
 import { resolveDevice } from "../../src/runtime/device.ts";
 import { ROOT } from "../model/shared.ts";
 
@@ -26,7 +26,7 @@ async function run(spec: Partial<RunnerSpec>): Promise<{ events: RunnerEvent[]; 
     );
     const runner = spawnRunner(file);
     const events = await Array.fromAsync(runner.events);
-    return { events, code: await runner.exited };
+    return { events, code: (await runner.exited).code };
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

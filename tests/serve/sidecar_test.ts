@@ -13,7 +13,14 @@ Deno.test("a job is queued (202), runs through search and retraining, and succee
     assert.equal(job.state, "succeeded");
     const result = job.result as Record<string, unknown>;
     assert.deepEqual(result.selectedLayers, [0]);
-    assert.equal((result.history as unknown[]).length, 3);
+    assert.equal(result.history, undefined, "the history is not in the job's body");
+    const history = await (await s.request(`/v1/jobs/${id}/history`)).json();
+    assert.deepEqual(history.points.map((p: { stage: string; step: number }) => [p.stage, p.step]), [
+      ["search", 1],
+      ["search", 2],
+      ["retrain", 1],
+    ]);
+    assert.equal(history.next, null);
     assert.match(result.adapterPath as string, new RegExp(`adapters/demo/${id}$`));
     const adapters = (await (await s.request("/v1/adapters")).json()).adapters;
     assert.equal(adapters.length, 1);
@@ -157,7 +164,7 @@ Deno.test("SSE events follow a job to its final state", async () => {
     const res = await s.request(`/v1/jobs/${id}/events`);
     assert.equal(res.headers.get("content-type"), "text/event-stream");
     const text = await res.text();
-    const states = [...text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]).state);
+    const states = [...text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]).job.state);
     assert.equal(states.at(-1), "succeeded");
     assert.ok(states.length >= 2);
   } finally {

@@ -8,12 +8,14 @@ import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { SidecarDeps } from "../deps.ts";
 import { planFinetune, resolveOptions } from "../../flexora/mod.ts";
-import { ErrorBody, Estimate, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
+import { ErrorBody, Estimate, HistoryRow, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
 import { confine, hubModel, requireRegular } from "../security.ts";
-import { FINAL_STATES, type JobRecord } from "../store.ts";
+import { FINAL_STATES, type HistoryRow as Row, type JobRecord } from "../store.ts";
 import { validationHook } from "../errors.ts";
 
 const json = jsonContent;
+/** History points per page, and per event of a replay. */
+const MAX_PAGE = 1000;
 const errors = {
   400: json(ErrorBody, "invalid request"),
   401: json(ErrorBody, "missing or wrong token"),
@@ -61,7 +63,35 @@ const events = createRoute({
   path: "/{id}/events",
   request: { params: IdParam },
   responses: {
-    200: { description: "server-sent events: `job` with the job record after every change" },
+    200: {
+      description:
+        "server-sent events `job`, each `{job, points}`: the job record after a change and the history " +
+        "points added since the previous event (none in the first, a snapshot, unless the request's " +
+        "Last-Event-ID names the last point seen: then every point after it). Each event's id is its last point's.",
+    },
+    ...errors,
+  },
+});
+const history = createRoute({
+  method: "get",
+  path: "/{id}/history",
+  request: {
+    params: IdParam,
+    query: z.object({
+      after: z.coerce.number().int().min(0).default(0).openapi({
+        description: "a point id; 0 for the first page",
+      }),
+      limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(MAX_PAGE),
+    }),
+  },
+  responses: {
+    200: json(
+      z.object({
+        points: z.array(HistoryRow),
+        next: z.number().nullable().openapi({ description: "`after` for the next page; null on the last" }),
+      }),
+      "a page of the job's history, oldest first",
+    ),
     ...errors,
   },
 });
@@ -69,7 +99,6 @@ const events = createRoute({
 /** The jobs sub-app. */
 export function jobsApp(deps: SidecarDeps): OpenAPIHono {
   const app = new OpenAPIHono({ defaultHook: validationHook });
-  const jobJson = (j: JobRecord) => j as unknown as z.infer<typeof Job>;
   app.openapi(create, async (c) => {
     const body = c.req.valid("json");
     // A Hub id (when allowed) is downloaded by the job, never here: its checks against the model wait till then.
@@ -92,28 +121,48 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
       padLayers: body.padLayers,
       attach: body.attach,
     });
-    return c.json({ id: job.id, job: jobJson(job), estimate }, 202);
+    return c.json({ id: job.id, job, estimate }, 202);
   });
-  app.openapi(list, (c) => c.json({ jobs: deps.manager.list().map(jobJson) }, 200));
-  app.openapi(get, (c) => c.json(jobJson(deps.manager.get(c.req.valid("param").id)), 200));
-  app.openapi(action("cancel"), (c) => c.json(jobJson(deps.manager.cancel(c.req.valid("param").id)), 200));
-  app.openapi(action("resume"), (c) => c.json(jobJson(deps.manager.resume(c.req.valid("param").id)), 200));
+  app.openapi(list, (c) => c.json({ jobs: deps.manager.list() }, 200));
+  app.openapi(get, (c) => c.json(deps.manager.get(c.req.valid("param").id), 200));
+  app.openapi(action("cancel"), (c) => c.json(deps.manager.cancel(c.req.valid("param").id), 200));
+  app.openapi(action("resume"), (c) => c.json(deps.manager.resume(c.req.valid("param").id), 200));
+  app.openapi(history, (c) => {
+    const { after, limit } = c.req.valid("query");
+    const points = deps.manager.history(c.req.valid("param").id, after, limit);
+    return c.json({ points, next: points.length === limit ? points.at(-1)!.id : null }, 200);
+  });
   app.openapi(events, (c) => {
     const { id } = c.req.valid("param");
-    const first = deps.manager.get(id);
+    deps.manager.get(id); // 404 before the stream starts
+    const header = c.req.header("last-event-id");
+    const lastSeen = header === undefined ? NaN : Number(header);
     return streamSSE(c, async (stream) => {
       let done: () => void = () => {};
       const finished = new Promise<void>((resolve) => (done = resolve));
       let writes = Promise.resolve();
+      // The id of the last point this subscriber has; later points only go out once.
+      let seen = Number.isInteger(lastSeen) && lastSeen >= 0 ? lastSeen : deps.manager.lastPoint(id);
       // Writes are chained so the final state is written before the stream ends.
-      const send = (job: JobRecord) => {
+      const send = (job: JobRecord, points: readonly Row[], last = true) => {
+        const fresh = points.filter((p) => p.id > seen);
+        seen = fresh.at(-1)?.id ?? seen;
+        const event = { event: "job", id: String(seen), data: JSON.stringify({ job, points: fresh }) };
         writes = writes
-          .then(() => stream.writeSSE({ event: "job", data: JSON.stringify(job) }))
-          .then(() => void (FINAL_STATES.includes(job.state) && done()), () => done());
+          .then(() => stream.writeSSE(event))
+          .then(() => void (last && FINAL_STATES.includes(job.state) && done()), () => done());
       };
-      const unsubscribe = deps.manager.subscribe(id, send);
+      // Subscribed before the snapshot is read, and with no await between: no change falls in a gap.
+      const unsubscribe = deps.manager.subscribe(
+        id,
+        (change) => send(change.job, change.point ? [change.point] : []),
+      );
       stream.onAbort(() => done());
-      send(first);
+      // The snapshot, with the points missed since Last-Event-ID, a page per event.
+      const first = deps.manager.get(id), missed = deps.manager.history(id, seen, -1);
+      for (let at = 0; at === 0 || at < missed.length; at += MAX_PAGE) {
+        send(first, missed.slice(at, at + MAX_PAGE), at + MAX_PAGE >= missed.length);
+      }
       await finished;
       unsubscribe();
     });

@@ -24,7 +24,7 @@ export function uiApp(deps: SidecarDeps): Hono {
   });
   app.get("/v1/jobs/:id/plot.svg", (c) => {
     const job = deps.manager.get(c.req.param("id"));
-    return c.body(renderSvg(fromJob(job)), 200, {
+    return c.body(renderSvg(fromJob(job, deps.manager.history(job.id, 0, -1))), 200, {
       "content-type": "image/svg+xml",
     });
   });

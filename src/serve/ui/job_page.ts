@@ -2,7 +2,7 @@
  * A job's page: state, stage progress with elapsed time and ETA, the facts of the run (model, data, method,
  * selection rule, selected layers, trainable parameters, test metrics, timings, attach status), and the chart
  * (gate bars with the selected layers highlighted, each layer's gate over the search, train and validation
- * loss curves) redrawn as the job's server-sent events arrive.
+ * loss curves) redrawn as the job's server-sent events bring new history points.
  *
  * @module
  */
@@ -68,11 +68,18 @@ async function redraw() {
     } while (again);
   })().catch((e) => (document.getElementById("error").textContent = e.message)).finally(() => (drawing = null));
 }
+// Each event is the job and the history points added since the last one; the chart is redrawn when points
+// arrived or the state changed. A broken stream is picked up where it stopped (Last-Event-ID).
 async function follow() {
   let last = null;
+  const seen = {};
   for (;;) {
-    await watch("/v1/jobs/" + encodeURIComponent(id) + "/events", (job) => { last = job; status(job); redraw(); })
-      .catch((e) => (document.getElementById("error").textContent = e.message));
+    await watch("/v1/jobs/" + encodeURIComponent(id) + "/events", ({ job, points }) => {
+      const changed = !last || last.state !== job.state;
+      last = job;
+      status(job);
+      if (changed || points.length) redraw();
+    }, seen).catch((e) => (document.getElementById("error").textContent = e.message));
     if (last && FINAL.includes(last.state)) return;
     await new Promise((r) => setTimeout(r, 2000)); // the stream broke off: reconnect
   }

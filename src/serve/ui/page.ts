@@ -34,9 +34,11 @@ async function api(path, init = {}) {
   if (!res.ok) throw new Error(body?.error?.message || res.status + " " + res.statusText);
   return body;
 }
-// Calls onEvent with each event's parsed data until the stream ends.
-async function watch(path, onEvent) {
-  const res = await fetch(path, { headers: { ...auth(), accept: "text/event-stream" } });
+// Calls onEvent with each event's parsed data until the stream ends. \`seen.id\` keeps the last event id, sent
+// back as Last-Event-ID when the caller reconnects with the same \`seen\`, so the server replays what was missed.
+async function watch(path, onEvent, seen = {}) {
+  const resume = seen.id !== undefined ? { "last-event-id": seen.id } : {};
+  const res = await fetch(path, { headers: { ...auth(), ...resume, accept: "text/event-stream" } });
   if (!res.ok) throw new Error(path + ": " + res.status + " " + res.statusText);
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -45,8 +47,10 @@ async function watch(path, onEvent) {
     if (done) return;
     buffer += value.replace(/\\r\\n/g, "\\n");
     for (let end; (end = buffer.indexOf("\\n\\n")) >= 0; buffer = buffer.slice(end + 2)) {
-      const data = buffer.slice(0, end).split("\\n").filter((l) => l.startsWith("data:"))
-        .map((l) => l.slice(5).replace(/^ /, "")).join("\\n");
+      const lines = buffer.slice(0, end).split("\\n");
+      const id = lines.find((l) => l.startsWith("id:"));
+      if (id) seen.id = id.slice(3).trim();
+      const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\\n");
       if (data) onEvent(JSON.parse(data));
     }
   }
