@@ -101,7 +101,11 @@ function describe(error: z.ZodError, value: unknown): string {
   const path = issue.path.map(String).join(".");
   let got: unknown = value;
   for (const key of issue.path) got = (got as Record<PropertyKey, unknown> | undefined)?.[key as string];
-  const shown = got === undefined ? "nothing" : JSON.stringify(got)?.slice(0, 80);
+  const shown = got === undefined
+    ? "nothing"
+    : typeof got === "number"
+    ? String(got)
+    : JSON.stringify(got)?.slice(0, 80);
   return `'${path || "(root)"}' ${issue.message.toLowerCase()}, got ${shown}`;
 }
 
@@ -117,9 +121,11 @@ function parse<T>(schema: z.ZodType<T>, text: string, where: string): T {
   return checked.data;
 }
 
-/** Writes a spec file for a runner. */
+/** Writes a spec file for a runner; a spec off the protocol throws, naming the field. */
 export async function writeSpec(file: string, spec: RunnerSpec): Promise<void> {
-  await Deno.writeTextFile(file, JSON.stringify(RunnerSpecSchema.parse(spec), null, 2) + "\n");
+  const checked = RunnerSpecSchema.safeParse(spec);
+  if (!checked.success) throw new ProtocolError(`runner spec ${file}: ${describe(checked.error, spec)}`);
+  await Deno.writeTextFile(file, JSON.stringify(checked.data, null, 2) + "\n");
 }
 
 /**
@@ -138,9 +144,13 @@ export async function readSpec(file: string): Promise<RunnerSpec> {
   return parse(RunnerSpecSchema, await Deno.readTextFile(file), `runner spec ${file}`);
 }
 
-/** An event as its line on the stream (with the newline). */
+/** An event as its line on the stream (with the newline); one off the protocol throws, naming the field. */
 export function encodeEvent(event: RunnerEvent): string {
-  return JSON.stringify(EventSchema.parse(event)) + "\n";
+  const checked = EventSchema.safeParse(event);
+  if (!checked.success) {
+    throw new ProtocolError(`runner event ${event.type}: ${describe(checked.error, event)}`);
+  }
+  return JSON.stringify(checked.data) + "\n";
 }
 
 /** Reads one line of the stream. */

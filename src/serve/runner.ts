@@ -24,8 +24,8 @@ function emitter(controller: AbortController): (e: RunnerEvent) => void {
   let open = true;
   return (e) => {
     if (!open) return;
+    const bytes = new TextEncoder().encode(encodeEvent(e)); // an event off the protocol is this run's error
     try {
-      const bytes = new TextEncoder().encode(encodeEvent(e));
       for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
     } catch {
       open = false;

@@ -271,3 +271,86 @@ function parseSse(text: string): { id: string | null; data: Record<string, any> 
     };
   });
 }
+
+Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from its checkpoint by itself, repeats no step in its history, and sums its timings", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flexora-oom-" });
+  const store = new JobStore(":memory:");
+  const manager = new JobManager({
+    store,
+    dataDir: dir,
+    servers: [],
+    attach: () => Promise.reject(new Error("none")),
+  });
+  manager.start();
+  try {
+    const job = manager.submit({
+      model: join(ROOT, "fixtures/tiny-llama"),
+      data: join(ROOT, "fixtures/tiny-data"),
+      name: "oom",
+      options: { maxLength: 64, checkpointEvery: 2, search: { epochs: 3 }, retrain: { epochs: 1 } },
+    });
+    let atCheckpoint = 0;
+    const reasons = new Set<string>();
+    manager.subscribe(
+      job.id,
+      ({ job: j }) => void (j.error && reasons.add(j.error.message)),
+    );
+    const killed = new Promise<void>((resolve) => {
+      const unsubscribe = manager.subscribe(job.id, ({ job: j }) => {
+        const p = j.progress as { stage: string; step: number; elapsed: number } | null;
+        if (p?.stage === "search" && p.step === 4) atCheckpoint = p.elapsed;
+        if (p?.stage === "search" && p.step === 5) {
+          unsubscribe();
+          // As the OOM killer would: SIGKILL, found by its spec file in /proc.
+          for (const pid of runnersOf(join(dir, "jobs", job.id, "spec.json"))) Deno.kill(pid, "SIGKILL");
+          resolve();
+        }
+      });
+    });
+    await killed;
+    const deadline = Date.now() + 120_000;
+    while (
+      !["succeeded", "failed", "interrupted"].includes(manager.get(job.id).state) && Date.now() < deadline
+    ) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const done = manager.get(job.id);
+    assert.equal(done.state, "succeeded", JSON.stringify(done.error));
+    assert.equal(done.retries, 1);
+    assert.equal(done.error, null);
+    assert.deepEqual([...reasons], [
+      // Shown from the requeue until the resumed run ends well.
+      "the training process was killed by SIGKILL (the out-of-memory killer sends it); resuming from its checkpoint (retry 1 of 2)",
+    ]);
+    const history = manager.history(job.id, 0, -1);
+    const search = history.filter((p) => p.stage === "search").map((p) => p.step);
+    assert.deepEqual(
+      search,
+      [...Array(search.length).keys()].map((i) => i + 1),
+      "each search step once, in order",
+    );
+    const timings = (done.result as { timings: { search: number } }).timings;
+    assert.ok(
+      timings.search > atCheckpoint,
+      `search ${timings.search} s counts the ${atCheckpoint} s before the kill`,
+    );
+  } finally {
+    await manager.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Pids of the processes whose command line names `specFile` (the runners of one job). */
+function runnersOf(specFile: string): number[] {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${e.name}/cmdline`).split("\0").includes(specFile)) {
+        pids.push(Number(e.name));
+      }
+    } catch { /* gone */ }
+  }
+  return pids;
+}

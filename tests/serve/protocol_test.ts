@@ -90,3 +90,27 @@ Deno.test("a line or spec off the protocol is an error naming the field and the 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("the writers refuse what the readers would refuse, naming the field", async () => {
+  assert.throws(
+    () =>
+      encodeEvent({
+        type: "progress",
+        event: { stage: "search", step: 1, total: 2, loss: NaN, elapsed: 0, eta: 0 },
+      }),
+    (e) =>
+      e instanceof ProtocolError &&
+      /runner event progress: 'event\.loss' .*got NaN$/.test(e.message),
+  );
+  await assert.rejects(
+    writeSpec("/nonexistent/spec.json", {
+      model: "",
+      data: "d",
+      options: {},
+      out: "o",
+      checkpointDir: "c",
+      resume: false,
+    }),
+    /runner spec \/nonexistent\/spec\.json: 'model' /,
+  );
+});
