@@ -1,6 +1,7 @@
 /**
  * ORT MatMul throughput on this machine: the ceiling the training benchmarks are held against.
- * The weight is a graph initializer (onnxruntime pre-packs constant weights), the activation an input.
+ * The weight is a graph initializer, not pre-packed, as the model's weights are (`createSession`'s default), the
+ * activation an input.
  *
  * @module
  */

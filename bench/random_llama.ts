@@ -34,6 +34,17 @@ export const LLAMA_100M: LlamaShape = {
   vocab_size: 32000,
 };
 
+/** TinyLlama-1.1B's shape with tied embeddings (1.03B parameters, 3946 MiB float32): issue #17's 1B runs. */
+export const LLAMA_1B: LlamaShape = {
+  hidden_size: 2048,
+  intermediate_size: 5632,
+  num_hidden_layers: 22,
+  num_attention_heads: 32,
+  num_key_value_heads: 4,
+  head_dim: 64,
+  vocab_size: 32000,
+};
+
 /** The `--quick` model: the same layout at about 4M parameters. */
 export const LLAMA_QUICK: LlamaShape = {
   hidden_size: 256,

@@ -129,7 +129,8 @@ export function printReport(r: Report): void {
         m.isolated ? "own process" : "this process"
       }), ${MiB(m.peakAfterFirstStep)} after the first step, ${
         MiB(m.rssAfterSession)
-      } after session creation, ${MiB(m.rssBefore)} before; ` +
+      } after session creation, ${MiB(m.rssBefore)} before; session ${m.sessionSeconds.toFixed(1)} s, ` +
+        `first step ${m.firstStepSeconds.toFixed(1)} s; ` +
         `peak / weights ${ratio.toFixed(2)} (target ≤ ${TARGETS.peakOverWeights}: ${
           verdict(ratio <= TARGETS.peakOverWeights)
         })`,

@@ -17,7 +17,7 @@ import { openCheckpoint } from "../src/model/safetensors.ts";
 import { batchInputs, lmLoss } from "../src/model/lm_loss.ts";
 import { buildLoraTrainStep } from "../src/flexora/train_graphs.ts";
 import { WeightStore } from "../src/model/weights.ts";
-import { createSession, type HostTensor, type Session } from "../src/runtime/session.ts";
+import { createSession, type HostTensor, type Session, type SessionOptions } from "../src/runtime/session.ts";
 import { adamw } from "../src/train/optim.ts";
 import { TrainLoop } from "../src/train/step.ts";
 import { Rng } from "../src/util/random.ts";
@@ -89,6 +89,7 @@ export async function openStepSession(
   variant: StepVariant,
   batch: number,
   seq: number,
+  sessionOptions: SessionOptions = {},
 ): Promise<StepSession> {
   const { config: cfg, weights } = model;
   const lora = benchLora(cfg, variant.layers);
@@ -102,7 +103,10 @@ export async function openStepSession(
     const g = new Graph({ name: "lora_forward" });
     const { loss } = lmLoss(cfg, weights, batchInputs(g), loraInputs(g, cfg, { config: lora }));
     const outputs = { loss };
-    const session = await createSession(serialize(g, outputs), await weights.sessionData());
+    const session = await createSession(serialize(g, outputs), {
+      ...await weights.sessionData(),
+      ...sessionOptions,
+    });
     return {
       variant,
       run: () => session.run({ ...feeds, ...init }),
@@ -115,7 +119,10 @@ export async function openStepSession(
     fromLayer,
     recompute: variant.recompute,
   });
-  const session = await createSession(serialize(graph, step.outputs), await weights.sessionData());
+  const session = await createSession(serialize(graph, step.outputs), {
+    ...await weights.sessionData(),
+    ...sessionOptions,
+  });
   const loop = new TrainLoop(session, step, init);
   let stepFeeds = () => Promise.resolve(feeds);
   if (fromLayer !== undefined) {

@@ -23,6 +23,9 @@ export interface MemoryResult {
   readonly peakAfterFirstStep: number;
   readonly peakRss: number;
   readonly peakSource: PeakSource;
+  /** Seconds from reading the model directory to an open session, and of the first step. */
+  readonly sessionSeconds: number;
+  readonly firstStepSeconds: number;
   /** True when measured in a worker process of its own. */
   readonly isolated: boolean;
 }
@@ -30,9 +33,12 @@ export interface MemoryResult {
 /** Opens the variant's session, runs `warmup + runs` steps (at least one), and reads the process peak. */
 export async function measureStepMemory(o: TrainBenchOptions, variant: StepVariant): Promise<MemoryResult> {
   const rssBefore = Deno.memoryUsage().rss;
+  const t0 = performance.now();
   const step = await openStepSession(await openModelDir(o.dir), variant, o.batch, o.seq);
+  const t1 = performance.now();
   const rssAfterSession = Deno.memoryUsage().rss;
   await step.run();
+  const firstStepSeconds = (performance.now() - t1) / 1000;
   const peakAfterFirstStep = peakRss().bytes;
   for (let i = 1; i < o.warmup + o.runs; i++) await step.run();
   const peak = peakRss();
@@ -45,6 +51,8 @@ export async function measureStepMemory(o: TrainBenchOptions, variant: StepVaria
     peakAfterFirstStep,
     peakRss: peak.bytes,
     peakSource: peak.source,
+    sessionSeconds: (t1 - t0) / 1000,
+    firstStepSeconds,
     isolated: false,
   };
 }
