@@ -14,10 +14,12 @@ import { DivergedError, eta, type ProgressEvent, type RunHooks, StoppedError } f
 /** The trainer a stage drives: a {@link TrainLoop} or an accumulating one. */
 export interface Trainer {
   readonly steps: number;
-  /** The trained values. */
-  params(): Record<string, HostTensor>;
-  /** Parameters and optimizer slots, for checkpoints. */
-  state(): Record<string, HostTensor>;
+  /** The trained values (downloaded when they live in device memory). */
+  params(): Promise<Record<string, HostTensor>>;
+  /** Parameters and optimizer slots, for checkpoints (downloaded when they live in device memory). */
+  state(): Promise<Record<string, HostTensor>>;
+  /** The state before the last step (what a diverged run keeps). */
+  previousState(): Promise<Record<string, HostTensor>>;
 }
 
 /** What one stage's loop needs. */
@@ -29,7 +31,7 @@ export interface StageLoop<S extends Stage> {
   /** Runs update `s` (0-based) on the trainer. */
   run(step: number): Promise<StepResult>;
   /** Called after each step with its result; returns extra progress fields. */
-  after(step: number, result: StepResult): Partial<ProgressEvent>;
+  after(step: number, result: StepResult): Promise<Partial<ProgressEvent>>;
   /** The stage's record for the checkpoint (history so far, …). */
   record(): StageRecord<S>;
   /** Called once per epoch boundary reached (after step `s`); may stop the stage early by returning true. */
@@ -123,14 +125,13 @@ export async function runStage<S extends Stage>(
   hooks.onStart?.({ stage: s.stage, step: first, total: s.totalSteps, seconds: before });
   for (let step = loop.steps; step < s.totalSteps; step++) {
     if (hooks.signal?.aborted) {
-      await save(loop.state(), step);
+      await save(await loop.state(), step);
       throw new StoppedError(`${s.stage} stopped at step ${step} of ${s.totalSteps}`, hooks.checkpointDir);
     }
-    const kept = loop.state();
     const result = await s.run(step);
-    const why = divergence(result, loop.params());
+    const why = divergence(result, await loop.params());
     if (why) {
-      await save(kept, step);
+      await save(await loop.previousState(), step);
       const where = hooks.checkpointDir
         ? `; the last good state (after step ${step}) is in ${hooks.checkpointDir}`
         : "";
@@ -141,7 +142,7 @@ export async function runStage<S extends Stage>(
         }: ${why}; the learning rate is likely too high (${rates})${where}`,
       );
     }
-    const extra = s.after(step, result);
+    const extra = await s.after(step, result);
     const elapsed = seconds();
     hooks.onProgress?.({
       stage: s.stage,
@@ -152,11 +153,11 @@ export async function runStage<S extends Stage>(
       eta: eta(elapsed - before, step + 1 - first, s.totalSteps - first),
       ...extra,
     });
-    if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0) await save(loop.state(), step + 1);
+    if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0) await save(await loop.state(), step + 1);
     if (s.endOfEpoch && s.stepsPerEpoch && (step + 1) % s.stepsPerEpoch === 0 && await s.endOfEpoch(step)) {
       break;
     }
   }
-  await save(loop.state(), loop.steps);
+  await save(await loop.state(), loop.steps);
   return seconds();
 }

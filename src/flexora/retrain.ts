@@ -17,7 +17,7 @@ import { buildLoraGradGraph, buildLoraTrainStep } from "./train_graphs.ts";
 import type { HostTensor } from "../runtime/session.ts";
 import { adamw } from "../train/optim.ts";
 import { makeSchedule } from "../train/schedule.ts";
-import { type StepResult, TrainLoop } from "../train/step.ts";
+import { stateOutputs, type StepResult, TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
 import type { RetrainOptions, RunOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
@@ -111,6 +111,7 @@ export async function retrain(
   const loop = trainer.loop;
   const valLosses: number[] = epochs.flatMap((e) => (e.validation ? [e.validation.loss] : []));
   let stoppedEarly = false, seconds = 0;
+  let params: Record<string, HostTensor>;
   const started = performance.now();
   try {
     seconds = await runStage(
@@ -121,10 +122,10 @@ export async function retrain(
         learningRates: { "retrain.lr": options.lr },
         stepsPerEpoch: perEpoch,
         run: (s) => trainer.run(plan.batch(s), lrAt(s)),
-        after: (_, result) => (epochLosses.push(result.loss), {}),
+        after: (_, result) => (epochLosses.push(result.loss), Promise.resolve({})),
         record: () => ({ epochs, epochLosses }),
         endOfEpoch: async (s) => {
-          const scorer = new Scorer(scoring, model.tokenizer, { adapterInputs: loop.params() });
+          const scorer = new Scorer(scoring, model.tokenizer, { adapterInputs: await loop.params() });
           const metrics: EpochMetrics = {
             epoch: plan.epochOf(s) + 1,
             trainLoss: epochLosses.reduce((a, b) => a + b, 0) / epochLosses.length,
@@ -152,13 +153,14 @@ export async function retrain(
       options.checkpointEvery,
       resumed?.seconds,
     );
+    params = await loop.params(); // before the sessions go, with the device memory they hold
   } finally {
     await trainer.release();
     await scoring.release();
   }
   return {
     config: lora,
-    params: loop.params(),
+    params,
     epochs,
     steps: loop.steps,
     seconds,
@@ -227,7 +229,9 @@ async function makeTrainer(
       optimizer,
       graphOptions,
     );
-    const session = await model.session({ graph, outputs: step.outputs });
+    const session = await model.session({ graph, outputs: step.outputs }, {
+      deviceOutputs: stateOutputs(step),
+    });
     const loop = new TrainLoop(session, step, initial, steps);
     return {
       loop,

@@ -15,7 +15,7 @@ import type { Model } from "../model/model.ts";
 import { buildSearchStep } from "./train_graphs.ts";
 import { hostTensor } from "../runtime/session.ts";
 import { adamw } from "../train/optim.ts";
-import { TrainLoop } from "../train/step.ts";
+import { stateOutputs, TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
 import type { LoraOptions, RunOptions, SearchOptions } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
@@ -97,7 +97,9 @@ export async function searchGates(
     lora: adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm }),
     gates: adamw({ weightDecay: 0 }),
   }, { hypergradient: options.hypergradient, recompute: options.recompute });
-  const session = await model.session({ graph, outputs: step.outputs });
+  const session = await model.session({ graph, outputs: step.outputs }, {
+    deviceOutputs: stateOutputs(step),
+  });
   const trainPlan = new BatchPlan(data.train, { batchSize: options.batchSize, seed: options.seed });
   const valPlan = new BatchPlan(data.validation, { batchSize: options.valBatchSize, seed: options.seed + 1 });
   const total = options.epochs * trainPlan.batchesPerEpoch;
@@ -111,6 +113,7 @@ export async function searchGates(
   };
   const loop = new TrainLoop(session, step, initial, resumed?.step ?? 0);
   let seconds = 0;
+  let logits: number[];
   try {
     seconds = await runStage(
       loop,
@@ -123,8 +126,8 @@ export async function searchGates(
             ...batchFeeds(trainPlan.batch(s), pad),
             ...batchFeeds(valPlan.batch(s), pad, "val/"),
           }, { lora: options.loraLr, gates: options.gateLr }),
-        after: (s, result) => {
-          const logits = Array.from(loop.params()[GATE_LOGITS].data as Float32Array);
+        after: async (s, result) => {
+          const logits = Array.from((await loop.params())[GATE_LOGITS].data as Float32Array);
           const gates = gatesOf(logits);
           history.push({
             step: s + 1,
@@ -141,10 +144,11 @@ export async function searchGates(
       options.checkpointEvery,
       resumed?.seconds,
     );
+    // Read before the session goes, with the device memory it holds.
+    logits = Array.from((await loop.params())[GATE_LOGITS].data as Float32Array);
   } finally {
     await session.release();
   }
-  const logits = Array.from(loop.params()[GATE_LOGITS].data as Float32Array);
   return {
     logits,
     gates: gatesOf(logits),

@@ -30,7 +30,10 @@ export interface Model {
   /** The execution providers its sessions run on unless a call names others (see {@link LoadModelOptions}). */
   readonly providers: readonly string[];
   /** Creates an onnxruntime session for a graph built on this model's weights. */
-  session(built: BuiltGraph, options?: { threads?: number; providers?: string[] }): Promise<Session>;
+  session(
+    built: BuiltGraph,
+    options?: { threads?: number; providers?: string[]; deviceOutputs?: readonly string[] },
+  ): Promise<Session>;
 }
 
 /** Options of {@link loadModel}. */
@@ -97,6 +100,7 @@ export async function loadModel(model: string, options: LoadModelOptions = {}): 
     async session(built, sessionOptions = {}) {
       return await createSession(serialize(built.graph, built.outputs), {
         threads: sessionOptions.threads,
+        deviceOutputs: sessionOptions.deviceOutputs,
         providers: sessionOptions.providers ?? providers,
         optimization: built.graph.float === "float64" ? "basic" : "all",
         onPlacement: options.onPlacement,

@@ -29,6 +29,9 @@
 
 import * as ort from "onnxruntime-node";
 import { allocate, type DType, type HostArray, toHostArray } from "../graph/dtype.ts";
+import { identity } from "../graph/build.ts";
+import { Graph } from "../graph/graph.ts";
+import { serialize } from "../graph/serialize.ts";
 import { type Placement, placementFromProfile } from "./placement.ts";
 
 /** A tensor in host memory. */
@@ -94,7 +97,41 @@ export interface SessionOptions {
   onPlacement?: (placement: Placement) => void;
   /** The graph's name in the placement report (default "model"). */
   name?: string;
+  /**
+   * Outputs to leave in device memory, as {@link DeviceTensor}s (state fed back on the next run): honoured when
+   * the first provider is WebGPU (onnxruntime-node binds device buffers for WebGPU only); elsewhere they come
+   * back to the host as usual.
+   */
+  deviceOutputs?: readonly string[];
 }
+
+/**
+ * A tensor a session left in device memory (see {@link SessionOptions.deviceOutputs}): feed it to a session on
+ * the same device, or {@link download} it. Its memory is freed by {@link DeviceTensor.dispose} (or when it is
+ * garbage-collected).
+ */
+export class DeviceTensor {
+  constructor(readonly dtype: DType, readonly dims: readonly number[], readonly ort: ort.Tensor) {}
+
+  /** Frees the device buffer now. */
+  dispose(): void {
+    this.ort.dispose();
+  }
+}
+
+/** A tensor in host or device memory. */
+export type Tensor = HostTensor | DeviceTensor;
+
+/** Bytes a session moved between host and device memory for its feeds and outputs (not inside a run). */
+export interface Traffic {
+  runs: number;
+  /** Host feeds of a session whose first provider is not the CPU. */
+  toDevice: number;
+  /** Outputs returned to the host by such a session. */
+  toHost: number;
+}
+
+const bytesOf = (t: HostTensor) => (t.data as ArrayBufferView).byteLength;
 
 /** What a session profiles its first run for. */
 interface Profiled {
@@ -128,7 +165,8 @@ function toOrt(t: HostTensor): ort.Tensor {
   return tensor;
 }
 
-function fromOrt(t: ort.Tensor): HostTensor {
+function fromOrt(t: ort.Tensor): HostTensor | DeviceTensor {
+  if (t.location === "gpu-buffer") return new DeviceTensor(t.type as DType, t.dims, t);
   const d = t.data as ArrayBufferView & { length: number };
   const data = t.type === "float16" && !(d instanceof Uint16Array)
     ? new Uint16Array(d.buffer, d.byteOffset, d.length)
@@ -140,11 +178,18 @@ function fromOrt(t: ort.Tensor): HostTensor {
 export class Session {
   readonly #session: ort.InferenceSession;
   #profiled?: Profiled;
+  readonly #onDevice: boolean;
+  /** What the session's runs moved between host and device memory (zero on the CPU). */
+  readonly traffic: Traffic = { runs: 0, toDevice: 0, toHost: 0 };
 
-  /** Wraps an onnxruntime session; `profiled` when it was created profiling (see {@link createSession}). */
-  constructor(session: ort.InferenceSession, profiled?: Profiled) {
+  /**
+   * Wraps an onnxruntime session; `profiled` when it was created profiling (see {@link createSession}),
+   * `onDevice` when its first provider is not the CPU (its host feeds and outputs then count as traffic).
+   */
+  constructor(session: ort.InferenceSession, profiled?: Profiled, onDevice = false) {
     this.#session = session;
     this.#profiled = profiled;
+    this.#onDevice = onDevice;
   }
 
   /** Names of the model's inputs. */
@@ -157,19 +202,42 @@ export class Session {
     return this.#session.outputNames;
   }
 
-  /** Runs the model; returns the requested outputs (default: all). */
+  /** Runs the model; returns the requested outputs (default: all), all in host memory. */
   async run(
-    feeds: Readonly<Record<string, HostTensor>>,
+    feeds: Readonly<Record<string, Tensor>>,
     fetches?: string[],
   ): Promise<Record<string, HostTensor>> {
+    const out = await this.runOnDevice(feeds, fetches);
+    const onDevice = Object.keys(out).filter((k) => out[k] instanceof DeviceTensor);
+    if (onDevice.length) {
+      throw new Error(`outputs ${onDevice.join(", ")} are in device memory: use runOnDevice, then download`);
+    }
+    return out as Record<string, HostTensor>;
+  }
+
+  /** Runs the model; outputs named in {@link SessionOptions.deviceOutputs} stay in device memory. */
+  async runOnDevice(
+    feeds: Readonly<Record<string, Tensor>>,
+    fetches?: string[],
+  ): Promise<Record<string, Tensor>> {
     const missing = this.#session.inputNames.filter((n) => !(n in feeds));
     if (missing.length) throw new Error(`missing inputs: ${missing.join(", ")}`);
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
+    for (const [name, t] of Object.entries(feeds)) {
+      if (t instanceof DeviceTensor) ortFeeds[name] = t.ort;
+      else {
+        ortFeeds[name] = toOrt(t);
+        if (this.#onDevice) this.traffic.toDevice += bytesOf(t);
+      }
+    }
     const out = fetches ? await this.#session.run(ortFeeds, fetches) : await this.#session.run(ortFeeds);
     if (this.#profiled) await this.#reportPlacement(this.#profiled);
-    const result: Record<string, HostTensor> = {};
-    for (const [name, t] of Object.entries(out)) result[name] = fromOrt(t);
+    const result: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(out)) {
+      const r = result[name] = fromOrt(t);
+      if (this.#onDevice && !(r instanceof DeviceTensor)) this.traffic.toHost += bytesOf(r);
+    }
+    this.traffic.runs++;
     return result;
   }
 
@@ -227,8 +295,33 @@ export async function createSession(
   if (options.externalData) {
     opts.externalData = Object.entries(options.externalData).map(([path, data]) => ({ path, data }));
   }
+  const first = opts.executionProviders![0];
+  if (options.deviceOutputs?.length && first === "webgpu") {
+    opts.preferredOutputLocation = Object.fromEntries(options.deviceOutputs.map((n) => [n, "gpu-buffer"]));
+  }
   const session = typeof model === "string"
     ? await ort.InferenceSession.create(model, opts)
     : await ort.InferenceSession.create(model, opts);
-  return new Session(session, profiled);
+  return new Session(session, profiled, first !== "cpu");
+}
+
+/** Identity sessions on WebGPU, by dtype and rank: what reads device tensors back. */
+const readers = new Map<string, Promise<ort.InferenceSession>>();
+
+/**
+ * A tensor in host memory: a host tensor as it is, a device tensor copied back (through a one-node session on
+ * the same device).
+ */
+export async function download(t: Tensor): Promise<HostTensor> {
+  if (!(t instanceof DeviceTensor)) return t;
+  const key = `${t.dtype}/${t.dims.length}`;
+  let reader = readers.get(key);
+  if (!reader) {
+    const g = new Graph({ name: "download" });
+    const bytes = serialize(g, { y: identity(g.input("x", t.dtype, t.dims.map((_, i) => `d${i}`))) });
+    reader = ort.InferenceSession.create(bytes, { executionProviders: ["webgpu"] });
+    readers.set(key, reader);
+  }
+  const { y } = await (await reader).run({ x: t.ort });
+  return fromOrt(y) as HostTensor;
 }

@@ -107,8 +107,9 @@ export class AccumulatingLoop {
     weights: readonly number[],
     lr: number,
   ): Promise<StepResult> {
-    const state = this.#state.tensors;
-    const params = this.#state.params();
+    // The accumulating loop's state is in host memory: it sums the micro-batches' gradients there.
+    const state = this.#state.tensors as Record<string, HostTensor>;
+    const params: Record<string, HostTensor> = Object.fromEntries(this.#params.map((p) => [p, state[p]]));
     const dtype = state[this.#params[0]].dtype;
     const scale = this.#state.lossScale;
     if (scale !== undefined) params[LOSS_SCALE_INPUT] = hostTensor(dtype, [], [scale]);
@@ -140,19 +141,27 @@ export class AccumulatingLoop {
       feeds[`grad/${p}`] = hostTensor(dtype, state[p].dims, sum);
     }
     const out = await this.#apply.run(feeds);
-    for (const name of Object.keys(state)) state[name] = out[`next/${name}`];
+    this.#state.update(
+      Object.fromEntries(Object.keys(state).map((name) => [name, out[`next/${name}`]])),
+      true,
+    );
     this.#state.finishStep(true);
     const gradNorm = Number(out.grad_norm.data[0]);
     return { loss, gradNorm, losses, gradNorms: { [this.#group]: gradNorm }, outputs: {}, skipped: false };
   }
 
   /** Current parameter values by name. */
-  params(): Record<string, HostTensor> {
+  params(): Promise<Record<string, HostTensor>> {
     return this.#state.params();
   }
 
   /** Parameters, optimizer slots and the loss scaler's state (what a checkpoint saves). */
-  state(): Record<string, HostTensor> {
+  state(): Promise<Record<string, HostTensor>> {
     return this.#state.checkpoint();
+  }
+
+  /** {@link AccumulatingLoop.state} before the last update (what a diverged run keeps). */
+  previousState(): Promise<Record<string, HostTensor>> {
+    return this.#state.previous();
   }
 }

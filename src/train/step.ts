@@ -26,7 +26,7 @@
  * });
  * const batch = { x: hostTensor("float32", [2, 1], [1, 2]), y: hostTensor("float32", [2, 1], [3, 6]) };
  * for (let i = 0; i < 50; i++) await loop.step(batch, 0.1);
- * const w1 = loop.params().w.data[0] as number;
+ * const w1 = (await loop.params()).w.data[0] as number;
  * if (Math.abs(w1 - 3) > 1e-3) throw new Error(`expected w ≈ 3, got ${w1}`);
  * ```
  *
@@ -37,7 +37,14 @@ import { gradients } from "../graph/autodiff.ts";
 import { cast } from "../graph/build.ts";
 import type { Graph, Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
-import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
+import {
+  DeviceTensor,
+  download,
+  type HostTensor,
+  hostTensor,
+  type Session,
+  type Tensor,
+} from "../runtime/session.ts";
 import {
   DynamicLossScale,
   LOSS_SCALER_STATE,
@@ -213,6 +220,11 @@ export class TrainStepBuilder {
   }
 }
 
+/** The outputs to leave in device memory for a step graph: the next values of its parameters and slots. */
+export function stateOutputs(graph: TrainStepGraph): string[] {
+  return Object.values(graph.next);
+}
+
 /** A step with one update group named "train". */
 export function buildTrainStep(
   loss: Value,
@@ -267,10 +279,12 @@ export function initialState(
  * decides the optimizer's step number, which update a non-finite gradient drops, and what a checkpoint saves.
  */
 export class TrainerState {
-  /** Parameters and slots by input name. */
-  readonly tensors: Record<string, HostTensor>;
+  /** Parameters and slots by input name: in host memory, or in device memory (see {@link TrainLoop}). */
+  readonly tensors: Record<string, Tensor>;
   readonly #params: readonly string[];
   readonly #scaler?: DynamicLossScale;
+  /** The tensors before the last update, kept (on the device too) until the next one. */
+  #previous: Record<string, Tensor> = {};
   #steps: number;
 
   /**
@@ -315,20 +329,58 @@ export class TrainerState {
     return keep;
   }
 
-  /** Current parameter values by name. */
-  params(): Record<string, HostTensor> {
-    return Object.fromEntries(this.#params.map((p) => [p, this.tensors[p]]));
+  /**
+   * Takes a step's new values (`next` by input name; none for a dropped update, whose device buffers are freed).
+   * Device buffers are freed once neither the state nor the one before it holds them.
+   */
+  update(next: Readonly<Record<string, Tensor>>, keep: boolean): void {
+    const before = { ...this.tensors };
+    for (const [name, t] of Object.entries(next)) {
+      if (keep) this.tensors[name] = t;
+      else if (t instanceof DeviceTensor) t.dispose();
+    }
+    const live = new Set([...Object.values(before), ...Object.values(this.tensors)]);
+    for (const t of Object.values(this.#previous)) if (t instanceof DeviceTensor && !live.has(t)) t.dispose();
+    this.#previous = before;
   }
 
-  /** Parameters, optimizer slots and the loss scaler's state, by name (what a checkpoint saves). */
-  checkpoint(): Record<string, HostTensor> {
-    return { ...this.tensors, ...(this.#scaler && { [LOSS_SCALER_STATE]: this.#scaler.state() }) };
+  /** Current parameter values by name, in host memory (downloaded from the device). */
+  async params(): Promise<Record<string, HostTensor>> {
+    const params: Record<string, HostTensor> = {};
+    for (const p of this.#params) params[p] = await download(this.tensors[p]);
+    return params;
   }
+
+  /** Parameters, optimizer slots and the loss scaler's state, by name (what a checkpoint saves), in host memory. */
+  checkpoint(): Promise<Record<string, HostTensor>> {
+    return this.#download(this.tensors);
+  }
+
+  /** {@link TrainerState.checkpoint} before the last update (the current one before any): a diverged run's. */
+  previous(): Promise<Record<string, HostTensor>> {
+    return this.#download(Object.keys(this.#previous).length ? this.#previous : this.tensors);
+  }
+
+  async #download(tensors: Record<string, Tensor>): Promise<Record<string, HostTensor>> {
+    const out: Record<string, HostTensor> = {};
+    for (const [name, t] of Object.entries(tensors)) out[name] = await download(t);
+    return { ...out, ...(this.#scaler && { [LOSS_SCALER_STATE]: this.#scaler.state() }) };
+  }
+}
+
+/** The value of a one-element output that must be in host memory. */
+function scalarOf(t: Tensor | undefined, name: string): number {
+  if (!t || t instanceof DeviceTensor) throw new Error(`output '${name}' must come back to the host`);
+  return Number(t.data[0]);
 }
 
 /**
  * Host side of training: keeps parameters and slots, and runs steps that feed them back. For a float16 step it
  * also keeps the dynamic loss scale, and drops the update of a step whose gradients were not finite.
+ *
+ * State stays where the session leaves it: with the `next/…` outputs as the session's `deviceOutputs`
+ * ({@link stateOutputs}) on WebGPU, parameters and slots live in device memory between steps and a step moves
+ * only the batch, the scalars and the losses; {@link TrainLoop.params} and {@link TrainLoop.state} download.
  */
 export class TrainLoop {
   readonly #session: Session;
@@ -372,7 +424,7 @@ export class TrainLoop {
     const state = this.#state.tensors;
     const dtype = Object.values(state)[0]?.dtype ?? "float32";
     const scalar = (v: number) => hostTensor(dtype, [], [v]);
-    const feeds: Record<string, HostTensor> = {
+    const feeds: Record<string, Tensor> = {
       ...batch,
       ...state,
       [STEP_INPUT]: scalar(this.#state.optimizerStep),
@@ -384,30 +436,35 @@ export class TrainLoop {
       if (rate === undefined) throw new Error(`no learning rate for update group '${group.name}'`);
       feeds[lrInput(group.name)] = scalar(rate);
     }
-    const out = await this.#session.run(feeds);
+    const out = await this.#session.runOnDevice(feeds);
     const losses: Record<string, number> = {}, gradNorms: Record<string, number> = {};
     for (const group of this.#graph.groups) {
-      losses[group.name] = Number(out[group.loss].data[0]);
-      gradNorms[group.name] = Number(out[group.gradNorm].data[0]);
+      losses[group.name] = scalarOf(out[group.loss], group.loss);
+      gradNorms[group.name] = scalarOf(out[group.gradNorm], group.gradNorm);
     }
     const keep = this.#state.finishStep(Object.values(gradNorms).every(Number.isFinite));
-    if (keep) {
-      for (const [input, output] of Object.entries(this.#graph.next)) state[input] = out[output];
-    }
+    const next = Object.entries(this.#graph.next).map(([input, output]) => [input, out[output]]);
+    this.#state.update(Object.fromEntries(next), keep);
     const first = this.#graph.groups[0].name;
     const stateOutputs = new Set(Object.values(this.#graph.next));
-    const outputs = Object.fromEntries(Object.entries(out).filter(([k]) => !stateOutputs.has(k)));
+    const outputs: Record<string, HostTensor> = {};
+    for (const [k, t] of Object.entries(out)) if (!stateOutputs.has(k)) outputs[k] = await download(t);
     return { loss: losses[first], gradNorm: gradNorms[first], losses, gradNorms, outputs, skipped: !keep };
   }
 
-  /** Current parameter values by input name. */
-  params(): Record<string, HostTensor> {
+  /** Current parameter values by input name, in host memory. */
+  params(): Promise<Record<string, HostTensor>> {
     return this.#state.params();
   }
 
-  /** Parameters, optimizer slots and the loss scaler's state, by name (what a checkpoint saves). */
-  state(): Record<string, HostTensor> {
+  /** Parameters, optimizer slots and the loss scaler's state, by name (what a checkpoint saves), in host memory. */
+  state(): Promise<Record<string, HostTensor>> {
     return this.#state.checkpoint();
+  }
+
+  /** {@link TrainLoop.state} before the last step (what a diverged run keeps). */
+  previousState(): Promise<Record<string, HostTensor>> {
+    return this.#state.previous();
   }
 
   /** The current loss scale of a float16 step; undefined for other steps. */

@@ -95,7 +95,7 @@ Deno.test("stories260K: a Flexora search step updates LoRA on train and the gate
       gates: 0.05,
     });
   }
-  const logits = Array.from(loop.params()[GATE_LOGITS].data as Float32Array);
+  const logits = Array.from((await loop.params())[GATE_LOGITS].data as Float32Array);
   assert.ok(logits.some((v) => Math.abs(v) > 1e-3), `gate logits did not move: ${logits}`);
   assert.ok(
     Math.abs(logits.reduce((a, b) => a + b)) < 1,

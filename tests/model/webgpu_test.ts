@@ -1,5 +1,5 @@
 /**
- * Every graph on onnxruntime's WebGPU provider against the CPU provider: scoring, generation with the KV cache,
+ * Every graph on onnxruntime's WebGPU provider (or CUDA's, with FLEXORA_PARITY_DEVICE=cuda) against the CPU provider: scoring, generation with the KV cache,
  * the LoRA gradient (the gradient-accumulation graph) and train step with AdamW, the Flexora search step (first
  * order and unrolled), float16 with loss scaling, and a whole finetune. Float32 losses and gradients agree within
  * 1e-4 (relative, over each tensor), greedy ids are equal, and at least 99 % of each graph's MatMul FLOPs run on
@@ -20,13 +20,18 @@ import { initLora, type LoraConfig, validateLora } from "../../src/model/lora.ts
 import { loadModel, type Model } from "../../src/model/model.ts";
 import { buildLoraTrainStep, buildSearchStep } from "../../src/flexora/train_graphs.ts";
 import { batchInputs, lmLoss } from "../../src/model/lm_loss.ts";
-import { deviceMatmulShare, formatPlacement, type Placement } from "../../src/runtime/placement.ts";
+import {
+  CPU_PROVIDER,
+  deviceMatmulShare,
+  formatPlacement,
+  type Placement,
+} from "../../src/runtime/placement.ts";
 import { type HostTensor, hostTensor } from "../../src/runtime/session.ts";
 import { AccumulatingLoop, buildApplyGraph, gradOutputs } from "../../src/train/accumulate.ts";
 import { adamw } from "../../src/train/optim.ts";
-import { TrainLoop } from "../../src/train/step.ts";
+import { stateOutputs, TrainLoop } from "../../src/train/step.ts";
 import { flexora } from "../cli/run.ts";
-import { NO_WEBGPU } from "../runtime/webgpu.ts";
+import { NO_PARITY_DEVICE, PARITY_DEVICE } from "../runtime/webgpu.ts";
 import { ROOT, STORIES } from "./shared.ts";
 
 const TINY = join(ROOT, "fixtures/tiny-llama");
@@ -41,9 +46,13 @@ const TARGETS = [
   "down_proj",
 ] as const;
 
-/** A WebGPU test: skipped (with the reason printed once, by ../runtime/webgpu.ts) when no adapter exists. */
-function webgpuTest(name: string, fn: () => Promise<void>): void {
-  Deno.test({ name: `WebGPU: ${name}`, ignore: NO_WEBGPU !== null, fn });
+/**
+ * A test on the parity device (WebGPU unless FLEXORA_PARITY_DEVICE=cuda): skipped, with the reason printed once
+ * by ../runtime/webgpu.ts, when the device is unavailable (for WebGPU: no adapter).
+ */
+function webgpuTest(name: string, fn: () => Promise<void>, only?: "webgpu"): void {
+  const ignore = NO_PARITY_DEVICE !== null || (only !== undefined && only !== PARITY_DEVICE);
+  Deno.test({ name: `${PARITY_DEVICE}: ${name}`, ignore, fn });
 }
 
 /** The same model on the CPU and on WebGPU; the WebGPU one records every session's placement. */
@@ -52,7 +61,7 @@ async function models(dir: string, dtype: "float32" | "float16" = "float32") {
   const cpu = await loadModel(dir, { dtype });
   const gpu = await loadModel(dir, {
     dtype,
-    providers: ["webgpu", "cpu"],
+    providers: [PARITY_DEVICE, "cpu"],
     onPlacement: (p) => placements.push(p),
   });
   return { cpu, gpu, placements };
@@ -63,7 +72,7 @@ function assertOnDevice(placements: readonly Placement[], sessions: number): voi
   assert.equal(placements.length, sessions, "one placement report per session");
   for (const p of placements) {
     assert.ok(deviceMatmulShare(p) >= 0.99, formatPlacement(p));
-    assert.ok(p.nodes.WebGpuExecutionProvider, `${p.graph} ran nothing on WebGPU`);
+    assert.ok(Object.keys(p.nodes).some((k) => k !== CPU_PROVIDER), `${p.graph} ran nothing on the device`);
   }
 }
 
@@ -208,11 +217,13 @@ webgpuTest("tiny fixture: AdamW train steps and gradient accumulation follow the
     const initial = loraAt(model, lora, 2);
     // One fused step graph (LoRA train step with AdamW), three steps.
     const { graph, step } = buildLoraTrainStep(model.config, model.weights, { config: lora }, optimizer);
-    const session = await model.session({ graph, outputs: step.outputs });
+    const session = await model.session({ graph, outputs: step.outputs }, {
+      deviceOutputs: stateOutputs(step),
+    });
     const loop = new TrainLoop(session, step, initial);
     const run: number[] = [];
     for (let i = 0; i < 2; i++) run.push((await loop.step(batchFeeds(seqs), 1e-2)).loss);
-    fused.push(loop.state());
+    fused.push(await loop.state());
     await session.release();
     // The same update over two micro-batches: gradient graph, host sum, apply graph.
     const g = new Graph({ name: "lora_grad", float: model.dtype });
@@ -229,7 +240,7 @@ webgpuTest("tiny fixture: AdamW train steps and gradient accumulation follow the
     });
     const micro = [batchFeeds(seqs.slice(0, 2)), batchFeeds(seqs.slice(2))];
     run.push((await acc.step(micro, [0.5, 0.5], 1e-2)).loss);
-    accumulated.push(acc.state());
+    accumulated.push(await acc.state());
     await grad.release();
     await apply.release();
     losses.push(run);
@@ -254,7 +265,9 @@ for (const hypergradient of ["first-order", "unrolled"] as const) {
       const { graph, step } = buildSearchStep(model.config, model.weights, lora, optimizers, {
         hypergradient,
       });
-      const session = await model.session({ graph, outputs: step.outputs });
+      const session = await model.session({ graph, outputs: step.outputs }, {
+        deviceOutputs: stateOutputs(step),
+      });
       const L = model.config.numLayers;
       const loop = new TrainLoop(session, step, {
         ...loraAt(model, lora, 3),
@@ -272,7 +285,7 @@ for (const hypergradient of ["first-order", "unrolled"] as const) {
           };
         }
       }
-      results.push({ state: loop.state(), outputs });
+      results.push({ state: await loop.state(), outputs });
       await session.release();
     }
     assertClose(results[1].outputs, results[0].outputs, ["lora/loss", "gates/loss", "gates"]);
@@ -296,7 +309,9 @@ webgpuTest(
     for (const model of [cpu, gpu]) {
       const { graph, step } = buildLoraTrainStep(model.config, model.weights, { config: lora }, adamw({}));
       assert.ok(step.lossScale, "a float16 step takes a loss scale");
-      const session = await model.session({ graph, outputs: step.outputs });
+      const session = await model.session({ graph, outputs: step.outputs }, {
+        deviceOutputs: stateOutputs(step),
+      });
       const loop = new TrainLoop(session, step, initLora(model.config, lora, 4));
       // Dynamic loss scaling drops the first updates while the scale is too large for float16.
       const run = { losses: [] as number[], skipped: [] as boolean[] };
@@ -343,16 +358,51 @@ webgpuTest("the CLI logs the device and each session's placement; its greedy ids
   const args = ["generate", "--model", STORIES, "--prompt-ids", "1", "--max-tokens", "8", "--json"];
   const [cpu, gpu] = [
     await flexora(...args, "--device", "cpu"),
-    await flexora(...args, "--device", "webgpu"),
+    await flexora(...args, "--device", PARITY_DEVICE),
   ];
   assert.equal(gpu.code, 0, gpu.err);
-  assert.match(gpu.err, /^device: webgpu$/m);
+  assert.match(gpu.err, new RegExp(`^device: ${PARITY_DEVICE}$`, "m"));
   assert.match(
     gpu.err,
-    /^placement step: \d+ nodes on WebGpuExecutionProvider.*MatMul FLOPs 100\.0% on the device/m,
+    /^placement step: \d+ nodes on \w+ExecutionProvider.*MatMul FLOPs 100\.0% on the device/m,
   );
   assert.doesNotMatch(cpu.err, /placement/);
   const ids = JSON.parse(cpu.out).ids;
   assert.equal(ids.length, 8);
   assert.deepEqual(JSON.parse(gpu.out).ids, ids);
 });
+
+webgpuTest(
+  "a train step keeps its state on the device: it moves only the batch, the scalars and the losses",
+  async () => {
+    const { gpu } = await models(STORIES);
+    const lora = allLayers(gpu);
+    const seqs = await sequences(gpu, 4);
+    const batch = batchFeeds(seqs);
+    const batchBytes = Object.values(batch).reduce((n, t) => n + t.data.byteLength, 0);
+    const stateBytes = Object.values(loraAt(gpu, lora, 5)).reduce((n, t) => n + t.data.byteLength, 0) * 3; // w, m, v
+    const { graph, step } = buildLoraTrainStep(gpu.config, gpu.weights, { config: lora }, adamw({}));
+    const traffic = [];
+    for (const deviceOutputs of [[], stateOutputs(step)]) {
+      const session = await gpu.session({ graph, outputs: step.outputs }, { deviceOutputs });
+      const loop = new TrainLoop(session, step, loraAt(gpu, lora, 5));
+      await loop.step(batch, 1e-3); // the first step uploads the initial state
+      const before = { ...session.traffic };
+      for (let i = 0; i < 2; i++) await loop.step(batch, 1e-3);
+      traffic.push({
+        toDevice: (session.traffic.toDevice - before.toDevice) / 2,
+        toHost: (session.traffic.toHost - before.toHost) / 2,
+      });
+      assert.ok((await loop.params())[Object.keys(await loop.params())[0]].data.length > 0);
+      await session.release();
+    }
+    const [hostState, deviceState] = traffic;
+    // State on the host: it crosses both ways on every step.
+    assert.ok(hostState.toDevice >= batchBytes + stateBytes, JSON.stringify(hostState));
+    assert.ok(hostState.toHost >= stateBytes, JSON.stringify(hostState));
+    // State on the device: the batch and three scalars in (step, lr, and nothing else), the loss and norm out.
+    assert.equal(deviceState.toDevice, batchBytes + 2 * 4);
+    assert.equal(deviceState.toHost, 2 * 4);
+  },
+  "webgpu", // onnxruntime-node binds device buffers for WebGPU only
+);

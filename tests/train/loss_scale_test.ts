@@ -70,7 +70,7 @@ Deno.test("TrainLoop (float16): an overflowing step is dropped and halves the sc
   const dropped = await half.step(BATCH, 0.1);
   assert.equal(dropped.skipped, true);
   assert.ok(!Number.isFinite(dropped.gradNorm));
-  assert.deepEqual(half.params(), W0);
+  assert.deepEqual(await half.params(), W0);
   assert.equal(half.steps, 1);
   assert.equal(half.lossScale, 2 ** 15);
   const kept = await half.step(BATCH, 0.1);
@@ -80,10 +80,10 @@ Deno.test("TrainLoop (float16): an overflowing step is dropped and halves the sc
   assert.ok(Math.abs(kept.gradNorm - reference.gradNorm) <= 1e-3 * reference.gradNorm);
   // AdamW's first step moves each weight by lr·g/|g|; counting the dropped step would shrink it by a quarter.
   assert.ok(
-    close(half.params().w, wide.params().w, 1e-5),
-    `${half.params().w.data} vs ${wide.params().w.data}`,
+    close((await half.params()).w, (await wide.params()).w, 1e-5),
+    `${(await half.params()).w.data} vs ${(await wide.params()).w.data}`,
   );
-  assert.deepEqual(Array.from(half.state()[LOSS_SCALER_STATE].data as Float32Array), [2 ** 15, 1, 1]);
+  assert.deepEqual(Array.from((await half.state())[LOSS_SCALER_STATE].data as Float32Array), [2 ** 15, 1, 1]);
 });
 
 Deno.test("TrainLoop (float16): the loss scaler resumes from the trainer's state", async () => {
@@ -94,11 +94,11 @@ Deno.test("TrainLoop (float16): the loss scaler resumes from the trainer's state
   const builder = new TrainStepBuilder(g);
   builder.update("train", loss, [w], adamw({ weightDecay: 0 }));
   const step = builder.finish();
-  const resumed = new TrainLoop(await createSession(serialize(g, step.outputs)), step, half.state(), 2);
+  const resumed = new TrainLoop(await createSession(serialize(g, step.outputs)), step, await half.state(), 2);
   assert.equal(resumed.lossScale, 2 ** 15);
   const [a, b] = [await half.step(BATCH, 0.1), await resumed.step(BATCH, 0.1)];
   assert.equal(a.loss, b.loss);
-  assert.deepEqual(half.state(), resumed.state());
+  assert.deepEqual(await half.state(), await resumed.state());
 });
 
 Deno.test("AccumulatingLoop (float16): unscaled micro-batch gradients; a dropped update, then float32's", async () => {
@@ -124,24 +124,24 @@ Deno.test("AccumulatingLoop (float16): unscaled micro-batch gradients; a dropped
   }));
   const dropped = await half.step(micro, [0.5, 0.5], 0.1);
   assert.equal(dropped.skipped, true);
-  assert.deepEqual(half.params(), W0);
+  assert.deepEqual(await half.params(), W0);
   await half.step(micro, [0.5, 0.5], 0.1);
   await wide.step(micro, [0.5, 0.5], 0.1);
   assert.ok(
-    close(half.params().w, wide.params().w, 1e-5),
-    `${half.params().w.data} vs ${wide.params().w.data}`,
+    close((await half.params()).w, (await wide.params()).w, 1e-5),
+    `${(await half.params()).w.data} vs ${(await wide.params()).w.data}`,
   );
-  assert.deepEqual(Array.from(half.state()[LOSS_SCALER_STATE].data as Float32Array), [2 ** 15, 1, 1]);
+  assert.deepEqual(Array.from((await half.state())[LOSS_SCALER_STATE].data as Float32Array), [2 ** 15, 1, 1]);
   // A loop resumed from that state carries on with the same scale and counts.
-  const resumed = await loop("float16", half.state(), half.steps);
+  const resumed = await loop("float16", await half.state(), half.steps);
   await assert.rejects(
-    () => loop("float16", half.state(), 0),
+    async () => loop("float16", await half.state(), 0),
     /skipped 1 of its steps, more than the 0 taken/,
   );
-  assert.deepEqual(resumed.state(), half.state());
+  assert.deepEqual(await resumed.state(), await half.state());
   const [a, b] = [await half.step(micro, [0.5, 0.5], 0.1), await resumed.step(micro, [0.5, 0.5], 0.1)];
   assert.equal(a.loss, b.loss);
-  assert.deepEqual(resumed.state(), half.state());
+  assert.deepEqual(await resumed.state(), await half.state());
 });
 
 Deno.test("DynamicLossScale doubles after growthInterval finite steps, within [2^-24, 2^24], and checks its state", () => {

@@ -130,7 +130,7 @@ Deno.test("a train step graph with in-graph AdamW fits a linear model", async ()
   let last = first;
   for (let i = 0; i < 300; i++) last = (await loop.step(batch, 0.05)).loss;
   assert.ok(last < first * 1e-3, `loss went from ${first} to ${last}`);
-  const got = Array.from(loop.params().w.data as Float32Array);
+  const got = Array.from((await loop.params()).w.data as Float32Array);
   got.forEach((v, k) => assert.ok(Math.abs(v - truth[k]) < 0.02, `w[${k}] = ${v}, want ${truth[k]}`));
   assert.equal(loop.steps, 301);
 });
