@@ -26,7 +26,7 @@ import { Rng } from "../src/util/random.ts";
 import { LLAMA_100M, writeRandomLlama } from "./random_llama.ts";
 import { median } from "./stats.ts";
 import { benchLora } from "./train.ts";
-import { peakRss } from "./train_memory.ts";
+import { peakRss } from "../src/util/memory.ts";
 
 const { values } = parseArgs({
   options: {
