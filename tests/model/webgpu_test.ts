@@ -55,6 +55,11 @@ function webgpuTest(name: string, fn: () => Promise<void>, only?: "webgpu"): voi
   Deno.test({ name: `${PARITY_DEVICE}: ${name}`, ignore, fn });
 }
 
+/*
+ * Every test that profiles on WebGPU lives in this file, so they run one after another: the WebGPU context is
+ * shared by all sessions in a process, and two sessions profiling at once would mix their kernel events.
+ */
+
 /** The same model on the CPU and on WebGPU; the WebGPU one records every session's placement. */
 async function models(dir: string, dtype: "float32" | "float16" = "float32") {
   const placements: Placement[] = [];
