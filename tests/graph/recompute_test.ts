@@ -106,7 +106,7 @@ Deno.test("recompute: an unrolled Flexora search step gives the same losses, hyp
     const loop = new TrainLoop(session, step, initial);
     const r = await loop.step(batch, { lora: 5e-2, gates: 0.01 });
     await session.release();
-    return { r, params: loop.params() };
+    return { r, params: await loop.params() };
   };
   const [a, b] = [await run(false), await run(true)];
   for (const g of ["lora", "gates"]) assert.ok(Math.abs(a.r.losses[g] - b.r.losses[g]) <= 1e-5, g);
