@@ -11,6 +11,9 @@
  *   `--allow-run` is granted (otherwise in this process, top-3 first, since the peak only grows);
  * - `generate`: greedy KV-cache generation tokens/s for stories260K and the random model.
  *
+ * `--vs-torch` also runs each train variant against `../shared/bench/torch_peer.py` in alternating processes and
+ * prints the ratios of step time and peak RSS (skipped, saying why, where `/usr/bin/python3` lacks torch).
+ *
  * `--quick` uses a ~4M model, a smaller batch and fewer runs: a smoke test of every part in about a minute.
  * The random model is written to a temporary directory once per run and deleted at the end.
  *
@@ -30,6 +33,7 @@ import {
 } from "./train_memory.ts";
 import { benchGenerateDir, benchGenerateHf, type GenerateResult } from "./generate.ts";
 import { median } from "./stats.ts";
+import { benchVsTorch, torchUnavailable } from "./vs_torch.ts";
 import { printReport, type Report, summarize } from "./report.ts";
 
 const PARTS = ["matmul", "train", "memory", "generate"] as const;
@@ -46,6 +50,8 @@ interface Profile {
   readonly train: { warmup: number; runs: number };
   readonly memory: { warmup: number; runs: number };
   readonly generate: { promptTokens: number; newTokens: number; runs: number };
+  /** Alternating flexora / torch peer processes per variant with `--vs-torch`. */
+  readonly vsTorchPairs: number;
 }
 
 const FULL: Profile = {
@@ -57,6 +63,7 @@ const FULL: Profile = {
   train: { warmup: 2, runs: 5 },
   memory: { warmup: 1, runs: 1 },
   generate: { promptTokens: 16, newTokens: 64, runs: 3 },
+  vsTorchPairs: 2,
 };
 
 const QUICK: Profile = {
@@ -68,6 +75,7 @@ const QUICK: Profile = {
   train: { warmup: 1, runs: 3 },
   memory: { warmup: 0, runs: 1 },
   generate: { promptTokens: 16, newTokens: 16, runs: 3 },
+  vsTorchPairs: 1,
 };
 
 /** stories260K from the shared models folder, read in place. */
@@ -86,7 +94,12 @@ function parseParts(only: string | undefined): Set<Part> {
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { json: { type: "boolean" }, only: { type: "string" }, quick: { type: "boolean" } },
+  options: {
+    json: { type: "boolean" },
+    only: { type: "string" },
+    quick: { type: "boolean" },
+    "vs-torch": { type: "boolean" },
+  },
 });
 const parts = parseParts(values.only);
 const profile = values.quick ? QUICK : FULL;
@@ -140,6 +153,16 @@ try {
         memory.push(isolated ? await measureStepMemoryIsolated(o, v) : await measureStepMemory(o, v));
       }
       report.memory = memory;
+    }
+    if (values["vs-torch"]) {
+      const why = await torchUnavailable();
+      if (why) log(`vs torch: skipped (${why})`);
+      else {
+        log(`vs torch: ${profile.vsTorchPairs} alternating flexora / torch_peer.py processes per variant …`);
+        const o = { ...options, ...profile.memory, warmup: 1, runs: profile.train.runs };
+        const config = profile.model === LLAMA_QUICK ? "quick" : "100m";
+        report.vsTorch = await benchVsTorch(o, config, L, [all, top3, forward], profile.vsTorchPairs, log);
+      }
     }
     if (parts.has("train")) {
       log(`train: ${profile.train.warmup} warmup and ${profile.train.runs} timed rounds …`);

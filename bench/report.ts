@@ -10,6 +10,7 @@ import type { MatmulResult } from "./matmul.ts";
 import { median } from "./stats.ts";
 import type { InterleavedTimings, StepTiming } from "./train.ts";
 import type { MemoryResult } from "./train_memory.ts";
+import type { VsTorchResult } from "./vs_torch.ts";
 
 /** Everything one run measured; parts that were not run are absent. */
 export interface Report {
@@ -21,6 +22,7 @@ export interface Report {
   train?: InterleavedTimings;
   memory?: MemoryResult[];
   generate?: GenerateResult[];
+  vsTorch?: VsTorchResult[];
   summary?: Summary;
 }
 
@@ -134,6 +136,13 @@ export function printReport(r: Report): void {
         `peak / weights ${ratio.toFixed(2)} (target ≤ ${TARGETS.peakOverWeights}: ${
           verdict(ratio <= TARGETS.peakOverWeights)
         })`,
+    );
+  }
+  for (const v of r.vsTorch ?? []) {
+    console.log(
+      `vs torch ${v.name}: step time flexora ÷ torch ${v.timeRatio.toFixed(2)}, peak RSS ${
+        v.peakRatio.toFixed(2)
+      } (medians of ${v.flexora.length} alternating pairs of processes)`,
     );
   }
   for (const g of r.generate ?? []) {

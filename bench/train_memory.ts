@@ -26,6 +26,8 @@ export interface MemoryResult {
   /** Seconds from reading the model directory to an open session, and of the first step. */
   readonly sessionSeconds: number;
   readonly firstStepSeconds: number;
+  /** Seconds of each step after the first. */
+  readonly stepSeconds: number[];
   /** True when measured in a worker process of its own. */
   readonly isolated: boolean;
 }
@@ -40,7 +42,12 @@ export async function measureStepMemory(o: TrainBenchOptions, variant: StepVaria
   await step.run();
   const firstStepSeconds = (performance.now() - t1) / 1000;
   const peakAfterFirstStep = peakRss().bytes;
-  for (let i = 1; i < o.warmup + o.runs; i++) await step.run();
+  const stepSeconds: number[] = [];
+  for (let i = 1; i < o.warmup + o.runs; i++) {
+    const t = performance.now();
+    await step.run();
+    stepSeconds.push((performance.now() - t) / 1000);
+  }
   const peak = peakRss();
   await step.session.release();
   return {
@@ -53,6 +60,7 @@ export async function measureStepMemory(o: TrainBenchOptions, variant: StepVaria
     peakSource: peak.source,
     sessionSeconds: (t1 - t0) / 1000,
     firstStepSeconds,
+    stepSeconds,
     isolated: false,
   };
 }
