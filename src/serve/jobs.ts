@@ -16,7 +16,7 @@
 
 import { historyPoint } from "../flexora/mod.ts";
 import type { Device } from "../runtime/device.ts";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { z } from "zod";
 import type { ServerConfig } from "../../plugins/types.ts";
@@ -62,8 +62,14 @@ export interface RunnerHandle {
   readonly exited: Promise<RunnerExit>;
 }
 
+/** What a runner may reach besides the files. */
+export interface SpawnOptions {
+  /** Network access, for a job whose model is a Hub id (it downloads it); local jobs run without. */
+  readonly network: boolean;
+}
+
 /** Starts a runner for a spec file. */
-export type Spawn = (specFile: string) => RunnerHandle;
+export type Spawn = (specFile: string, options: SpawnOptions) => RunnerHandle;
 
 /** Thrown for requests the manager refuses; `status` is the HTTP status to answer with. */
 export class JobError extends Error {
@@ -79,7 +85,7 @@ const RUNNER = fromFileUrl(new URL("./runner.ts", import.meta.url));
 const ROOT = fromFileUrl(new URL("../../", import.meta.url));
 
 /** Runs `runner.ts` with Deno in a child process, events read from its stdout. */
-export function spawnRunner(specFile: string): RunnerHandle {
+export function spawnRunner(specFile: string, options: SpawnOptions = { network: false }): RunnerHandle {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -88,7 +94,7 @@ export function spawnRunner(specFile: string): RunnerHandle {
       "--allow-env",
       "--allow-ffi",
       "--allow-sys",
-      "--allow-net", // a Hub model is downloaded by the job (only when the sidecar allows Hub ids)
+      ...(options.network ? ["--allow-net"] : []),
       RUNNER,
       specFile,
     ],
@@ -365,7 +371,8 @@ export class JobManager {
       this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
       return;
     }
-    const runner = slot.runner = this.#o.spawn(specFile);
+    // The submit route confines a local model to an absolute path; anything else is a Hub id the job downloads.
+    const runner = slot.runner = this.#o.spawn(specFile, { network: !isAbsolute(req.model) });
     const warnings: string[] = (job.result?.warnings as string[] | undefined) ?? [];
     let summary: RunSummary | null = null, last: RunnerEvent | null = null;
     for await (const e of runner.events) {

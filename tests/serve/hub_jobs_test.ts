@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { spawnRunner } from "../../src/serve/jobs.ts";
+import { type Spawn, spawnRunner } from "../../src/serve/jobs.ts";
 import { TINY } from "../cli/run.ts";
 import { commitId, FakeHub, folderFiles } from "../hub/fake_hub.ts";
 import { fakeSpawn, testSidecar } from "./helpers.ts";
@@ -53,13 +53,18 @@ Deno.test("an allowed Hub id is queued without a download in the request handler
   await withHub(async (hub) => {
     let release = () => {};
     const hold = new Promise<void>((r) => (release = r));
-    const s = await testSidecar({ allowHub: ["org"], spawn: fakeSpawn({ hold }) });
+    const fake = fakeSpawn({ hold });
+    const network: boolean[] = [];
+    const spawn: Spawn = (file, options) => (network.push(options.network), fake(file, options));
+    const s = await testSidecar({ allowHub: ["org"], spawn });
     try {
       const res = await s.request("/v1/jobs", {
         method: "POST",
         body: s.body({ model: "org/tiny@main", options: quick }),
       });
       assert.equal(res.status, 202, await res.clone().text());
+      for (let i = 0; i < 500 && network.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(network, [true], "the runner of a Hub job may reach the network");
       const body = await res.json();
       assert.equal(body.estimate, null);
       assert.equal(body.job.request.model, "org/tiny@main");
@@ -75,6 +80,22 @@ Deno.test("an allowed Hub id is queued without a download in the request handler
       await Deno.remove(s.dir, { recursive: true });
     }
   });
+});
+
+Deno.test("a job on a local model runs without network access", async () => {
+  const fake = fakeSpawn();
+  const network: boolean[] = [];
+  const spawn: Spawn = (file, options) => (network.push(options.network), fake(file, options));
+  const s = await testSidecar({ spawn });
+  try {
+    const res = await s.request("/v1/jobs", { method: "POST", body: s.body({ options: quick }) });
+    assert.equal(res.status, 202, await res.clone().text());
+    for (let i = 0; i < 500 && network.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(network, [false]);
+  } finally {
+    await s.close();
+    await Deno.remove(s.dir, { recursive: true });
+  }
 });
 
 Deno.test("the job downloads the Hub model (state downloading, download progress), then trains on it", async () => {

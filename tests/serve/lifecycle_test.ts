@@ -27,11 +27,11 @@ Deno.test("12 concurrent submissions on an idle sidecar: each job gets exactly o
     const spawned = new Map<string, number>();
     let live = 0, most = 0;
     const inner = fakeSpawn();
-    const spawn: Spawn = (file) => {
+    const spawn: Spawn = (file, options) => {
       const id = file.split("/").at(-2)!;
       spawned.set(id, (spawned.get(id) ?? 0) + 1);
       most = Math.max(most, ++live);
-      const handle = inner(file);
+      const handle = inner(file, options);
       return { ...handle, exited: handle.exited.finally(() => live--) };
     };
     const s = await testSidecar({ spawn });
@@ -65,7 +65,10 @@ Deno.test("cancel ends a runner that ignores the stop and SIGTERM: SIGKILL after
     yield { type: "start", stage: "search", step: 0, total: 9, seconds: 0 };
     await new Promise(() => {}); // blocked on I/O: never reads the stop, never ends by itself
   }, { kills, ignoreTerm: true });
-  const s = await testSidecar({ spawn: (f) => (calls++ === 0 ? stuck : fakeSpawn())(f), stopGraceMs: 50 });
+  const s = await testSidecar({
+    spawn: (f, o) => (calls++ === 0 ? stuck : fakeSpawn())(f, o),
+    stopGraceMs: 50,
+  });
   try {
     const first = (await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json()).id;
     const second = (await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json()).id;

@@ -128,7 +128,10 @@ Deno.test("jobs found running at start-up are marked interrupted and resumed fro
   store.close();
   const specs: string[] = [];
   const spawn = fakeSpawn();
-  const s = await testSidecar({ dataDir, spawn: (file) => (specs.push(file), spawn(file)) });
+  const s = await testSidecar({
+    dataDir,
+    spawn: (file, options) => (specs.push(file), spawn(file, options)),
+  });
   try {
     const job = await waitFor(s.request, "crashed");
     assert.equal(job.state, "succeeded");
