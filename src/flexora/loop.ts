@@ -71,24 +71,26 @@ export async function resumePoint<S extends Stage>(
   };
 }
 
-/** Why a step's result means the run diverged, or null when it is healthy. */
-export function divergence(result: StepResult, params: Record<string, HostTensor>): string | null {
+/**
+ * Why a step's result means the run diverged, or null when it is healthy. Reads only the scalars the step graph
+ * returns (losses, gradient norms, the largest trained magnitude), so parameters kept in device memory are not
+ * downloaded each step; `worst` names the largest trained value, read only when the magnitude check trips.
+ */
+export async function divergence(
+  result: StepResult,
+  worst: () => Promise<{ name: string; value: number }>,
+): Promise<string | null> {
   const losses = Object.entries(result.losses);
   const bad = losses.find(([, v]) => !Number.isFinite(v));
   if (bad) return `the ${bad[0]} loss became ${bad[1]}`;
   if (result.skipped) return null; // float16: the loss scaler dropped this update and handles the overflow
   const norm = Object.entries(result.gradNorms).find(([, v]) => !Number.isFinite(v));
   if (norm) return `the ${norm[0]} gradient norm became ${norm[1]}`;
-  let worst = { name: "", value: 0 };
-  for (const [name, t] of Object.entries(params)) {
-    for (const v of t.data as Float32Array) {
-      const a = Math.abs(v);
-      if (!Number.isFinite(a)) return `${name} became ${v}`;
-      if (a > worst.value) worst = { name, value: a };
-    }
-  }
-  if (worst.value > MAX_TRAINED_MAGNITUDE) {
-    return `${worst.name} reached ${worst.value.toExponential(1)} (past ${
+  const past = Object.values(result.paramMaxes ?? {}).some((v) => !(v <= MAX_TRAINED_MAGNITUDE));
+  if (past) {
+    const w = await worst();
+    if (!Number.isFinite(w.value)) return `${w.name} became ${w.value}`;
+    return `${w.name} reached ${Math.abs(w.value).toExponential(1)} (past ${
       MAX_TRAINED_MAGNITUDE.toExponential(0)
     })`;
   }
@@ -99,6 +101,18 @@ export function divergence(result: StepResult, params: Record<string, HostTensor
     } (the activations overflowed)`;
   }
   return null;
+}
+
+/** The trained value of largest magnitude (the first non-finite one, if any), by tensor name. */
+export function largestTrained(params: Record<string, HostTensor>): { name: string; value: number } {
+  let worst = { name: "", value: 0 };
+  for (const [name, t] of Object.entries(params)) {
+    for (const v of t.data as Float32Array) {
+      if (!Number.isFinite(v)) return { name, value: v };
+      if (Math.abs(v) > Math.abs(worst.value)) worst = { name, value: v };
+    }
+  }
+  return worst;
 }
 
 /** Runs the loop from `loop.steps` to `totalSteps`; returns the stage's seconds, earlier segments included. */
@@ -112,7 +126,8 @@ export async function runStage<S extends Stage>(
   const started = performance.now();
   const seconds = () => before + (performance.now() - started) / 1000;
   const first = loop.steps;
-  const save = async (state: Record<string, HostTensor>, step: number) => {
+  // The state is read (downloaded, for a device) only when there is a checkpoint folder to save it in.
+  const save = async (state: () => Promise<Record<string, HostTensor>>, step: number) => {
     if (!hooks.checkpointDir) return;
     await saveCheckpoint(hooks.checkpointDir, {
       stage: s.stage,
@@ -120,18 +135,18 @@ export async function runStage<S extends Stage>(
       totalSteps: s.totalSteps,
       seconds: seconds(),
       record: s.record(),
-    }, state);
+    }, await state());
   };
   hooks.onStart?.({ stage: s.stage, step: first, total: s.totalSteps, seconds: before });
   for (let step = loop.steps; step < s.totalSteps; step++) {
     if (hooks.signal?.aborted) {
-      await save(await loop.state(), step);
+      await save(() => loop.state(), step);
       throw new StoppedError(`${s.stage} stopped at step ${step} of ${s.totalSteps}`, hooks.checkpointDir);
     }
     const result = await s.run(step);
-    const why = divergence(result, await loop.params());
+    const why = await divergence(result, async () => largestTrained(await loop.params()));
     if (why) {
-      await save(await loop.previousState(), step);
+      await save(() => loop.previousState(), step);
       const where = hooks.checkpointDir
         ? `; the last good state (after step ${step}) is in ${hooks.checkpointDir}`
         : "";
@@ -153,11 +168,11 @@ export async function runStage<S extends Stage>(
       eta: eta(elapsed - before, step + 1 - first, s.totalSteps - first),
       ...extra,
     });
-    if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0) await save(await loop.state(), step + 1);
+    if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0) await save(() => loop.state(), step + 1);
     if (s.endOfEpoch && s.stepsPerEpoch && (step + 1) % s.stepsPerEpoch === 0 && await s.endOfEpoch(step)) {
       break;
     }
   }
-  await save(await loop.state(), loop.steps);
+  await save(() => loop.state(), loop.steps);
   return seconds();
 }

@@ -45,8 +45,8 @@ export function buildApplyGraph(
     slots: optimizer.slots.map((s) => g.input(slotName(p.name, s), float, p.shape)),
   }));
   const lr = g.input(lrInput(group), float, []), step = g.input(STEP_INPUT, float, []);
-  const { updates, gradNorm } = applyOptimizer(optimizer, states, { lr, step });
-  const outputs: Record<string, Value> = { grad_norm: gradNorm };
+  const { updates, gradNorm, paramMax } = applyOptimizer(optimizer, states, { lr, step });
+  const outputs: Record<string, Value> = { grad_norm: gradNorm, param_max: paramMax };
   states.forEach((s, i) => {
     outputs[`next/${s.param.name}`] = updates[i].param;
     s.slots.forEach((slot, j) => (outputs[`next/${slot.name}`] = updates[i].slots[j]));
@@ -147,7 +147,16 @@ export class AccumulatingLoop {
     );
     this.#state.finishStep(true);
     const gradNorm = Number(out.grad_norm.data[0]);
-    return { loss, gradNorm, losses, gradNorms: { [this.#group]: gradNorm }, outputs: {}, skipped: false };
+    const paramMaxes = { [this.#group]: Number(out.param_max.data[0]) };
+    return {
+      loss,
+      gradNorm,
+      losses,
+      gradNorms: { [this.#group]: gradNorm },
+      paramMaxes,
+      outputs: {},
+      skipped: false,
+    };
   }
 
   /** Current parameter values by name. */

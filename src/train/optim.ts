@@ -8,7 +8,19 @@
  * @module
  */
 
-import { add, div, minimum, mul, pow, reduceSum, sqrt, sub, sum } from "../graph/build.ts";
+import {
+  add,
+  div,
+  maximum,
+  minimum,
+  mul,
+  pow,
+  reduceMax,
+  reduceSum,
+  sqrt,
+  sub,
+  sum,
+} from "../graph/build.ts";
 import type { Value } from "../graph/graph.ts";
 
 /** A parameter, its gradient and its optimizer slots (in the optimizer's `slots` order). */
@@ -131,16 +143,36 @@ export function clipByGlobalNorm(grads: readonly Value[], maxNorm: number): { gr
   return { grads: grads.map((d) => mul(d, scale)), norm };
 }
 
-/** Clips (when the optimizer asks for it) and applies the update; also returns the pre-clip gradient norm. */
+/**
+ * The largest magnitude among several values (a scalar), NaN or infinite when any element is: the training loop
+ * reads it each step to tell a run that diverged without downloading the parameters. ReduceMax need not propagate
+ * NaN, so a zero multiple of the sum of squares is added, which does.
+ */
+export function maxMagnitude(xs: readonly Value[]): Value {
+  const squares = xs.map((x) => mul(x, x));
+  const axes = (x: Value) => x.shape.map((_, i) => i);
+  const max = squares.map((q) => reduceMax(q, axes(q))).reduce((a, b) => maximum(a, b));
+  return sqrt(add(max, mul(sum(...squares.map((q) => reduceSum(q, axes(q)))), 0)));
+}
+
+/**
+ * Clips (when the optimizer asks for it) and applies the update; also returns the pre-clip gradient norm and the
+ * largest magnitude among the updated parameters.
+ */
 export function applyOptimizer(
   optimizer: Optimizer,
   states: readonly ParamState[],
   inputs: StepInputs,
-): { updates: ParamUpdate[]; gradNorm: Value } {
+): { updates: ParamUpdate[]; gradNorm: Value; paramMax: Value } {
+  const done = (updates: ParamUpdate[], gradNorm: Value) => ({
+    updates,
+    gradNorm,
+    paramMax: maxMagnitude(updates.map((u) => u.param)),
+  });
   if (optimizer.maxGradNorm === undefined) {
-    return { updates: optimizer.update(states, inputs), gradNorm: globalNorm(states.map((s) => s.grad)) };
+    return done(optimizer.update(states, inputs), globalNorm(states.map((s) => s.grad)));
   }
   const { grads, norm } = clipByGlobalNorm(states.map((s) => s.grad), optimizer.maxGradNorm);
   const clipped = states.map((s, i) => ({ ...s, grad: grads[i] }));
-  return { updates: optimizer.update(clipped, inputs), gradNorm: norm };
+  return done(optimizer.update(clipped, inputs), norm);
 }

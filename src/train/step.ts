@@ -111,9 +111,10 @@ export function lossGradients(
 /** One update group of a built step. */
 export interface StepGroup {
   readonly name: string;
-  /** Output names of the group's loss and pre-clip gradient norm. */
+  /** Output names of the group's loss, pre-clip gradient norm and largest updated parameter magnitude. */
   readonly loss: string;
   readonly gradNorm: string;
+  readonly paramMax: string;
 }
 
 /** The outputs of a train step graph and how they feed back. */
@@ -183,13 +184,19 @@ export class TrainStepBuilder {
       grad: grads[i],
       slots: optimizer.slots.map((s) => g.input(slotName(param.name, s), param.dtype, param.shape)),
     }));
-    const { updates, gradNorm } = g.scope(
+    const { updates, gradNorm, paramMax } = g.scope(
       `${name}.optimizer`,
       () => applyOptimizer(optimizer, states, { lr, step: this.#step }),
     );
-    const group = { name, loss: `${name}/loss`, gradNorm: `${name}/grad_norm` };
+    const group = {
+      name,
+      loss: `${name}/loss`,
+      gradNorm: `${name}/grad_norm`,
+      paramMax: `${name}/param_max`,
+    };
     this.#outputs[group.loss] = loss;
     this.#outputs[group.gradNorm] = gradNorm;
+    this.#outputs[group.paramMax] = paramMax;
     this.#groups.push(group);
     states.forEach((s, i) => {
       this.#params.push(s.param.name);
@@ -244,6 +251,11 @@ export interface StepResult {
   readonly gradNorm: number;
   readonly losses: Readonly<Record<string, number>>;
   readonly gradNorms: Readonly<Record<string, number>>;
+  /**
+   * Each group's largest updated parameter magnitude (NaN or infinite when a parameter is), computed in the
+   * graph; absent for a dropped update.
+   */
+  readonly paramMaxes?: Readonly<Record<string, number>>;
   /** Every output that is not state, such as extras. */
   readonly outputs: Readonly<Record<string, HostTensor>>;
   /**
@@ -438,9 +450,11 @@ export class TrainLoop {
     }
     const out = await this.#session.runOnDevice(feeds);
     const losses: Record<string, number> = {}, gradNorms: Record<string, number> = {};
+    const paramMaxes: Record<string, number> = {};
     for (const group of this.#graph.groups) {
       losses[group.name] = scalarOf(out[group.loss], group.loss);
       gradNorms[group.name] = scalarOf(out[group.gradNorm], group.gradNorm);
+      paramMaxes[group.name] = scalarOf(out[group.paramMax], group.paramMax);
     }
     const keep = this.#state.finishStep(Object.values(gradNorms).every(Number.isFinite));
     const next = Object.entries(this.#graph.next).map(([input, output]) => [input, out[output]]);
@@ -449,7 +463,15 @@ export class TrainLoop {
     const stateOutputs = new Set(Object.values(this.#graph.next));
     const outputs: Record<string, HostTensor> = {};
     for (const [k, t] of Object.entries(out)) if (!stateOutputs.has(k)) outputs[k] = await download(t);
-    return { loss: losses[first], gradNorm: gradNorms[first], losses, gradNorms, outputs, skipped: !keep };
+    return {
+      loss: losses[first],
+      gradNorm: gradNorms[first],
+      losses,
+      gradNorms,
+      ...(keep ? { paramMaxes } : {}),
+      outputs,
+      skipped: !keep,
+    };
   }
 
   /** Current parameter values by input name, in host memory. */

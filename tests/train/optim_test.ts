@@ -3,7 +3,7 @@ import { matmul, mul, reduceMean, sub } from "../../src/graph/build.ts";
 import { Graph, type Value } from "../../src/graph/graph.ts";
 import { serialize } from "../../src/graph/serialize.ts";
 import { createSession, type HostTensor, hostTensor } from "../../src/runtime/session.ts";
-import { adamw, applyOptimizer, type Optimizer, sgd } from "../../src/train/optim.ts";
+import { adamw, applyOptimizer, maxMagnitude, type Optimizer, sgd } from "../../src/train/optim.ts";
 import { cosineSchedule } from "../../src/train/schedule.ts";
 import { buildTrainStep, TrainLoop } from "../../src/train/step.ts";
 import { Rng } from "../../src/util/random.ts";
@@ -138,4 +138,23 @@ Deno.test("a train step graph with in-graph AdamW fits a linear model", async ()
 Deno.test("optimizer options are validated with the offending value", () => {
   assert.throws(() => adamw({ beta1: 1 }), /'beta1' must be in \[0, 1\), got 1/);
   assert.throws(() => sgd({ momentum: -0.5 }), /'momentum' must be in \[0, 1\), got -0.5/);
+});
+
+Deno.test("maxMagnitude is the largest |x| over several tensors, and NaN or infinite when any element is", async () => {
+  const g = new Graph({ float: "float32" });
+  const a = g.input("a", "float32", [2, 3]), b = g.input("b", "float32", [4]);
+  const session = await createSession(serialize(g, { max: maxMagnitude([a, b]) }));
+  const max = async (x: number[], y: number[]) =>
+    Number(
+      (await session.run({ a: hostTensor("float32", [2, 3], x), b: hostTensor("float32", [4], y) })).max
+        .data[0],
+    );
+  const rng = new Rng(3);
+  const x = rng.uniforms(6, -2, 2), y = rng.uniforms(4, -2, 2);
+  y[2] = -7.25;
+  assert.ok(Math.abs((await max(x, y)) - 7.25) < 1e-5);
+  x[4] = NaN;
+  assert.ok(Number.isNaN(await max(x, y)), "a NaN parameter");
+  x[4] = Infinity;
+  assert.ok(!Number.isFinite(await max(x, y)), "an infinite parameter");
 });
