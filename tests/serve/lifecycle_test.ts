@@ -311,8 +311,13 @@ Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from it
       job.id,
       ({ job: j }) => void (j.error && reasons.add(j.error.message)),
     );
-    const killed = new Promise<void>((resolve) => {
+    const killed = new Promise<void>((resolve, reject) => {
       const unsubscribe = manager.subscribe(job.id, ({ job: j }) => {
+        if (["succeeded", "failed", "interrupted", "cancelled"].includes(j.state)) {
+          // Ended before the kill: fail with its reason rather than wait for a step that never comes.
+          unsubscribe();
+          reject(new Error(`the job ended ${j.state} before search step 5: ${JSON.stringify(j.error)}`));
+        }
         const p = j.progress as { stage: string; step: number; elapsed: number } | null;
         if (p?.stage === "search" && p.step === 4) atCheckpoint = p.elapsed;
         if (p?.stage === "search" && p.step === 5) {
