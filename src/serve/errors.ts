@@ -12,6 +12,7 @@ import { DataError } from "../data/jsonl.ts";
 import { OptionsError, optionsIssue } from "../flexora/mod.ts";
 import { ConfigError } from "../model/config.ts";
 import { TokenizerError } from "../model/tokenizer.ts";
+import { DeviceError } from "../runtime/device.ts";
 import { JobError } from "./jobs.ts";
 import { NotAttachedError } from "./reconcile/operations.ts";
 
@@ -49,6 +50,8 @@ export function toResponse(e: Error, c: Context): Response {
   else if (e instanceof JobError) status = e.status;
   else if (e instanceof NotAttachedError) status = 404;
   else if (e instanceof OptionsError) status = 400;
+  // A job's device whose provider does not load here (the message has the install line).
+  else if (e instanceof DeviceError) status = 400;
   // The model or the data of a submitted job cannot be used (each message names the file).
   else if (e instanceof ConfigError || e instanceof TokenizerError || e instanceof DataError) status = 400;
   else if (e instanceof UnsupportedError) status = 501;

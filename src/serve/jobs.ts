@@ -40,6 +40,8 @@ const JobRequestSchema = z.object({
   name: z.string(),
   options: z.record(z.string(), z.unknown()),
   padLayers: z.boolean().optional(),
+  /** The concrete device the job trains on (resolved at submit); absent in older records: the manager's. */
+  device: z.enum(["cpu", "webgpu", "cuda"]).optional(),
   attach: z.object({ server: z.string(), name: z.string().optional() }).optional(),
 });
 
@@ -128,7 +130,7 @@ export interface JobManagerOptions {
   readonly attach: (a: Attachment) => Promise<AttachReport>;
   /** Queued jobs at most before submissions get 429 (default 16). */
   readonly maxQueued?: number;
-  /** Where jobs train: a device name the runner resolves (default "cpu"). */
+  /** Where jobs that name no device train: a device name the runner resolves (default "cpu"). */
   readonly device?: Device;
   readonly spawn?: Spawn;
   /**
@@ -365,7 +367,7 @@ export class JobManager {
       checkpointDir: join(dir, "checkpoints"),
       resume: this.#resume.delete(job.id),
       padLayers: req.padLayers,
-      device: this.#o.device,
+      device: req.device ?? this.#o.device,
     });
     if (slot.cancelled || this.#closed) {
       this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });

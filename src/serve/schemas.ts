@@ -7,6 +7,7 @@
 
 import { z } from "@hono/zod-openapi";
 import { FinetuneInputSchema } from "../flexora/mod.ts";
+import { DEVICES } from "../runtime/device.ts";
 import { isSafeName, NAME_RULE, nameProblem } from "../util/safe_name.ts";
 import { JOB_STATES } from "./store.ts";
 
@@ -35,6 +36,10 @@ export const JobCreate = z.strictObject({
   method: z.enum(["flexora", "lora", "random-k"]).optional(),
   options: FinetuneOptions.optional(),
   padLayers: z.boolean().optional(),
+  device: z.enum(DEVICES).optional().openapi({
+    description: "where the job trains (default: the sidecar's --device); resolved and checked at submit " +
+      "(auto: cuda when its provider loads, else cpu), and the job's request records the concrete device",
+  }),
   attach: z.strictObject({ server: Name, name: Name.optional() }).optional(),
 }).openapi("JobCreate");
 

@@ -212,6 +212,8 @@ export async function testSidecar(
     allowedHosts?: string[];
     token?: string;
     allowHub?: boolean | string[];
+    /** The sidecar's device (`serve --device`, as resolved at its start). */
+    device?: SidecarConfig["device"];
   } = {},
 ): Promise<TestSidecar> {
   const dir = options.dataDir
@@ -232,6 +234,7 @@ export async function testSidecar(
       servers: [{ name: "local", kind: "embedded", url: "http://127.0.0.1:9" }, ...options.servers ?? []],
       maxQueued: options.maxQueued,
       allowHub: options.allowHub,
+      device: options.device,
       stopGraceMs: options.stopGraceMs,
       maxRetries: options.maxRetries,
       reconcile: options.reconcile,

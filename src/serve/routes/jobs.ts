@@ -8,6 +8,7 @@ import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { SidecarDeps } from "../deps.ts";
 import { planFinetune, resolveOptions } from "../../flexora/mod.ts";
+import { resolveDevice } from "../../runtime/device.ts";
 import { ErrorBody, Estimate, HistoryRow, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
 import { confine, hubModel, requireRegular } from "../security.ts";
 import { FINAL_STATES, type HistoryRow as Row, type JobRecord } from "../store.ts";
@@ -113,12 +114,16 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
     const estimate = hub
       ? (resolveOptions(options), null)
       : (await planFinetune(model, data, options)).estimate;
+    // The job's device (default the sidecar's) is resolved here as `serve --device` is at start: an unavailable
+    // one is a 400 with the install line. The record keeps the concrete choice, which a resume reuses.
+    const { device } = await resolveDevice(body.device ?? deps.config.device ?? "cpu");
     const job = deps.manager.submit({
       model,
       data,
       name: body.name,
       options,
       padLayers: body.padLayers,
+      device,
       attach: body.attach,
     });
     return c.json({ id: job.id, job, estimate }, 202);
