@@ -68,6 +68,7 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
       valSize: num("val-size"),
       checkpointEvery: num("checkpoint-every"),
       dtype: values.dtype as FinetuneInput["dtype"],
+      baseDtype: values["base-dtype"] as FinetuneInput["baseDtype"],
       recompute: values.recompute ? true : undefined,
     }),
     search: {

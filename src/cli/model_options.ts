@@ -1,5 +1,6 @@
 /**
- * The options every model command shares: `--model DIR|ID`, `--adapter DIR`, `--device D`, `--dtype T`.
+ * The options every model command shares: `--model DIR|ID`, `--adapter DIR`, `--device D`, `--dtype T`,
+ * `--base-dtype B`.
  *
  * @module
  */
@@ -8,6 +9,7 @@ import type { ParseArgsOptionsConfig } from "node:util";
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";
 import { dtypeWarning, loadModel, type Model } from "../model/model.ts";
+import { BASE_DTYPES, type BaseDtype } from "../model/weights.ts";
 import { type Adapter, readAdapter } from "../model/peft.ts";
 import type { AdapterSpec } from "../model/graphs.ts";
 import type { HostTensor } from "../runtime/session.ts";
@@ -22,6 +24,7 @@ export const MODEL_OPTIONS: ParseArgsOptionsConfig = {
   adapter: { type: "string" },
   device: { type: "string" },
   dtype: { type: "string" },
+  "base-dtype": { type: "string" },
 };
 
 /** The compute types `--dtype` accepts. */
@@ -50,6 +53,9 @@ export const MODEL_HELP: Record<string, string> = {
   device: `D  ${DEVICES.join("|")} (default auto: cuda when its provider loads, else cpu; logged, with ` +
     "where each graph's nodes ran)",
   dtype: "T  float32 (default) or float16: mixed precision, meant for GPUs (emulated on the CPU, no faster)",
+  "base-dtype":
+    "B  bf16|f16|f32: how frozen base weights are stored (default: as in the checkpoint); 16 bits " +
+    "halve an F32 checkpoint's weight memory, each weight cast to --dtype right before use",
 };
 
 /** A loaded model (on the resolved device's providers), and its optional adapter. */
@@ -69,8 +75,12 @@ export async function openModel(values: Record<string, unknown>, io: Io): Promis
   const dtype = choiceOption(values, "dtype", DTYPES, "float32");
   const { providers } = await resolveDevice(device, (l) => io.err(l));
   const warning = dtypeWarning(dtype, providers) ?? undefined;
+  const baseDtype = values["base-dtype"] === undefined
+    ? undefined
+    : choiceOption<BaseDtype>(values, "base-dtype", BASE_DTYPES, "f32");
   const model = await loadModel(await modelFolder(requireString(values, "model"), io), {
     dtype,
+    baseDtype,
     providers,
     onPlacement: providers[0] === "cpu" ? undefined : (p) => io.err(formatPlacement(p)),
   });

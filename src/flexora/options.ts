@@ -92,6 +92,12 @@ export interface FinetuneOptions {
    */
   dtype: "float32" | "float16";
   /**
+   * How the frozen base weights are stored (default: as the checkpoint stores them): `bf16`/`f16` keep an F32
+   * checkpoint's weights as one 16-bit copy in memory, cast to `dtype` in the graph right before use; LoRA
+   * weights, gates and optimizer state stay float32 (see `loadModel`).
+   */
+  baseDtype?: "bf16" | "f16" | "f32";
+  /**
    * Per-layer activation checkpointing in the search and retraining (default false): backward keeps each
    * layer's input and rebuilds the layer's forward from it, trading a second forward pass for activation memory.
    */
@@ -187,6 +193,7 @@ export interface FinetuneInput {
   maxGradNorm?: number;
   checkpointEvery?: number;
   dtype?: FinetuneOptions["dtype"];
+  baseDtype?: FinetuneOptions["baseDtype"];
   recompute?: boolean;
 }
 
@@ -236,6 +243,7 @@ export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
   maxGradNorm: positive().optional(),
   checkpointEvery: int(0).optional(),
   dtype: oneOf(["float32", "float16"]).optional(),
+  baseDtype: oneOf(["bf16", "f16", "f32"]).optional(),
   recompute: z.boolean({ error: "true or false" }).optional(),
 });
 

@@ -59,8 +59,15 @@ export async function loadStage(
 ): Promise<Loaded> {
   let options = resolveOptions(input);
   const model = typeof modelOrDir === "string"
-    ? await loadModel(modelOrDir, { dtype: options.dtype })
+    ? await loadModel(modelOrDir, { dtype: options.dtype, baseDtype: options.baseDtype })
     : modelOrDir;
+  if (options.baseDtype !== undefined && model.weights.baseDtype !== options.baseDtype) {
+    throw new OptionsError(
+      "baseDtype",
+      `'baseDtype' is ${options.baseDtype}, but the model was loaded with base weights ` +
+        `${model.weights.baseDtype ?? "as in its checkpoint"}`,
+    );
+  }
   if (model.dtype !== options.dtype) {
     if (input.dtype !== undefined || model.dtype === "float64") {
       throw new OptionsError(

@@ -14,7 +14,7 @@ import { type ModelConfig, readConfig } from "./config.ts";
 import type { BuiltGraph } from "./graphs.ts";
 import { openCheckpoint } from "./safetensors.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
-import { WeightStore } from "./weights.ts";
+import { BASE_DTYPES, type BaseDtype, WeightStore } from "./weights.ts";
 import { modelDir } from "../hub/source.ts";
 import type { DownloadModelOptions } from "../hub/snapshot.ts";
 
@@ -46,6 +46,13 @@ export interface LoadModelOptions {
    * {@link dtypeWarning}). float64 is for gradient checks.
    */
   dtype?: ComputeFloat;
+  /**
+   * How the frozen base weights are stored, independently of the compute type (default: as the checkpoint stores
+   * them): `bf16` or `f16` keep an F32 checkpoint's weights as one 16-bit copy in memory, each weight cast to the
+   * compute type in the graph right before its use; LoRA weights, gates and optimizer state stay float32 (see
+   * docs/precision.md).
+   */
+  baseDtype?: BaseDtype;
   /**
    * onnxruntime execution providers, in order of preference, for every session built on the model (training,
    * scoring, generation) unless a call names others; default `["cpu"]`. `resolveDevice` turns a device name
@@ -85,9 +92,12 @@ export async function loadModel(model: string, options: LoadModelOptions = {}): 
   if (!["float32", "float16", "float64"].includes(dtype)) {
     throw new Error(`'dtype' must be float32, float16 or float64, got ${JSON.stringify(dtype)}`);
   }
+  if (options.baseDtype !== undefined && !BASE_DTYPES.includes(options.baseDtype)) {
+    throw new Error(`'baseDtype' must be bf16, f16 or f32, got ${JSON.stringify(options.baseDtype)}`);
+  }
   const root = resolve(await modelDir(model, options.hub));
   const config = await readConfig(root);
-  const weights = new WeightStore(await openCheckpoint(root), { dtype });
+  const weights = new WeightStore(await openCheckpoint(root), { dtype, baseDtype: options.baseDtype });
   const tokenizer = await loadTokenizer(root, { modelVocabSize: config.vocabSize });
   const providers = [...(options.providers ?? ["cpu"])];
   return {
