@@ -140,6 +140,7 @@ try {
     const forward: StepVariant = { name: "forward only", layers: top3.layers, forwardOnly: true };
     const cached: StepVariant = { name: "top 3, prefix cached", layers: top3.layers, prefixCached: true };
     const recompute: StepVariant = { name: "all layers, recompute", layers: all.layers, recompute: true };
+    const top3Bf16: StepVariant = { name: "top 3, base bf16", layers: top3.layers, baseDtype: "bf16" };
     const options = { dir, batch: profile.batch, seq: profile.seq };
 
     if (parts.has("memory")) {
@@ -148,7 +149,7 @@ try {
         `memory: train steps ${isolated ? "in a worker process each" : "in this process (no --allow-run)"} …`,
       );
       const memory: MemoryResult[] = [];
-      for (const v of [top3, all, recompute]) {
+      for (const v of [top3, top3Bf16, all, recompute]) {
         const o = { ...options, ...profile.memory };
         memory.push(isolated ? await measureStepMemoryIsolated(o, v) : await measureStepMemory(o, v));
       }

@@ -16,7 +16,7 @@ import { initLora, type LoraConfig, validateLora } from "../src/model/lora.ts";
 import { openCheckpoint } from "../src/model/safetensors.ts";
 import { batchInputs, lmLoss } from "../src/model/lm_loss.ts";
 import { buildLoraTrainStep } from "../src/flexora/train_graphs.ts";
-import { WeightStore } from "../src/model/weights.ts";
+import { type BaseDtype, WeightStore } from "../src/model/weights.ts";
 import { createSession, type HostTensor, type Session, type SessionOptions } from "../src/runtime/session.ts";
 import { adamw } from "../src/train/optim.ts";
 import { TrainLoop } from "../src/train/step.ts";
@@ -36,6 +36,8 @@ export interface StepVariant {
   readonly prefixCached?: boolean;
   /** Per-layer activation checkpointing: each layer's forward rebuilt in the backward. */
   readonly recompute?: boolean;
+  /** How the frozen weights are stored (`--base-dtype`; default: as in the checkpoint, F32). */
+  readonly baseDtype?: BaseDtype;
 }
 
 /** A model, a batch shape, and how many steps to run. */
@@ -78,8 +80,8 @@ export interface OpenedModel {
 }
 
 /** Reads config and checkpoint of a model directory. */
-export async function openModelDir(dir: string): Promise<OpenedModel> {
-  const weights = new WeightStore(await openCheckpoint(dir));
+export async function openModelDir(dir: string, baseDtype?: BaseDtype): Promise<OpenedModel> {
+  const weights = new WeightStore(await openCheckpoint(dir), { baseDtype });
   return { config: await readConfig(dir), weights };
 }
 

@@ -36,7 +36,7 @@ export interface MemoryResult {
 export async function measureStepMemory(o: TrainBenchOptions, variant: StepVariant): Promise<MemoryResult> {
   const rssBefore = Deno.memoryUsage().rss;
   const t0 = performance.now();
-  const step = await openStepSession(await openModelDir(o.dir), variant, o.batch, o.seq);
+  const step = await openStepSession(await openModelDir(o.dir, variant.baseDtype), variant, o.batch, o.seq);
   const t1 = performance.now();
   const rssAfterSession = Deno.memoryUsage().rss;
   await step.run();
