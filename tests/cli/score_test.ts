@@ -174,3 +174,20 @@ Deno.test("score without --data or --model exits 2 and names the option", async 
   assert.equal(noModel.code, 2);
   assert.match(noModel.err, /--model is required/);
 });
+
+Deno.test("score --base-dtype bf16 on stories260K: the same predictions, logprobs within 0.3 of float32's", async () => {
+  const lines = (await Deno.readTextFile(join(DATA, "story-object", "test.jsonl"))).split("\n").slice(0, 20);
+  const data = await tempJsonl(tmp, "story-object-20.jsonl", lines);
+  const run = (...more: string[]) =>
+    flexoraJson("score", "--model", STORIES, "--data", data, "--device", "cpu", "--json", ...more);
+  const [wide, half] = [await run(), await run("--base-dtype", "bf16")] as unknown as ChoiceResult[];
+  let max = 0;
+  wide.rows.forEach((r, i) =>
+    r.logprobs.forEach((lp, j) => max = Math.max(max, Math.abs(lp - half.rows[i].logprobs[j])))
+  );
+  assert.ok(max > 0 && max <= 0.3, `largest difference ${max}`);
+  assert.deepEqual(half.rows.map((r) => r.pred), wide.rows.map((r) => r.pred));
+  const bad = await score(TINY, tinyTest, "--base-dtype", "fp8");
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--base-dtype must be one of bf16, f16, f32, got 'fp8'/);
+});
