@@ -5,7 +5,7 @@
  */
 
 import { generate as run } from "../model/generate.ts";
-import { buildStepGraph } from "../model/graphs.ts";
+import { buildStepGraph, kvOutputs } from "../model/graphs.ts";
 import { idsOption, numberOption } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
 import { MODEL_HELP, MODEL_OPTIONS, openModel } from "./model_options.ts";
@@ -52,7 +52,9 @@ export const generateCommand: Command = {
     if (bad !== undefined) {
       throw new UsageError(`--prompt-ids has ${bad}, past the vocabulary (${model.config.vocabSize})`);
     }
-    const session = await model.session(buildStepGraph(model.config, model.weights, adapterSpec));
+    const session = await model.session(buildStepGraph(model.config, model.weights, adapterSpec), {
+      deviceOutputs: kvOutputs(model.config), // the KV cache stays on the device between tokens (WebGPU)
+    });
     const stop = [...model.config.eosTokenIds];
     const out = await run(session, model.config, prompt, {
       maxTokens,

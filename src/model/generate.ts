@@ -6,8 +6,7 @@
  */
 
 import type { ComputeFloat } from "../graph/dtype.ts";
-import type { Session } from "../runtime/session.ts";
-import { type HostTensor, hostTensor } from "../runtime/session.ts";
+import { DeviceTensor, type HostTensor, hostTensor, type Session, type Tensor } from "../runtime/session.ts";
 import { Rng } from "../util/random.ts";
 import type { ModelConfig } from "./config.ts";
 
@@ -78,9 +77,13 @@ export function sample(logits: ArrayLike<number>, temperature: number, topP: num
   return order[kept - 1];
 }
 
-/** Generates up to `maxTokens` ids after `prompt` with a step-graph session, or anything that runs like one. */
+/**
+ * Generates up to `maxTokens` ids after `prompt` with a step-graph session, or anything that runs like one. A
+ * session that leaves the KV cache on the device (`deviceOutputs: kvOutputs(cfg)` on WebGPU) gets it back as its
+ * next run's input without a copy; each cache is freed once the run that replaced it is done.
+ */
 export async function generate(
-  session: Pick<Session, "run">,
+  session: Pick<Session, "runOnDevice">,
   cfg: ModelConfig,
   prompt: readonly number[],
   options: GenerateOptions,
@@ -90,35 +93,47 @@ export async function generate(
   const rng = new Rng(options.seed ?? 0);
   const sampled = options.temperature !== undefined && !options.greedy;
   const emptyKv = hostTensor(options.dtype ?? "float32", [1, cfg.numKvHeads, 0, cfg.headDim]);
-  let past: Record<string, HostTensor> = {};
+  let past: Record<string, Tensor> = {};
   for (let l = 0; l < cfg.numLayers; l++) {
     past[`past_key_values.${l}.key`] = emptyKv;
     past[`past_key_values.${l}.value`] = emptyKv;
   }
   const out: number[] = [];
   let fresh = [...prompt], cached = 0;
-  while (out.length < options.maxTokens) {
-    const T = fresh.length;
-    const result = await session.run({
-      ...past,
-      ...options.adapterInputs,
-      input_ids: hostTensor("int64", [1, T], fresh),
-      position_ids: hostTensor("int64", [1, T], fresh.map((_, i) => cached + i)),
-      attention_mask: hostTensor("int64", [1, cached + T], new Array(cached + T).fill(1)),
-      last_index: hostTensor("int64", [1], [T - 1]),
-    });
-    const logits = result.logits.data as Float32Array; // wide in every compute type
-    const next = sampled ? sample(logits, options.temperature!, options.topP ?? 1, rng) : argmax(logits);
-    if (options.stop?.includes(next)) break;
-    out.push(next);
-    options.onToken?.(next);
-    past = {};
-    for (let l = 0; l < cfg.numLayers; l++) {
-      past[`past_key_values.${l}.key`] = result[`present.${l}.key`];
-      past[`past_key_values.${l}.value`] = result[`present.${l}.value`];
+  const free = (kv: Record<string, Tensor>) => {
+    for (const t of Object.values(kv)) if (t instanceof DeviceTensor) t.dispose();
+  };
+  try {
+    while (out.length < options.maxTokens) {
+      const T = fresh.length;
+      const result = await session.runOnDevice({
+        ...past,
+        ...options.adapterInputs,
+        input_ids: hostTensor("int64", [1, T], fresh),
+        position_ids: hostTensor("int64", [1, T], fresh.map((_, i) => cached + i)),
+        attention_mask: hostTensor("int64", [1, cached + T], new Array(cached + T).fill(1)),
+        last_index: hostTensor("int64", [1], [T - 1]),
+      });
+      free(past);
+      past = {};
+      for (let l = 0; l < cfg.numLayers; l++) {
+        past[`past_key_values.${l}.key`] = result[`present.${l}.key`];
+        past[`past_key_values.${l}.value`] = result[`present.${l}.value`];
+      }
+      const logits = result.logits;
+      if (logits instanceof DeviceTensor) {
+        throw new Error("the step graph's logits must come back to the host");
+      }
+      const data = logits.data as Float32Array; // wide in every compute type
+      const next = sampled ? sample(data, options.temperature!, options.topP ?? 1, rng) : argmax(data);
+      if (options.stop?.includes(next)) break;
+      out.push(next);
+      options.onToken?.(next);
+      cached += T;
+      fresh = [next];
     }
-    cached += T;
-    fresh = [next];
+  } finally {
+    free(past);
   }
   return out;
 }

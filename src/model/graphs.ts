@@ -73,6 +73,11 @@ export function tokenInputs(g: Graph): DecoderInputs {
   };
 }
 
+/** The step graph's KV-cache outputs: what generation feeds back, and keeps on the device (`deviceOutputs`). */
+export function kvOutputs(cfg: ModelConfig): string[] {
+  return Array.from({ length: cfg.numLayers }, (_, l) => [`present.${l}.key`, `present.${l}.value`]).flat();
+}
+
 /**
  * Prefill and decode in one graph: T new tokens after P cached ones (P = 0 to prefill). Outputs `logits` [B, V]
  * at the flat positions `last_index` [B] (row b's last real token is b·T + length_b − 1) and

@@ -21,6 +21,7 @@ export {
   GATE_LOGITS,
   gateValues,
   type GraphBuildOptions,
+  kvOutputs,
   loraInputs,
 } from "./graphs.ts";
 export {

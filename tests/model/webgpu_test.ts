@@ -15,7 +15,13 @@ import { finetune } from "../../src/flexora/pipeline.ts";
 import { Graph } from "../../src/graph/graph.ts";
 import { batchFeeds, type Sequence } from "../../src/data/sequence.ts";
 import { generate } from "../../src/model/generate.ts";
-import { buildScoringGraph, buildStepGraph, GATE_LOGITS, loraInputs } from "../../src/model/graphs.ts";
+import {
+  buildScoringGraph,
+  buildStepGraph,
+  GATE_LOGITS,
+  kvOutputs,
+  loraInputs,
+} from "../../src/model/graphs.ts";
 import { initLora, type LoraConfig, validateLora } from "../../src/model/lora.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import { buildLoraTrainStep, buildSearchStep } from "../../src/flexora/train_graphs.ts";
@@ -26,7 +32,7 @@ import {
   formatPlacement,
   type Placement,
 } from "../../src/runtime/placement.ts";
-import { type HostTensor, hostTensor } from "../../src/runtime/session.ts";
+import { type HostTensor, hostTensor, type Traffic } from "../../src/runtime/session.ts";
 import { AccumulatingLoop, buildApplyGraph, gradOutputs } from "../../src/train/accumulate.ts";
 import { adamw } from "../../src/train/optim.ts";
 import { stateOutputs, TrainLoop } from "../../src/train/step.ts";
@@ -409,6 +415,57 @@ webgpuTest(
     // the largest trained magnitude the divergence check reads).
     assert.equal(deviceState.toDevice, batchBytes + 2 * 4);
     assert.equal(deviceState.toHost, 3 * 4);
+  },
+  "webgpu", // onnxruntime-node binds device buffers for WebGPU only
+);
+
+webgpuTest(
+  "generation keeps the KV cache on the device: a decode step moves only its token's inputs and the logits",
+  async () => {
+    const { gpu } = await models(STORIES);
+    const cfg = gpu.config;
+    const prompt = [1, 403, 407], tokens = 16;
+    /** Bytes of the whole KV cache at `length` positions. */
+    const kv = (length: number) => cfg.numLayers * 2 * cfg.numKvHeads * length * cfg.headDim * 4;
+    const ids = [], perToken = [];
+    for (const deviceOutputs of [[], kvOutputs(cfg)]) {
+      const session = await gpu.session(buildStepGraph(cfg, gpu.weights), { deviceOutputs });
+      let prefilled: Traffic | null = null;
+      const counted = {
+        runOnDevice: async (...args: Parameters<typeof session.runOnDevice>) => {
+          const out = await session.runOnDevice(...args);
+          prefilled ??= { ...session.traffic };
+          return out;
+        },
+      };
+      ids.push(await generate(counted, cfg, prompt, { maxTokens: tokens, greedy: true }));
+      const decodes = session.traffic.runs - prefilled!.runs;
+      assert.equal(decodes, tokens - 1);
+      perToken.push({
+        toDevice: session.traffic.toDevice - prefilled!.toDevice,
+        toHost: session.traffic.toHost - prefilled!.toHost,
+      });
+      await session.release();
+    }
+    assert.deepEqual(ids[1], ids[0]);
+    // Decode step j (1-based) after the prefill: one new token at position P + j − 1, a mask of P + j ones,
+    // the last index (each int64), and the logits back; the host-side cache also crosses both ways.
+    let small = 0, pastIn = 0, presentOut = 0;
+    for (let j = 1; j < tokens; j++) {
+      small += 8 * (3 + prompt.length + j);
+      pastIn += kv(prompt.length + j - 1);
+      presentOut += kv(prompt.length + j);
+    }
+    const logits = (tokens - 1) * cfg.vocabSize * 4;
+    const [host, device] = perToken;
+    assert.deepEqual(host, { toDevice: small + pastIn, toHost: logits + presentOut });
+    assert.deepEqual(device, { toDevice: small, toHost: logits });
+    const per = (t: { toDevice: number; toHost: number }) =>
+      `${t.toDevice / (tokens - 1)} B in, ${t.toHost / (tokens - 1)} B out per token`;
+    console.log(
+      `stories260K, ${tokens - 1} decode steps after a ${prompt.length}-token prompt: ` +
+        `KV cache on the host ${per(host)}; on the device ${per(device)}`,
+    );
   },
   "webgpu", // onnxruntime-node binds device buffers for WebGPU only
 );

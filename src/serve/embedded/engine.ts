@@ -12,7 +12,7 @@
 
 import { generate } from "../../model/generate.ts";
 import type { Model } from "../../model/model.ts";
-import type { HostTensor, Session } from "../../runtime/session.ts";
+import type { HostTensor, Session, Tensor } from "../../runtime/session.ts";
 import { Detokenizer } from "./detokenize.ts";
 import { type TokenLogprob, tokenLogprob } from "./logprobs.ts";
 import type { SerialQueue } from "./queue.ts";
@@ -151,14 +151,14 @@ export class Engine {
     inner: Session,
     signal: AbortSignal,
     onLogits: (logits: ArrayLike<number>) => void,
-  ): Pick<Session, "run"> {
-    const run = (feeds: Readonly<Record<string, HostTensor>>, fetches?: string[]) =>
+  ): Pick<Session, "runOnDevice"> {
+    const runOnDevice = (feeds: Readonly<Record<string, Tensor>>, fetches?: string[]) =>
       this.queue.run(async () => {
         signal.throwIfAborted();
-        const out = await inner.run(feeds, fetches);
-        onLogits(out.logits.data as Float32Array);
+        const out = await inner.runOnDevice(feeds, fetches);
+        onLogits((out.logits as HostTensor).data as Float32Array); // logits come back to the host
         return out;
       });
-    return { run };
+    return { runOnDevice };
   }
 }

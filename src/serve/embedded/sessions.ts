@@ -12,7 +12,7 @@
  * @module
  */
 
-import { buildStepGraph } from "../../model/graphs.ts";
+import { buildStepGraph, kvOutputs } from "../../model/graphs.ts";
 import type { LoraConfig } from "../../model/lora.ts";
 import type { Model } from "../../model/model.ts";
 import type { Session } from "../../runtime/session.ts";
@@ -83,7 +83,9 @@ export class SessionPool {
         model.weights,
         config ? { config: unitScaleConfig(config) } : undefined,
       );
-      entry = { session: model.session(built, this.options), refs: 0 };
+      // The KV cache stays on the device between decode steps (WebGPU; elsewhere it is host memory anyway).
+      const options = { ...this.options, deviceOutputs: kvOutputs(model.config) };
+      entry = { session: model.session(built, options), refs: 0 };
       this.#entries.set(key, entry);
     }
     entry.refs++;
