@@ -328,7 +328,14 @@ export class JobManager {
   }
 
   #notify(job: JobRecord, point?: HistoryRow): JobRecord {
-    for (const l of this.#listeners.get(job.id) ?? []) l(point ? { job, point } : { job });
+    for (const l of this.#listeners.get(job.id) ?? []) {
+      // A failing subscriber (a stream whose client left, a test's probe) is its own problem, never the job's.
+      try {
+        l(point ? { job, point } : { job });
+      } catch (e) {
+        console.error(`job ${job.id}: a subscriber failed: ${e instanceof Error ? e.message : e}`);
+      }
+    }
     return job;
   }
 

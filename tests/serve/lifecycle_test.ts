@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { JobManager, type Spawn } from "../../src/serve/jobs.ts";
+import { JobManager, type RunnerHandle, type Spawn, spawnRunner } from "../../src/serve/jobs.ts";
 import type { RunnerSpec } from "../../src/serve/protocol.ts";
 import { JobStore } from "../../src/serve/store.ts";
 import { ROOT } from "../model/shared.ts";
@@ -153,6 +153,38 @@ Deno.test("a runner killed by SIGKILL leaves its job interrupted with the reason
   }
 });
 
+Deno.test("a subscriber that throws does not fail the job: the error is its own", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flexora-subscriber-" });
+  const store = new JobStore(":memory:");
+  const manager = new JobManager({
+    store,
+    dataDir: dir,
+    servers: [],
+    attach: () => Promise.reject(new Error("none")),
+    spawn: fakeSpawn(),
+  });
+  manager.start();
+  const logged: string[] = [];
+  const error = console.error;
+  console.error = (...a: unknown[]) => void logged.push(a.join(" "));
+  try {
+    const job = manager.submit({ model: join(dir, "m"), data: join(dir, "d"), name: "loud", options: {} });
+    manager.subscribe(job.id, () => {
+      throw new Error("the client went away");
+    });
+    for (let i = 0; i < 500 && !["succeeded", "failed"].includes(manager.get(job.id).state); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(manager.get(job.id).state, "succeeded", JSON.stringify(manager.get(job.id).error));
+    assert.ok(logged.some((l) => l.includes("a subscriber failed: the client went away")), logged.join("\n"));
+  } finally {
+    console.error = error;
+    await manager.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SSE events carry the job and the new points only; a late subscriber gets a snapshot, and Last-Event-ID replays what it missed", async () => {
   let release: () => void = () => {};
   const hold = new Promise<void>((r) => (release = r));
@@ -291,11 +323,19 @@ function parseSse(text: string): { id: string | null; data: Record<string, any> 
 Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from its checkpoint by itself, repeats no step in its history, and sums its timings", async () => {
   const dir = await Deno.makeTempDir({ prefix: "flexora-oom-" });
   const store = new JobStore(":memory:");
+  // Real runners, kept so the test can SIGKILL one from outside as the OOM killer would.
+  const runners: RunnerHandle[] = [];
+  const spawn: Spawn = (file, options) => {
+    const runner = spawnRunner(file, options);
+    runners.push(runner);
+    return runner;
+  };
   const manager = new JobManager({
     store,
     dataDir: dir,
     servers: [],
     attach: () => Promise.reject(new Error("none")),
+    spawn,
   });
   manager.start();
   try {
@@ -322,8 +362,8 @@ Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from it
         if (p?.stage === "search" && p.step === 4) atCheckpoint = p.elapsed;
         if (p?.stage === "search" && p.step === 5) {
           unsubscribe();
-          // As the OOM killer would: SIGKILL, found by its spec file in /proc.
-          for (const pid of runnersOf(join(dir, "jobs", job.id, "spec.json"))) Deno.kill(pid, "SIGKILL");
+          // As the OOM killer would: SIGKILL from outside, mid-search.
+          runners.at(-1)!.kill("SIGKILL");
           resolve();
         }
       });
@@ -361,17 +401,3 @@ Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from it
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-/** Pids of the processes whose command line names `specFile` (the runners of one job). */
-function runnersOf(specFile: string): number[] {
-  const pids: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      if (Deno.readTextFileSync(`/proc/${e.name}/cmdline`).split("\0").includes(specFile)) {
-        pids.push(Number(e.name));
-      }
-    } catch { /* gone */ }
-  }
-  return pids;
-}
