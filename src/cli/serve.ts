@@ -12,7 +12,14 @@ import { createSidecar } from "../serve/app.ts";
 import { type DeploymentConfig, parseServers } from "../serve/deployments.ts";
 import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
 import { createEmbeddedApp } from "../serve/embedded/app.ts";
-import { checkToken, generateToken, isLoopback, privateDataDir, redactSecrets } from "../serve/security.ts";
+import {
+  allowedHosts,
+  checkToken,
+  generateToken,
+  isLoopback,
+  privateDataDir,
+  redactSecrets,
+} from "../serve/security.ts";
 import { type Device, DEVICES, resolveDevice } from "../runtime/device.ts";
 import { formatPlacement } from "../runtime/placement.ts";
 import { choiceOption, numberOption } from "./args.ts";
@@ -179,6 +186,7 @@ export const serveCommand: Command = {
       const embedded = createEmbeddedApp({
         model,
         allowedAdapterRoots: [join(dataDir, "adapters"), ...roots],
+        allowedHosts: allowedHosts("127.0.0.1"), // it binds loopback and has no token
       });
       const server = Deno.serve(
         { hostname: "127.0.0.1", port: embeddedPort, onListen: () => {} },

@@ -91,17 +91,33 @@ export function bearerAuth(options: AuthOptions): MiddlewareHandler {
  * (any port) are answered; the rest get a 403 that says how to allow a name.
  */
 export function hostGuard(allowed: readonly string[]): MiddlewareHandler {
-  const names = new Set(allowed.map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, "$1")));
   return async (c, next) => {
-    const host = new URL(c.req.url).hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
-    if (!names.has(host)) {
+    const host = refusedHost(c.req.url, allowed);
+    if (host !== null) {
       throw new HTTPException(403, {
-        message: `Host '${host}' is not a name this sidecar answers to (${[...names].join(", ")}); ` +
+        message: `Host '${host}' is not a name this sidecar answers to (${allowed.join(", ")}); ` +
           "add it with --allowed-host",
       });
     }
     await next();
   };
+}
+
+/**
+ * The host name of a request's `url` when it is not one of `allowed` (names compared without case, IPv6
+ * brackets or port), else null: the check behind {@link hostGuard}, shared with the embedded server.
+ *
+ * @example
+ * ```ts
+ * import { refusedHost } from "./security.ts";
+ * if (refusedHost("http://LOCALHOST:8000/v1", ["localhost"]) !== null) throw new Error("allowed");
+ * if (refusedHost("http://rebind.example/v1", ["localhost"]) !== "rebind.example") throw new Error("refused");
+ * ```
+ */
+export function refusedHost(url: string, allowed: readonly string[]): string | null {
+  const bare = (h: string) => h.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  const host = bare(new URL(url).hostname);
+  return allowed.some((a) => bare(a) === host) ? null : host;
 }
 
 /** The hosts a sidecar bound to `host` answers to: loopback names, the bind address, and `extra`. */

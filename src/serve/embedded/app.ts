@@ -34,6 +34,7 @@ import { loraRoutes } from "./lora_routes.ts";
 import { SerialQueue } from "./queue.ts";
 import { AdapterRegistry } from "./registry.ts";
 import { SessionPool } from "./sessions.ts";
+import { refusedHost } from "../security.ts";
 
 /** Options of {@link createEmbeddedApp}. */
 export interface EmbeddedOptions {
@@ -49,6 +50,12 @@ export interface EmbeddedOptions {
   readonly threads?: number;
   /** onnxruntime execution providers (default: the model's, see `loadModel`). */
   readonly providers?: string[];
+  /**
+   * When given, requests whose `Host` is none of these names (any port) get a 403, against DNS rebinding: the
+   * server has no token, so a hostile page whose name resolves to 127.0.0.1 could otherwise use it. `flexora
+   * serve` passes the loopback names.
+   */
+  readonly allowedHosts?: readonly string[];
 }
 
 /** A server: its Hono app, and `close`, which ends running requests and releases every session. */
@@ -117,6 +124,20 @@ export function createEmbeddedApp(options: EmbeddedOptions): EmbeddedServer {
   const engine = new Engine(model, pool, new SerialQueue());
 
   const app = new Hono();
+  const allowed = options.allowedHosts;
+  if (allowed) {
+    app.use(async (c, next) => {
+      const host = refusedHost(c.req.url, allowed);
+      if (host !== null) {
+        throw new ApiError(
+          403,
+          `Host '${host}' is not a name this server answers to`,
+          "PermissionDeniedError",
+        );
+      }
+      await next();
+    });
+  }
   app.use(async (_c, next) => {
     if (engine.closed) throw new ApiError(503, "the server is shutting down", "ServiceUnavailableError");
     await next();

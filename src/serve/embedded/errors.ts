@@ -14,6 +14,7 @@ export type ApiErrorType =
   | "BadRequestError"
   | "InvalidUserInput"
   | "NotFoundError"
+  | "PermissionDeniedError"
   | "InternalServerError"
   | "ServiceUnavailableError";
 

@@ -208,3 +208,23 @@ Deno.test("unload: an unknown name is vLLM's 404, a missing one a 400", async ()
   assert.equal(missing.status, 400);
   assert.equal(missing.body.error.type, "InvalidUserInput");
 });
+
+Deno.test("with allowedHosts, a request naming another Host is refused (DNS rebinding); loopback names pass", async () => {
+  const { app, close } = createEmbeddedApp({ model, allowedHosts: ["localhost", "127.0.0.1", "::1"] });
+  try {
+    const refused = await app.request("http://rebind.example:8001/v1/load_lora_adapter", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ lora_name: "x", lora_path: first }),
+    });
+    assert.equal(refused.status, 403);
+    const body = await refused.json();
+    assert.equal(body.error.type, "PermissionDeniedError");
+    assert.match(body.error.message, /Host 'rebind\.example'/);
+    for (const host of ["127.0.0.1:8001", "localhost", "[::1]:9"]) {
+      assert.equal((await app.request(`http://${host}/health`)).status, 200, host);
+    }
+  } finally {
+    await close();
+  }
+});
