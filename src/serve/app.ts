@@ -13,7 +13,8 @@ import { HTTPException } from "hono/http-exception";
 import type { CallContext, ServerKind, ServerPlugin } from "../../plugins/types.ts";
 import type { Metrics, SidecarConfig, SidecarDeps } from "./deps.ts";
 import { errorBody, toResponse } from "./errors.ts";
-import { JobManager, type Spawn } from "./jobs.ts";
+import { JobManager } from "./jobs.ts";
+import type { Spawn } from "./spawn.ts";
 import {
   attachEverywhere,
   type Attachment,

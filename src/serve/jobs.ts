@@ -17,11 +17,11 @@
 import { historyPoint } from "../flexora/mod.ts";
 import type { Device } from "../runtime/device.ts";
 import { isAbsolute, join } from "node:path";
-import { fileURLToPath as fromFileUrl } from "node:url";
 import { z } from "zod";
 import type { ServerConfig } from "../../plugins/types.ts";
 import { readAdapterConfig } from "../model/peft.ts";
-import { readEvents, type RunnerEvent, type RunSummary, writeSpec } from "./protocol.ts";
+import { type RunnerEvent, type RunSummary, writeSpec } from "./protocol.ts";
+import { type RunnerExit, type RunnerHandle, type Spawn, spawnRunner } from "./spawn.ts";
 import type { Attachment } from "./reconcile/desired.ts";
 import type { AttachReport } from "./reconcile/operations.ts";
 import type { ReconcileEvent } from "./reconcile/reconciler.ts";
@@ -48,31 +48,6 @@ const JobRequestSchema = z.object({
 /** A validated job request. */
 export type JobRequest = z.infer<typeof JobRequestSchema>;
 
-/** How a runner process ended: its exit code, or the signal that killed it. */
-export interface RunnerExit {
-  readonly code: number;
-  readonly signal: Deno.Signal | null;
-}
-
-/** A running child. */
-export interface RunnerHandle {
-  readonly events: AsyncIterable<RunnerEvent>;
-  /** Asks the run to stop between steps (it checkpoints first). */
-  stop(): void;
-  /** Sends the process a signal (nothing when it has exited). */
-  kill(signal: "SIGTERM" | "SIGKILL"): void;
-  readonly exited: Promise<RunnerExit>;
-}
-
-/** What a runner may reach besides the files. */
-export interface SpawnOptions {
-  /** Network access, for a job whose model is a Hub id (it downloads it); local jobs run without. */
-  readonly network: boolean;
-}
-
-/** Starts a runner for a spec file. */
-export type Spawn = (specFile: string, options: SpawnOptions) => RunnerHandle;
-
 /** Thrown for requests the manager refuses; `status` is the HTTP status to answer with. */
 export class JobError extends Error {
   override name = "JobError";
@@ -81,41 +56,6 @@ export class JobError extends Error {
     super(message);
     this.status = status;
   }
-}
-
-const RUNNER = fromFileUrl(new URL("./runner.ts", import.meta.url));
-const ROOT = fromFileUrl(new URL("../../", import.meta.url));
-
-/** Runs `runner.ts` with Deno in a child process, events read from its stdout. */
-export function spawnRunner(specFile: string, options: SpawnOptions = { network: false }): RunnerHandle {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-ffi",
-      "--allow-sys",
-      ...(options.network ? ["--allow-net"] : []),
-      RUNNER,
-      specFile,
-    ],
-    cwd: ROOT,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  return {
-    events: readEvents(child.stdout),
-    stop: () => void writer.write(new TextEncoder().encode("stop\n")).catch(() => {}),
-    kill: (signal) => {
-      try {
-        child.kill(signal);
-      } catch { /* it has exited */ }
-    },
-    exited: child.status.then((s) => (writer.close().catch(() => {}), { code: s.code, signal: s.signal })),
-  };
 }
 
 /** Options of a {@link JobManager}. */

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { PLUGINS } from "../../plugins/mod.ts";
 import type { ServerConfig } from "../../plugins/types.ts";
 import { createSidecar } from "../../src/serve/app.ts";
-import type { RunnerHandle } from "../../src/serve/jobs.ts";
+import type { RunnerHandle } from "../../src/serve/spawn.ts";
 import { readSpec } from "../../src/serve/protocol.ts";
 import { makeAdapter } from "../plugins/adapters.ts";
 import { downUrl } from "../plugins/fakes/common.ts";

@@ -15,7 +15,7 @@ import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 import type { SidecarConfig } from "../../src/serve/deps.ts";
 import type { DeploymentConfig } from "../../src/serve/deployments.ts";
 import type { ProgressEvent } from "../../src/flexora/progress.ts";
-import type { RunnerExit, RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
+import type { RunnerExit, RunnerHandle, Spawn } from "../../src/serve/spawn.ts";
 import {
   decodeEvent,
   encodeEvent,

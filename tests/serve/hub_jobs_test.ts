@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type Spawn, spawnRunner } from "../../src/serve/jobs.ts";
+import { type Spawn, spawnRunner } from "../../src/serve/spawn.ts";
 import { TINY } from "../cli/run.ts";
 import { commitId, FakeHub, folderFiles } from "../hub/fake_hub.ts";
 import { fakeSpawn, testSidecar } from "./helpers.ts";

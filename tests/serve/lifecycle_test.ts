@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { JobManager, type RunnerHandle, type Spawn, spawnRunner } from "../../src/serve/jobs.ts";
+import { JobManager } from "../../src/serve/jobs.ts";
+import { type RunnerHandle, type Spawn, spawnRunner } from "../../src/serve/spawn.ts";
 import type { RunnerSpec } from "../../src/serve/protocol.ts";
 import { JobStore } from "../../src/serve/store.ts";
 import { ROOT } from "../model/shared.ts";

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { PLUGINS } from "../../plugins/mod.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { createSidecar } from "../../src/serve/app.ts";
-import type { RunnerHandle, Spawn } from "../../src/serve/jobs.ts";
+import type { RunnerHandle, Spawn } from "../../src/serve/spawn.ts";
 import type { ReconcileEvent } from "../../src/serve/reconcile/mod.ts";
 import { readSpec } from "../../src/serve/protocol.ts";
 import { copyFixtures, fakeSummary, TOKEN, waitFor } from "./helpers.ts";

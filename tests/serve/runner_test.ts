@@ -1,30 +1,38 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { spawnRunner } from "../../src/serve/jobs.ts";
+import { runnerCommand, spawnRunner } from "../../src/serve/spawn.ts";
 import type { RunnerEvent, RunnerSpec } from "../../src/serve/protocol.ts";
 import { resolveDevice } from "../../src/runtime/device.ts";
 import { ROOT } from "../model/shared.ts";
 
-const RUNNER = join(ROOT, "src/serve/runner.ts");
+/** Writes a runner spec for the tiny fixture into `dir` (search epochs as given); returns its path. */
+async function writeTestSpec(dir: string, spec: Partial<RunnerSpec> = {}, searchEpochs = 1): Promise<string> {
+  const file = join(dir, "spec.json");
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify({
+      model: join(ROOT, "fixtures/tiny-llama"),
+      data: join(ROOT, "fixtures/tiny-data"),
+      options: {
+        maxLength: 64,
+        checkpointEvery: 0,
+        search: { epochs: searchEpochs },
+        retrain: { epochs: 1 },
+      },
+      out: join(dir, "adapter"),
+      checkpointDir: join(dir, "checkpoints"),
+      resume: false,
+      ...spec,
+    }),
+  );
+  return file;
+}
 
 /** Runs the real runner on a spec; returns its events and exit code. */
 async function run(spec: Partial<RunnerSpec>): Promise<{ events: RunnerEvent[]; code: number }> {
   const dir = await Deno.makeTempDir({ prefix: "flexora-runner-" });
   try {
-    const file = join(dir, "spec.json");
-    await Deno.writeTextFile(
-      file,
-      JSON.stringify({
-        model: join(ROOT, "fixtures/tiny-llama"),
-        data: join(ROOT, "fixtures/tiny-data"),
-        options: { maxLength: 64, checkpointEvery: 0, search: { epochs: 1 }, retrain: { epochs: 1 } },
-        out: join(dir, "adapter"),
-        checkpointDir: join(dir, "checkpoints"),
-        resume: false,
-        ...spec,
-      }),
-    );
-    const runner = spawnRunner(file);
+    const runner = spawnRunner(await writeTestSpec(dir, spec));
     const events = await Array.fromAsync(runner.events);
     return { events, code: (await runner.exited).code };
   } finally {
@@ -49,34 +57,11 @@ Deno.test("when the sidecar goes (stdout closed, or stdout and stdin), the runne
   for (const closing of ["stdout", "both"] as const) {
     const dir = await Deno.makeTempDir({ prefix: "flexora-runner-" });
     try {
-      const file = join(dir, "spec.json");
-      await Deno.writeTextFile(
-        file,
-        JSON.stringify({
-          model: join(ROOT, "fixtures/tiny-llama"),
-          data: join(ROOT, "fixtures/tiny-data"),
-          options: { maxLength: 64, checkpointEvery: 0, search: { epochs: 50 }, retrain: { epochs: 1 } },
-          out: join(dir, "adapter"),
-          checkpointDir: join(dir, "checkpoints"),
-          resume: false,
-        }),
-      );
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-read",
-          "--allow-write",
-          "--allow-env",
-          "--allow-ffi",
-          "--allow-sys",
-          RUNNER,
-          file,
-        ],
-        cwd: ROOT,
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
+      const file = await writeTestSpec(dir, {}, 50);
+      // The sidecar's own command line for it, with stderr piped to read.
+      const { command, args, cwd } = runnerCommand(file, { network: false });
+      const child = new Deno.Command(command, { args, cwd, stdin: "piped", stdout: "piped", stderr: "piped" })
+        .spawn();
       const stderr = new Response(child.stderr).text();
       // Read events until the search has taken a few steps, then let go of the pipes as a dying sidecar would.
       const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();

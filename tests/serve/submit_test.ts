@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { planFinetune } from "../../src/flexora/mod.ts";
 import { resolveDevice } from "../../src/runtime/device.ts";
-import type { Spawn } from "../../src/serve/jobs.ts";
+import type { Spawn } from "../../src/serve/spawn.ts";
 import { readSpec, type RunnerSpec } from "../../src/serve/protocol.ts";
 import { fakeSpawn, testSidecar, waitFor } from "./helpers.ts";
 
