@@ -14,7 +14,8 @@ import type { Outputs } from "../graph/serialize.ts";
 import { type HostTensor, hostTensor, type Session } from "../runtime/session.ts";
 import { LOSS_SCALE_INPUT, type LossScaleOptions } from "./loss_scale.ts";
 import { applyOptimizer, type Optimizer } from "./optim.ts";
-import { lossGradients, lrInput, slotName, STEP_INPUT, type StepResult, TrainerState } from "./step.ts";
+import { TrainerState } from "./state.ts";
+import { lossGradients, lrInput, slotName, STEP_INPUT, type StepResult } from "./step.ts";
 
 /**
  * Output names of a gradient graph: `loss` and `grad/<param>`. With `lossScale` (the input of

@@ -7,4 +7,5 @@
 export * from "./loss_scale.ts";
 export * from "./optim.ts";
 export * from "./schedule.ts";
+export * from "./state.ts";
 export * from "./step.ts";
