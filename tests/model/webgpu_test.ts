@@ -39,18 +39,11 @@ import { stateOutputs, TrainLoop } from "../../src/train/step.ts";
 import { flexora } from "../cli/run.ts";
 import { NO_PARITY_DEVICE, PARITY_DEVICE } from "../runtime/webgpu.ts";
 import { ROOT, STORIES } from "./shared.ts";
+import { TARGET_MODULES } from "../../src/model/names.ts";
 
 const TINY = join(ROOT, "fixtures/tiny-llama");
 const TOLERANCE = 1e-4;
-const TARGETS = [
-  "q_proj",
-  "k_proj",
-  "v_proj",
-  "o_proj",
-  "gate_proj",
-  "up_proj",
-  "down_proj",
-] as const;
+const TARGETS = TARGET_MODULES;
 
 /**
  * A test on the parity device (WebGPU unless FLEXORA_PARITY_DEVICE=cuda): skipped, with the reason printed once
