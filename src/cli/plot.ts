@@ -8,7 +8,7 @@
 import { basename, join, resolve } from "node:path";
 import { hasFlexoraJson, readFlexoraJson } from "../flexora/flexora_json.ts";
 import { fromJob, fromReport, renderSvg } from "../report/svg.ts";
-import { JobStore } from "../serve/store.ts";
+import { SqliteStore } from "../serve/store/mod.ts";
 import { requireString } from "./args.ts";
 import { type Command, UsageError } from "./command.ts";
 
@@ -36,10 +36,9 @@ export const plotCommand: Command = {
           `'${target}' is neither an adapter folder (no flexora.json) nor a job (no ${file})`,
         );
       }
-      const store = new JobStore(file);
-      const job = store.get(target);
-      const history = store.history(target);
-      store.close();
+      const store = new SqliteStore(file);
+      const [job, history] = await Promise.all([store.get(target), store.history(target)]);
+      await store.close();
       if (!job) {
         throw new UsageError(
           `'${target}' is neither an adapter folder (no flexora.json) nor a job in ${file}`,

@@ -20,7 +20,6 @@ import {
   type Attachment,
   type AttachReport,
   type Clock,
-  DesiredStore,
   type ReconcileEvent,
   Reconciler,
 } from "./reconcile/mod.ts";
@@ -37,7 +36,7 @@ import {
   privateDataDir,
   redactResponses,
 } from "./security.ts";
-import { JobStore } from "./store.ts";
+import { SqliteStore } from "./store/mod.ts";
 import denoJson from "../../deno.json" with { type: "json" };
 
 /** A running sidecar's parts. */
@@ -69,12 +68,10 @@ export async function createSidecar(
 ): Promise<Sidecar> {
   checkToken(config.token, "the configured token", config.host);
   await privateDataDir(config.dataDir);
-  const file = join(config.dataDir, "jobs.sqlite");
-  const store = new JobStore(file);
-  const desired = new DesiredStore(file);
+  const store = new SqliteStore(join(config.dataDir, "jobs.sqlite"));
   const call = overrides.call ?? { fetch };
   const reconciler = new Reconciler({
-    store: desired,
+    store: store.desired,
     servers: config.servers,
     plugins,
     call,
@@ -135,7 +132,7 @@ export async function createSidecar(
     metrics.errors++;
     return toResponse(e, c);
   });
-  manager.start();
+  await manager.start();
   reconciler.start();
   return {
     app,
@@ -144,8 +141,7 @@ export async function createSidecar(
     async close() {
       await manager.close(); // a job in its attaching stage finishes its rollout first
       await reconciler.stop();
-      store.close();
-      desired.close();
+      await store.close();
     },
   };
 }

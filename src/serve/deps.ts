@@ -9,7 +9,7 @@ import type { CallContext, ServerKind, ServerPlugin } from "../../plugins/types.
 import type { DeploymentConfig } from "./deployments.ts";
 import type { JobManager } from "./jobs.ts";
 import type { Attachment, AttachReport, Reconciler, ReconcileSettings } from "./reconcile/mod.ts";
-import type { JobStore } from "./store.ts";
+import type { Store } from "./store/mod.ts";
 
 /** The sidecar's configuration. */
 export interface SidecarConfig {
@@ -58,7 +58,7 @@ export interface Metrics {
 
 export interface SidecarDeps {
   readonly config: SidecarConfig;
-  readonly store: JobStore;
+  readonly store: Store;
   readonly manager: JobManager;
   /** Keeps the desired attachments true on every replica. */
   readonly reconciler: Reconciler;

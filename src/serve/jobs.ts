@@ -22,17 +22,18 @@ import type { ServerConfig } from "../../plugins/types.ts";
 import { readAdapterConfig } from "../model/peft.ts";
 import { type RunnerEvent, type RunSummary, writeSpec } from "./protocol.ts";
 import { type RunnerExit, type RunnerHandle, type Spawn, spawnRunner } from "./spawn.ts";
-import type { Attachment } from "./reconcile/desired.ts";
 import type { AttachReport } from "./reconcile/operations.ts";
 import type { ReconcileEvent } from "./reconcile/reconciler.ts";
 import {
   ACTIVE_STATES,
+  type Attachment,
   FINAL_STATES,
   type HistoryRow,
+  type JobFields,
   type JobRecord,
   type JobState,
   type JobStore,
-} from "./store.ts";
+} from "./store/mod.ts";
 
 const JobRequestSchema = z.object({
   model: z.string(),
@@ -118,6 +119,11 @@ export class JobManager {
   readonly #resume = new Set<string>();
   #slot: Slot | null = null;
   #closed = false;
+  /** The worker loop is running; {@link #pump} asked for another claim while it was. */
+  #busy = false;
+  #wanted = false;
+  /** Follow-ups of reconcile events, one after another. */
+  #reconciling: Promise<void> = Promise.resolve();
   /** Settles when the worker is idle (for tests and shutdown). */
   idle: Promise<void> = Promise.resolve();
 
@@ -136,47 +142,47 @@ export class JobManager {
    * Marks jobs found running as interrupted and queues them to resume (as well as interrupted ones, except those
    * whose automatic retries ran out); starts the worker.
    */
-  start(): void {
-    for (const job of this.#o.store.list([...ACTIVE_STATES, "interrupted"])) {
+  async start(): Promise<void> {
+    for (const job of await this.#o.store.list([...ACTIVE_STATES, "interrupted"])) {
       const gaveUp = job.state === "interrupted" && job.error?.code === RUNNER_DIED &&
         job.retries >= this.#o.maxRetries;
       if (gaveUp) continue;
-      this.#o.store.update(job.id, { state: "interrupted" });
-      this.#requeue(job.id, { error: job.error });
+      await this.#o.store.update(job.id, { state: "interrupted" });
+      await this.#requeue(job.id, { error: job.error });
     }
     this.#pump();
   }
 
-  get(id: string): JobRecord {
-    const job = this.#o.store.get(id);
+  async get(id: string): Promise<JobRecord> {
+    const job = await this.#o.store.get(id);
     if (!job) throw new JobError(404, `no job '${id}'`);
     return job;
   }
 
-  list(): JobRecord[] {
+  list(): Promise<JobRecord[]> {
     return this.#o.store.list();
   }
 
   /** A page of a job's history: points with an id past `after`, at most `limit`. */
-  history(id: string, after: number, limit: number): HistoryRow[] {
-    this.get(id);
-    return this.#o.store.history(id, after, limit);
+  async history(id: string, after: number, limit: number): Promise<HistoryRow[]> {
+    await this.get(id);
+    return await this.#o.store.history(id, after, limit);
   }
 
   /** The id of the job's last history point (0 when none). */
-  lastPoint(id: string): number {
+  lastPoint(id: string): Promise<number> {
     return this.#o.store.lastPoint(id);
   }
 
   /** Queues a job; 429 when the queue is full. */
-  submit(request: JobRequest): JobRecord {
-    if (this.#o.store.list(["queued"]).length >= this.#o.maxQueued) {
+  async submit(request: JobRequest): Promise<JobRecord> {
+    if ((await this.#o.store.list(["queued"])).length >= this.#o.maxQueued) {
       throw new JobError(429, `the queue is full (${this.#o.maxQueued} jobs waiting); try again later`);
     }
     if (request.attach && !this.#o.servers.some((s) => s.name === request.attach!.server)) {
       throw new JobError(404, `no server '${request.attach.server}' is configured`);
     }
-    const job = this.#o.store.create(crypto.randomUUID(), { ...request });
+    const job = await this.#o.store.create(crypto.randomUUID(), { ...request });
     this.#pump();
     return job;
   }
@@ -185,24 +191,24 @@ export class JobManager {
    * Cancels a queued or running job; 409 when it already finished. A running one is asked to stop (it
    * checkpoints), and ended after the grace period if it does not.
    */
-  cancel(id: string): JobRecord {
-    const job = this.get(id);
+  async cancel(id: string): Promise<JobRecord> {
+    const job = await this.get(id);
     if (FINAL_STATES.includes(job.state)) throw new JobError(409, `job '${id}' already ${job.state}`);
     if (this.#slot?.id === id) {
       this.#slot.cancelled = true;
       this.#stop(this.#slot);
       return job;
     }
-    return this.#set(id, { state: "cancelled" });
+    return await this.#set(id, { state: "cancelled" });
   }
 
   /** Queues an interrupted or cancelled job again, to continue from its checkpoint; 409 otherwise. */
-  resume(id: string): JobRecord {
-    const job = this.get(id);
+  async resume(id: string): Promise<JobRecord> {
+    const job = await this.get(id);
     if (job.state !== "interrupted" && job.state !== "cancelled") {
       throw new JobError(409, `job '${id}' is ${job.state}; only interrupted or cancelled jobs resume`);
     }
-    const queued = this.#requeue(id, { retries: 0, error: null });
+    const queued = await this.#requeue(id, { retries: 0, error: null });
     this.#pump();
     return queued;
   }
@@ -216,12 +222,24 @@ export class JobManager {
 
   /**
    * Follows the reconcile loop: a job that ended `attach_failed` succeeds once the loop has its version serving on
-   * a replica, with the loop's outcome as its attach result.
+   * a replica, with the loop's outcome as its attach result. Events are followed one after another;
+   * {@link reconciling} settles when all so far were.
    */
   reconciled(e: ReconcileEvent): void {
+    this.#reconciling = this.#reconciling.then(() => this.#followReconcile(e)).catch((err) => {
+      console.error(`following a reconcile pass failed: ${err instanceof Error ? err.message : err}`);
+    });
+  }
+
+  /** Settles once the reconcile events so far were followed. */
+  get reconciling(): Promise<void> {
+    return this.#reconciling;
+  }
+
+  async #followReconcile(e: ReconcileEvent): Promise<void> {
     for (const outcome of e.outcomes) {
       if (!outcome.ok || outcome.version === null) continue;
-      const job = this.#o.store.get(outcome.version);
+      const job = await this.#o.store.get(outcome.version);
       if (job?.state !== "attach_failed") continue;
       const req = requestOf(job);
       if (req.attach?.server !== e.server || (req.attach.name ?? req.name) !== outcome.name) continue;
@@ -236,7 +254,7 @@ export class JobManager {
         millis: outcome.millis ?? e.millis,
         by: "the reconcile loop, after the attach at the job's end failed",
       };
-      this.#set(job.id, { state: "succeeded", result: { ...job.result, attach }, error: null });
+      await this.#set(job.id, { state: "succeeded", result: { ...job.result, attach }, error: null });
     }
   }
 
@@ -245,6 +263,7 @@ export class JobManager {
     this.#closed = true;
     if (this.#slot) this.#stop(this.#slot);
     await this.idle;
+    await this.#reconciling;
   }
 
   /** Asks the runner to stop, then ends it: SIGTERM after the grace period, SIGKILL after another. */
@@ -258,13 +277,13 @@ export class JobManager {
     ];
   }
 
-  #requeue(id: string, fields: { retries?: number; error?: JobRecord["error"] } = {}): JobRecord {
+  #requeue(id: string, fields: { retries?: number; error?: JobRecord["error"] } = {}): Promise<JobRecord> {
     this.#resume.add(id);
     return this.#set(id, { state: "queued", ...fields });
   }
 
-  #set(id: string, fields: Parameters<JobStore["update"]>[1], point?: HistoryRow): JobRecord {
-    return this.#notify(this.#o.store.update(id, fields), point);
+  async #set(id: string, fields: JobFields, point?: HistoryRow): Promise<JobRecord> {
+    return this.#notify(await this.#o.store.update(id, fields), point);
   }
 
   #notify(job: JobRecord, point?: HistoryRow): JobRecord {
@@ -279,25 +298,45 @@ export class JobManager {
     return job;
   }
 
-  /** Starts the next queued job when the worker is free: the store's claim is the only way a job starts. */
+  /**
+   * Starts the worker when it is free: it takes queued jobs one by one through the store's claim (the only way a
+   * job starts) until none is left.
+   */
   #pump(): void {
-    if (this.#slot || this.#closed) return;
-    const next = this.#o.store.claim();
-    if (!next) return;
+    this.#wanted = true;
+    if (this.#busy || this.#closed) return;
+    this.#busy = true;
+    this.idle = this.#work();
+  }
+
+  async #work(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        this.#wanted = false;
+        const next = await this.#o.store.claim();
+        if (next) await this.#take(next);
+        else if (!this.#wanted) return; // nothing was submitted while the claim ran
+      }
+    } finally {
+      this.#busy = false; // at once, before anything else runs: a submit from now on starts the worker
+    }
+  }
+
+  /** Runs a claimed job to its end; whatever goes wrong fails this job only, and the sidecar keeps serving. */
+  async #take(next: JobRecord): Promise<void> {
     const slot: Slot = this.#slot = { id: next.id, runner: null, cancelled: false, stopping: null };
     this.#notify(next);
-    this.idle = this.#run(next, slot)
-      .catch((e) => {
-        // Whatever went wrong fails this job only; the sidecar keeps serving.
-        slot.runner?.kill("SIGKILL");
-        const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-        this.#set(next.id, { state: "failed", error: { code: "internal", message } });
-      })
-      .finally(() => {
-        for (const t of slot.stopping ?? []) clearTimeout(t);
-        this.#slot = null;
-        this.#pump();
-      });
+    try {
+      await this.#run(next, slot);
+    } catch (e) {
+      slot.runner?.kill("SIGKILL");
+      const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+      await this.#set(next.id, { state: "failed", error: { code: "internal", message } })
+        .catch((e2) => console.error(`job ${next.id}: could not record its failure (${message}): ${e2}`));
+    } finally {
+      for (const t of slot.stopping ?? []) clearTimeout(t);
+      this.#slot = null;
+    }
   }
 
   async #run(job: JobRecord, slot: Slot): Promise<void> {
@@ -317,7 +356,7 @@ export class JobManager {
       device: req.device ?? this.#o.device,
     });
     if (slot.cancelled || this.#closed) {
-      this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
+      await this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
       return;
     }
     // The submit route confines a local model to an absolute path; anything else is a Hub id the job downloads.
@@ -328,52 +367,52 @@ export class JobManager {
       if (e.type === "download") {
         const { file, received, total, elapsed, eta } = e;
         const progress = { stage: "download", file, step: received, total, elapsed, eta };
-        this.#set(job.id, { state: "downloading", progress });
+        await this.#set(job.id, { state: "downloading", progress });
       } else if (e.type === "start") {
         // A resumed stage starts from its checkpoint: the points after it will be made again.
-        this.#o.store.rewindHistory(job.id, e.stage, e.step);
-        this.#set(job.id, { state: STAGE_STATE[e.stage] });
+        await this.#o.store.rewindHistory(job.id, e.stage, e.step);
+        await this.#set(job.id, { state: STAGE_STATE[e.stage] });
       } else if (e.type === "progress") {
         const point = historyPoint(e.event);
-        const row = point ? this.#o.store.addPoint(job.id, point) : undefined;
-        this.#set(job.id, { state: STAGE_STATE[e.event.stage], progress: e.event }, row);
+        const row = point ? await this.#o.store.addPoint(job.id, point) : undefined;
+        await this.#set(job.id, { state: STAGE_STATE[e.event.stage], progress: e.event }, row);
       } else if (e.type === "warning") {
         warnings.push(e.message);
-        this.#set(job.id, { result: { warnings } });
+        await this.#set(job.id, { result: { warnings } });
       } else if (e.type === "result") summary = e.summary;
       else last = e;
     }
     const exit = await runner.exited;
     if (summary) return await this.#finish(job.id, req, { ...summary, warnings, adapterPath: out });
-    if (slot.cancelled) return void this.#set(job.id, { state: "cancelled" });
-    if (last?.type === "stopped") return void this.#set(job.id, { state: "interrupted" });
+    if (slot.cancelled) return void await this.#set(job.id, { state: "cancelled" });
+    if (last?.type === "stopped") return void await this.#set(job.id, { state: "interrupted" });
     if (last?.type === "error") {
       const message = `${last.name}: ${last.message}`;
-      return void this.#set(job.id, { state: "failed", error: { code: "training_failed", message } });
+      return void await this.#set(job.id, { state: "failed", error: { code: "training_failed", message } });
     }
-    this.#died(job.id, exit);
+    await this.#died(job.id, exit);
   }
 
   /** A runner that ended without a word: the job is interrupted, and resumed while retries are left. */
-  #died(id: string, exit: RunnerExit): void {
+  async #died(id: string, exit: RunnerExit): Promise<void> {
     const how = exit.signal
       ? `killed by ${exit.signal}${exit.signal === "SIGKILL" ? " (the out-of-memory killer sends it)" : ""}`
       : `ended with code ${exit.code} before its result`;
-    const retries = this.get(id).retries, max = this.#o.maxRetries;
+    const retries = (await this.get(id)).retries, max = this.#o.maxRetries;
     if (this.#closed || retries >= max) {
       const what = this.#closed ? "" : `; it was resumed ${max} times already: resume it by hand`;
       const error = { code: RUNNER_DIED, message: `the training process was ${how}${what}` };
-      return void this.#set(id, { state: "interrupted", error });
+      return void await this.#set(id, { state: "interrupted", error });
     }
     const message = `the training process was ${how}; resuming from its checkpoint (retry ${
       retries + 1
     } of ${max})`;
-    this.#requeue(id, { retries: retries + 1, error: { code: RUNNER_DIED, message } });
+    await this.#requeue(id, { retries: retries + 1, error: { code: RUNNER_DIED, message } });
   }
 
   async #finish(id: string, req: JobRequest, result: Record<string, unknown> & { adapterPath: string }) {
     if (!req.attach) {
-      this.#set(id, { state: "succeeded", result, error: null });
+      await this.#set(id, { state: "succeeded", result, error: null });
       return;
     }
     // Recorded as desired state, so a retrained version rolls out through the same swap path as an attach.
@@ -385,13 +424,13 @@ export class JobManager {
       path: result.adapterPath,
       rank: (await readAdapterConfig(result.adapterPath)).r,
     };
-    this.#set(id, { state: "attaching", result, error: null });
+    await this.#set(id, { state: "attaching", result, error: null });
     try {
       const attach = await this.#o.attach(attachment);
-      this.#set(id, { state: "succeeded", result: { ...result, attach } });
+      await this.#set(id, { state: "succeeded", result: { ...result, attach } });
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
-      this.#set(id, { state: "attach_failed", result, error: { code: "attach_failed", message } });
+      await this.#set(id, { state: "attach_failed", result, error: { code: "attach_failed", message } });
     }
   }
 }

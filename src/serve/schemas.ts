@@ -9,7 +9,7 @@ import { z } from "@hono/zod-openapi";
 import { FinetuneInputSchema } from "../flexora/mod.ts";
 import { DEVICES } from "../runtime/device.ts";
 import { isSafeName, NAME_RULE, nameProblem } from "../util/safe_name.ts";
-import { JOB_STATES } from "./store.ts";
+import { JOB_STATES } from "./store/mod.ts";
 
 /** Adapter, job and server names: the one name rule ({@link isSafeName}). */
 export const Name = z.string().refine(isSafeName, { error: (issue) => nameProblem(issue.input) }).openapi({

@@ -25,7 +25,7 @@ import {
   writeAdapter,
 } from "../../src/model/peft.ts";
 import { hostTensor } from "../../src/runtime/session.ts";
-import { DesiredStore } from "../../src/serve/reconcile/desired.ts";
+import { SqliteStore } from "../../src/serve/store/mod.ts";
 import { ROOT } from "../model/shared.ts";
 
 const tmp = await Deno.makeTempDir({ prefix: "flexora-formats-" });
@@ -151,7 +151,7 @@ Deno.test("checkpoint.json: saved and loaded back exactly; a bad field is named"
 
 Deno.test("desired rows: a damaged row is an error naming the file, the row and the column", async () => {
   const file = join(fresh() + ".sqlite");
-  const store = new DesiredStore(file);
+  const first = new SqliteStore(file), store = first.desired;
   const row = {
     server: "vllm",
     name: "sql",
@@ -160,25 +160,25 @@ Deno.test("desired rows: a damaged row is an error naming the file, the row and 
     path: "/a/sql/job-1",
     rank: 8,
   };
-  store.attach(row);
-  const { updatedAt: _, state, ...back } = store.get("vllm", "sql") as typeof row & {
+  await store.attach(row);
+  const { updatedAt: _, state, ...back } = await store.get("vllm", "sql") as typeof row & {
     updatedAt: string;
     state: string;
   };
   assert.deepEqual([state, back], ["attached", row]);
-  store.close();
+  await first.close();
   const { DatabaseSync } = await import("node:sqlite");
   const db = new DatabaseSync(file);
   db.prepare("UPDATE desired SET rank = 0").run();
   db.close();
-  const reopened = new DesiredStore(file);
-  assert.throws(
-    () => reopened.list(),
+  const reopened = new SqliteStore(file);
+  await assert.rejects(
+    () => reopened.desired.list(),
     new RegExp(
       `^Error: ${file}: table 'desired', row \\("vllm", "sql"\\): 'rank' must be a positive integer, got 0`,
     ),
   );
-  reopened.close();
+  await reopened.close();
 });
 
 Deno.test("run.json: written and read back; none is null; a damaged one names the field", async () => {

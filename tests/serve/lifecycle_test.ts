@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { JobManager } from "../../src/serve/jobs.ts";
 import { type RunnerHandle, type Spawn, spawnRunner } from "../../src/serve/spawn.ts";
 import type { RunnerSpec } from "../../src/serve/protocol.ts";
-import { JobStore } from "../../src/serve/store.ts";
+import { SqliteStore } from "../../src/serve/store/mod.ts";
 import { ROOT } from "../model/shared.ts";
 import {
   fakeRunner,
@@ -95,7 +95,7 @@ Deno.test("cancel ends a real runner blocked in I/O (its model's config.json a F
     }
   }
   assert.equal((await new Deno.Command("mkfifo", { args: [join(model, "config.json")] }).output()).code, 0);
-  const store = new JobStore(":memory:");
+  const store = new SqliteStore(":memory:");
   const manager = new JobManager({
     store,
     dataDir: dir,
@@ -103,22 +103,22 @@ Deno.test("cancel ends a real runner blocked in I/O (its model's config.json a F
     attach: () => Promise.reject(new Error("no attach")),
     stopGraceMs: 300,
   });
-  manager.start();
+  await manager.start();
   try {
-    const job = manager.submit({
+    const job = await manager.submit({
       model,
       data: join(ROOT, "fixtures/tiny-data"),
       name: "fifo",
       options: {},
     });
     await new Promise((r) => setTimeout(r, 3000)); // the runner starts, then waits on the FIFO
-    assert.equal(manager.get(job.id).state, "starting");
-    manager.cancel(job.id);
+    assert.equal((await manager.get(job.id)).state, "starting");
+    await manager.cancel(job.id);
     await manager.idle;
-    assert.equal(manager.get(job.id).state, "cancelled");
+    assert.equal((await manager.get(job.id)).state, "cancelled");
   } finally {
     await manager.close();
-    store.close();
+    await store.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -156,7 +156,7 @@ Deno.test("a runner killed by SIGKILL leaves its job interrupted with the reason
 
 Deno.test("a subscriber that throws does not fail the job: the error is its own", async () => {
   const dir = await Deno.makeTempDir({ prefix: "flexora-subscriber-" });
-  const store = new JobStore(":memory:");
+  const store = new SqliteStore(":memory:");
   const manager = new JobManager({
     store,
     dataDir: dir,
@@ -164,24 +164,33 @@ Deno.test("a subscriber that throws does not fail the job: the error is its own"
     attach: () => Promise.reject(new Error("none")),
     spawn: fakeSpawn(),
   });
-  manager.start();
+  await manager.start();
   const logged: string[] = [];
   const error = console.error;
   console.error = (...a: unknown[]) => void logged.push(a.join(" "));
   try {
-    const job = manager.submit({ model: join(dir, "m"), data: join(dir, "d"), name: "loud", options: {} });
+    const job = await manager.submit({
+      model: join(dir, "m"),
+      data: join(dir, "d"),
+      name: "loud",
+      options: {},
+    });
     manager.subscribe(job.id, () => {
       throw new Error("the client went away");
     });
-    for (let i = 0; i < 500 && !["succeeded", "failed"].includes(manager.get(job.id).state); i++) {
+    for (let i = 0; i < 500 && !["succeeded", "failed"].includes((await manager.get(job.id)).state); i++) {
       await new Promise((r) => setTimeout(r, 10));
     }
-    assert.equal(manager.get(job.id).state, "succeeded", JSON.stringify(manager.get(job.id).error));
+    assert.equal(
+      (await manager.get(job.id)).state,
+      "succeeded",
+      JSON.stringify((await manager.get(job.id)).error),
+    );
     assert.ok(logged.some((l) => l.includes("a subscriber failed: the client went away")), logged.join("\n"));
   } finally {
     console.error = error;
     await manager.close();
-    store.close();
+    await store.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -231,19 +240,19 @@ Deno.test("a resumed job reports the stage it resumes in, and its history is cut
   const dir = await Deno.makeTempDir({ prefix: "flexora-rewind-" });
   const dataDir = join(dir, "state");
   await Deno.mkdir(dataDir, { recursive: true });
-  const store = new JobStore(join(dataDir, "jobs.sqlite"));
-  store.create("crashed", {
+  const store = new SqliteStore(join(dataDir, "jobs.sqlite"));
+  await store.create("crashed", {
     model: join(dir, "models/m"),
     data: join(dir, "datasets/d"),
     name: "demo",
     options: {},
   });
-  for (let step = 1; step <= 4; step++) store.addPoint("crashed", { stage: "search", step, loss: 3 });
-  for (let step = 1; step <= 8; step++) store.addPoint("crashed", { stage: "retrain", step, loss: 2 });
-  store.addPoint("crashed", { stage: "evaluate", step: 4, valLoss: 2 });
-  store.addPoint("crashed", { stage: "evaluate", step: 8, valLoss: 2 });
-  store.update("crashed", { state: "retraining" });
-  store.close();
+  for (let step = 1; step <= 4; step++) await store.addPoint("crashed", { stage: "search", step, loss: 3 });
+  for (let step = 1; step <= 8; step++) await store.addPoint("crashed", { stage: "retrain", step, loss: 2 });
+  await store.addPoint("crashed", { stage: "evaluate", step: 4, valLoss: 2 });
+  await store.addPoint("crashed", { stage: "evaluate", step: 8, valLoss: 2 });
+  await store.update("crashed", { state: "retraining" });
+  await store.close();
   let resumedAs: string | null = null;
   let s: TestSidecar | null = null;
   const spawn = fakeRunner(async function* (spec) {
@@ -323,7 +332,7 @@ function parseSse(text: string): { id: string | null; data: Record<string, any> 
 
 Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from its checkpoint by itself, repeats no step in its history, and sums its timings", async () => {
   const dir = await Deno.makeTempDir({ prefix: "flexora-oom-" });
-  const store = new JobStore(":memory:");
+  const store = new SqliteStore(":memory:");
   // Real runners, kept so the test can SIGKILL one from outside as the OOM killer would.
   const runners: RunnerHandle[] = [];
   const spawn: Spawn = (file, options) => {
@@ -338,9 +347,9 @@ Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from it
     attach: () => Promise.reject(new Error("none")),
     spawn,
   });
-  manager.start();
+  await manager.start();
   try {
-    const job = manager.submit({
+    const job = await manager.submit({
       model: join(ROOT, "fixtures/tiny-llama"),
       data: join(ROOT, "fixtures/tiny-data"),
       name: "oom",
@@ -372,11 +381,12 @@ Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from it
     await killed;
     const deadline = Date.now() + 120_000;
     while (
-      !["succeeded", "failed", "interrupted"].includes(manager.get(job.id).state) && Date.now() < deadline
+      !["succeeded", "failed", "interrupted"].includes((await manager.get(job.id)).state) &&
+      Date.now() < deadline
     ) {
       await new Promise((r) => setTimeout(r, 100));
     }
-    const done = manager.get(job.id);
+    const done = await manager.get(job.id);
     assert.equal(done.state, "succeeded", JSON.stringify(done.error));
     assert.equal(done.retries, 1);
     assert.equal(done.error, null);
@@ -384,7 +394,7 @@ Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from it
       // Shown from the requeue until the resumed run ends well.
       "the training process was killed by SIGKILL (the out-of-memory killer sends it); resuming from its checkpoint (retry 1 of 2)",
     ]);
-    const history = manager.history(job.id, 0, -1);
+    const history = await manager.history(job.id, 0, -1);
     const search = history.filter((p) => p.stage === "search").map((p) => p.step);
     assert.deepEqual(
       search,
@@ -398,7 +408,7 @@ Deno.test("a real runner killed with SIGKILL mid-search: the job resumes from it
     );
   } finally {
     await manager.close();
-    store.close();
+    await store.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

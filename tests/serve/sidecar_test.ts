@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { JobStore } from "../../src/serve/store.ts";
+import { SqliteStore } from "../../src/serve/store/mod.ts";
 import { fakeSpawn, testSidecar, TOKEN, waitFor } from "./helpers.ts";
 
 Deno.test("a job is queued (202), runs through search and retraining, and succeeds with its adapter listed", async () => {
@@ -117,15 +117,15 @@ Deno.test("jobs found running at start-up are marked interrupted and resumed fro
   const dir = await Deno.makeTempDir({ prefix: "flexora-restart-" });
   const dataDir = join(dir, "state");
   await Deno.mkdir(dataDir, { recursive: true });
-  const store = new JobStore(join(dataDir, "jobs.sqlite"));
-  store.create("crashed", {
+  const store = new SqliteStore(join(dataDir, "jobs.sqlite"));
+  await store.create("crashed", {
     model: join(dir, "models/m"),
     data: join(dir, "datasets/d"),
     name: "demo",
     options: {},
   });
-  store.update("crashed", { state: "retraining" });
-  store.close();
+  await store.update("crashed", { state: "retraining" });
+  await store.close();
   const specs: string[] = [];
   const spawn = fakeSpawn();
   const s = await testSidecar({

@@ -57,7 +57,7 @@ Deno.test("a job's device that is unknown is a 400 naming the field", async () =
     assert.equal(res.status, 400);
     const { error } = await res.json();
     assert.equal(error.field, "device");
-    assert.equal(s.manager.list().length, 0);
+    assert.equal((await s.manager.list()).length, 0);
   } finally {
     await s.close();
   }
@@ -74,7 +74,7 @@ Deno.test({
       assert.equal(res.status, 400);
       const { error } = await res.json();
       assert.match(error.message, /device 'cuda' is unavailable \(.+\); .*ONNXRUNTIME_NODE_INSTALL=cuda12/);
-      assert.equal(s.manager.list().length, 0);
+      assert.equal((await s.manager.list()).length, 0);
     } finally {
       await s.close();
     }

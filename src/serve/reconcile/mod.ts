@@ -1,12 +1,12 @@
 /**
- * Adapters as desired state: the `desired` table ({@link ./desired.ts}), the per-replica pass ({@link ./pass.ts}),
+ * Adapters as desired state: the `desired` table (in the store, {@link ../store/types.ts}), the per-replica pass ({@link ./pass.ts}),
  * the loop that runs it ({@link ./reconciler.ts}, timing in {@link ./schedule.ts}), and attach and detach on every
  * replica ({@link ./operations.ts}).
  *
  * @module
  */
 
-export { type Attachment, type Desired, DesiredStore } from "./desired.ts";
+export type { Attachment, Desired, DesiredStore } from "../store/mod.ts";
 export { Mutex } from "./lock.ts";
 export {
   attachEverywhere,

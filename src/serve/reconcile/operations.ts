@@ -10,7 +10,7 @@
  */
 
 import { AttachError, UnsupportedError, type Verification } from "../../../plugins/types.ts";
-import type { Attachment } from "./desired.ts";
+import type { Attachment } from "../store/mod.ts";
 import type { Reconciler, ReplicaOutcome } from "./reconciler.ts";
 
 /** The answer to an attach: the desired row and what each replica did. */
@@ -57,7 +57,8 @@ function failures(replicas: readonly ReplicaOutcome[]): string {
  * @example
  * ```ts
  * import type { ServerKind, ServerPlugin } from "../../../plugins/types.ts";
- * import { attachEverywhere, DesiredStore, Reconciler } from "./mod.ts";
+ * import { attachEverywhere, Reconciler } from "./mod.ts";
+ * import { SqliteStore } from "../store/mod.ts";
  * const loaded = new Map<string, Map<string, string>>(); // replica URL → name → path
  * const at = (url: string) => loaded.get(url) ?? loaded.set(url, new Map()).get(url)!;
  * const verification = { listed: true, changesOutput: true, detail: "probe differs" };
@@ -72,9 +73,9 @@ function failures(replicas: readonly ReplicaOutcome[]): string {
  *   reachable: () => Promise.resolve(true),
  * };
  * const kinds: ServerKind[] = ["vllm", "sglang", "lorax", "llamacpp", "ollama", "embedded"];
- * const store = new DesiredStore(":memory:");
+ * const store = new SqliteStore(":memory:");
  * const reconciler = new Reconciler({
- *   store,
+ *   store: store.desired,
  *   servers: [{ name: "vllm-a", kind: "vllm", url: "http://a:8000", replicas: ["http://a:8000", "http://b:8000"] }],
  *   plugins: Object.fromEntries(kinds.map((k) => [k, plugin])) as Record<ServerKind, ServerPlugin>,
  *   call: { fetch },
@@ -83,7 +84,7 @@ function failures(replicas: readonly ReplicaOutcome[]): string {
  * const report = await attachEverywhere(reconciler, sql);
  * if (!report.complete || report.replicas.map((r) => r.action).join() !== "attached,attached") throw new Error();
  * if (at("http://b:8000").get("sql") !== "/adapters/sql/v1") throw new Error("on every replica");
- * store.close();
+ * await store.close();
  * ```
  */
 export async function attachEverywhere(reconciler: Reconciler, a: Attachment): Promise<AttachReport> {
@@ -97,7 +98,7 @@ export async function attachEverywhere(reconciler: Reconciler, a: Attachment): P
         } s)`,
       );
     }
-    reconciler.restore(a.server, a.name, previous);
+    await reconciler.restore(a.server, a.name, previous);
     throw replicas.every((r) => r.unsupported) ? new UnsupportedError(why) : new AttachError(why);
   }
   const verification = replicas.find((r) => r.verification)?.verification;
@@ -131,11 +132,11 @@ export async function detachEverywhere(
 ): Promise<DetachReport> {
   const { previous, replicas } = await reconciler.detach(server, name);
   if (previous?.state !== "attached" && replicas.every((r) => r.action === "absent")) {
-    reconciler.restore(server, name, previous);
+    await reconciler.restore(server, name, previous);
     throw new NotAttachedError(`'${name}' is not attached to server '${server}'`);
   }
   if (!replicas.some((r) => r.ok) && !replicas.some((r) => r.transient)) {
-    reconciler.restore(server, name, previous);
+    await reconciler.restore(server, name, previous);
     const why = failures(replicas);
     throw replicas.every((r) => r.unsupported) ? new UnsupportedError(why) : new AttachError(why);
   }

@@ -25,7 +25,7 @@ import {
   type ServerPlugin,
   UnsupportedError,
 } from "../../../plugins/types.ts";
-import type { Attachment, Desired } from "./desired.ts";
+import type { Attachment, Desired } from "../store/mod.ts";
 import type { Mutex } from "./lock.ts";
 import type { Known, Outcome, ReplicaState } from "./replica.ts";
 

@@ -11,7 +11,7 @@
 
 import type { CallContext, ServerConfig, ServerKind, ServerPlugin } from "../../../plugins/types.ts";
 import { type DeploymentConfig, replicasOf } from "../deployments.ts";
-import type { Attachment, Desired, DesiredStore } from "./desired.ts";
+import type { Attachment, Desired, DesiredStore } from "../store/mod.ts";
 import { Mutex } from "./lock.ts";
 import { ensureAbsent, reconcileReplica, type Target } from "./pass.ts";
 import { type Outcome, type ReplicaReport, ReplicaState } from "./replica.ts";
@@ -71,15 +71,16 @@ interface Deployment {
  * @example
  * ```ts
  * import { PLUGINS } from "../../../plugins/mod.ts";
- * import { DesiredStore, Reconciler } from "./mod.ts";
- * const store = new DesiredStore(":memory:");
+ * import { Reconciler } from "./mod.ts";
+ * import { SqliteStore } from "../store/mod.ts";
+ * const store = new SqliteStore(":memory:");
  * const servers = [{ name: "vllm-a", kind: "vllm" as const, url: "http://127.0.0.1:9", replicas: ["http://127.0.0.1:9"] }];
- * const reconciler = new Reconciler({ store, servers, plugins: PLUGINS, call: { fetch }, settings: { intervalMs: 1000 } });
+ * const reconciler = new Reconciler({ store: store.desired, servers, plugins: PLUGINS, call: { fetch }, settings: { intervalMs: 1000 } });
  * reconciler.start(); // nothing is desired: no replica is contacted
  * await reconciler.stop();
- * const [server] = reconciler.report();
+ * const [server] = await reconciler.report();
  * if (server.replicas[0].state !== "pending" || reconciler.settings.jitter !== 0.1) throw new Error("defaults");
- * store.close();
+ * await store.close();
  * ```
  */
 export class Reconciler {
@@ -135,7 +136,7 @@ export class Reconciler {
       // A replica is contacted only when its server has desired rows: otherwise there is nothing to keep true.
       // Nothing may end the loop but the signal (an unexpected error is the replica's last error).
       try {
-        if (this.#o.store.list(d.config.name).length > 0) await this.#pass(d, r, "loop");
+        if ((await this.#o.store.list(d.config.name)).length > 0) await this.#pass(d, r, "loop");
       } catch (e) {
         r.state.lastError = e instanceof Error ? e.message : String(e);
       }
@@ -147,7 +148,8 @@ export class Reconciler {
   /** A pass on one replica, under its lock (`force`: the name an explicit attach asked for). */
   #pass(d: Deployment, r: Replica, trigger: "loop" | "attach", force?: string) {
     return this.#locked(d, r, trigger, async (t) => {
-      const { outcomes, error } = await reconcileReplica(t, this.#o.store.list(d.config.name), force)
+      const { outcomes, error } = await this.#o.store.list(d.config.name)
+        .then((rows) => reconcileReplica(t, rows, force))
         .catch((e) => ({ outcomes: [], error: e instanceof Error ? e.message : String(e) }));
       return { outcomes, error };
     });
@@ -180,7 +182,7 @@ export class Reconciler {
       };
       const result = await work(t).finally(() => clearTimeout(timer));
       if (trigger !== "detach") r.state.finishPass(started, result.outcomes, result.error);
-      this.#forgetCleared(d);
+      await this.#forgetCleared(d).catch(() => {}); // a store that failed now is asked again after the next pass
       const event = { trigger, server: d.config.name, url: r.server.url, startedAt: started, ...result };
       try {
         this.#o.onEvent?.({ ...event, millis: this.#clock.now() - started });
@@ -192,11 +194,11 @@ export class Reconciler {
   }
 
   /** Drops tombstones that every replica of `d` was seen without. */
-  #forgetCleared(d: Deployment): void {
-    for (const row of this.#o.store.list(d.config.name)) {
+  async #forgetCleared(d: Deployment): Promise<void> {
+    for (const row of await this.#o.store.list(d.config.name)) {
       if (row.state !== "detached") continue;
       if (d.replicas.every((r) => r.state.cleared.get(row.name) === row.updatedAt)) {
-        this.#o.store.forget(row.server, row.name, row.updatedAt);
+        await this.#o.store.forget(row.server, row.name, row.updatedAt);
         for (const r of d.replicas) r.state.cleared.delete(row.name);
       }
     }
@@ -208,7 +210,7 @@ export class Reconciler {
    */
   async attach(a: Attachment): Promise<{ previous: Desired | null; replicas: ReplicaOutcome[] }> {
     const d = this.#deployment(a.server);
-    const previous = this.#o.store.attach(a);
+    const previous = await this.#o.store.attach(a);
     const replicas: ReplicaOutcome[] = [];
     for (const r of d.replicas) {
       const { outcomes, error } = await this.#pass(d, r, "attach", a.name);
@@ -225,8 +227,8 @@ export class Reconciler {
     name: string,
   ): Promise<{ previous: Desired | null; replicas: ReplicaOutcome[] }> {
     const d = this.#deployment(server);
-    const previous = this.#o.store.detach(server, name);
-    const row = this.#o.store.get(server, name) as Extract<Desired, { state: "detached" }>;
+    const previous = await this.#o.store.detach(server, name);
+    const row = await this.#o.store.get(server, name) as Extract<Desired, { state: "detached" }>;
     const replicas: ReplicaOutcome[] = [];
     for (const r of d.replicas) {
       // Unload whether or not it is listed: a 404 means it was not there.
@@ -240,17 +242,17 @@ export class Reconciler {
   }
 
   /** Puts back the desired row an attach or detach replaced (when it failed everywhere for good). */
-  restore(server: string, name: string, previous: Desired | null): void {
-    this.#o.store.restore(server, name, previous);
+  restore(server: string, name: string, previous: Desired | null): Promise<void> {
+    return this.#o.store.restore(server, name, previous);
   }
 
   /** Every configured server's desired rows and replicas. */
-  report(): ServerState[] {
-    return [...this.#deployments.values()].map((d) => ({
+  report(): Promise<ServerState[]> {
+    return Promise.all([...this.#deployments.values()].map(async (d) => ({
       name: d.config.name,
-      desired: this.#o.store.list(d.config.name),
+      desired: await this.#o.store.list(d.config.name),
       replicas: d.replicas.map((r) => r.state.report()),
-    }));
+    })));
   }
 
   /** The replicas' states, for `/metrics`. */

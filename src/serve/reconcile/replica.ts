@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Attachment } from "./desired.ts";
+import type { Attachment } from "../store/mod.ts";
 
 /** A version verified on the replica. */
 export interface Known {

@@ -13,7 +13,7 @@ import { readFlexoraJson } from "../../flexora/mod.ts";
 import { readAdapterConfig } from "../../model/peft.ts";
 import type { SidecarDeps } from "../deps.ts";
 import { validationHook } from "../errors.ts";
-import { detachEverywhere } from "../reconcile/mod.ts";
+import { detachEverywhere, type ServerState } from "../reconcile/mod.ts";
 import { AttachReport, DetachReport, ErrorBody, jsonContent, NameParam, ServerRef } from "../schemas.ts";
 
 /** One adapter version on disk. */
@@ -65,8 +65,8 @@ export async function listAdapters(dataDir: string): Promise<AdapterEntry[]> {
 }
 
 /** Where each desired attachment of `name` stands: server, served name, version, and each replica's version. */
-function attachmentsOf(deps: SidecarDeps, adapter: string) {
-  return deps.reconciler.report().flatMap((server) =>
+function attachmentsOf(servers: readonly ServerState[], adapter: string) {
+  return servers.flatMap((server) =>
     server.desired.flatMap((row) =>
       row.state === "attached" && row.adapter === adapter
         ? [{
@@ -123,9 +123,10 @@ export function adaptersApp(deps: SidecarDeps): OpenAPIHono {
     return found;
   };
   app.openapi(list, async (c) => {
+    const servers = await deps.reconciler.report();
     const adapters = (await listAdapters(deps.config.dataDir)).map((a) => ({
       ...a,
-      attachments: attachmentsOf(deps, a.name),
+      attachments: attachmentsOf(servers, a.name),
     }));
     return c.json({ adapters }, 200);
   });

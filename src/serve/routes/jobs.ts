@@ -11,7 +11,8 @@ import { planFinetune, resolveOptions } from "../../flexora/mod.ts";
 import { resolveDevice } from "../../runtime/device.ts";
 import { ErrorBody, Estimate, HistoryRow, IdParam, Job, JobCreate, jsonContent } from "../schemas.ts";
 import { confine, hubModel, requireRegular } from "../security.ts";
-import { FINAL_STATES, type HistoryRow as Row, type JobRecord } from "../store.ts";
+import type { JobChange } from "../jobs.ts";
+import { FINAL_STATES, type HistoryRow as Row, type JobRecord } from "../store/mod.ts";
 import { validationHook } from "../errors.ts";
 
 const json = jsonContent;
@@ -117,7 +118,7 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
     // The job's device (default the sidecar's) is resolved here as `serve --device` is at start: an unavailable
     // one is a 400 with the install line. The record keeps the concrete choice, which a resume reuses.
     const { device } = await resolveDevice(body.device ?? deps.config.device ?? "cpu");
-    const job = deps.manager.submit({
+    const job = await deps.manager.submit({
       model,
       data,
       name: body.name,
@@ -128,18 +129,18 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
     });
     return c.json({ id: job.id, job, estimate }, 202);
   });
-  app.openapi(list, (c) => c.json({ jobs: deps.manager.list() }, 200));
-  app.openapi(get, (c) => c.json(deps.manager.get(c.req.valid("param").id), 200));
-  app.openapi(action("cancel"), (c) => c.json(deps.manager.cancel(c.req.valid("param").id), 200));
-  app.openapi(action("resume"), (c) => c.json(deps.manager.resume(c.req.valid("param").id), 200));
-  app.openapi(history, (c) => {
+  app.openapi(list, async (c) => c.json({ jobs: await deps.manager.list() }, 200));
+  app.openapi(get, async (c) => c.json(await deps.manager.get(c.req.valid("param").id), 200));
+  app.openapi(action("cancel"), async (c) => c.json(await deps.manager.cancel(c.req.valid("param").id), 200));
+  app.openapi(action("resume"), async (c) => c.json(await deps.manager.resume(c.req.valid("param").id), 200));
+  app.openapi(history, async (c) => {
     const { after, limit } = c.req.valid("query");
-    const points = deps.manager.history(c.req.valid("param").id, after, limit);
+    const points = await deps.manager.history(c.req.valid("param").id, after, limit);
     return c.json({ points, next: points.length === limit ? points.at(-1)!.id : null }, 200);
   });
-  app.openapi(events, (c) => {
+  app.openapi(events, async (c) => {
     const { id } = c.req.valid("param");
-    deps.manager.get(id); // 404 before the stream starts
+    await deps.manager.get(id); // 404 before the stream starts
     const header = c.req.header("last-event-id");
     const lastSeen = header === undefined ? NaN : Number(header);
     return streamSSE(c, async (stream) => {
@@ -147,7 +148,7 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
       const finished = new Promise<void>((resolve) => (done = resolve));
       let writes = Promise.resolve();
       // The id of the last point this subscriber has; later points only go out once.
-      let seen = Number.isInteger(lastSeen) && lastSeen >= 0 ? lastSeen : deps.manager.lastPoint(id);
+      let seen = Number.isInteger(lastSeen) && lastSeen >= 0 ? lastSeen : await deps.manager.lastPoint(id);
       // Writes are chained so the final state is written before the stream ends.
       const send = (job: JobRecord, points: readonly Row[], last = true) => {
         const fresh = points.filter((p) => p.id > seen);
@@ -157,17 +158,26 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
           .then(() => stream.writeSSE(event))
           .then(() => void (last && FINAL_STATES.includes(job.state) && done()), () => done());
       };
-      // Subscribed before the snapshot is read, and with no await between: no change falls in a gap.
+      // Subscribed before the snapshot is read, so no change falls in a gap: changes made while it is read wait
+      // for it, and those it already shows (older than it) are dropped.
+      const early: JobChange[] = [];
+      let first: JobRecord | null = null;
+      const forward = (change: JobChange) => send(change.job, change.point ? [change.point] : []);
       const unsubscribe = deps.manager.subscribe(
         id,
-        (change) => send(change.job, change.point ? [change.point] : []),
+        (change) => first ? forward(change) : early.push(change),
       );
       stream.onAbort(() => done());
       // The snapshot, with the points missed since Last-Event-ID, a page per event.
-      const first = deps.manager.get(id), missed = deps.manager.history(id, seen, -1);
+      const [snapshot, missed] = await Promise.all([
+        deps.manager.get(id),
+        deps.manager.history(id, seen, -1),
+      ]);
+      first = snapshot;
       for (let at = 0; at === 0 || at < missed.length; at += MAX_PAGE) {
         send(first, missed.slice(at, at + MAX_PAGE), at + MAX_PAGE >= missed.length);
       }
+      for (const change of early) if (change.job.updatedAt >= snapshot.updatedAt) forward(change);
       await finished;
       unsubscribe();
     });

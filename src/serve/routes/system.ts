@@ -8,15 +8,15 @@
 import { Hono } from "hono";
 import type { SidecarDeps } from "../deps.ts";
 import { replicasOf } from "../deployments.ts";
-import { JOB_STATES } from "../store.ts";
+import { JOB_STATES } from "../store/mod.ts";
 
 /** Prometheus text exposition of the sidecar's counters. */
-export function metricsText(deps: SidecarDeps): string {
-  const counts = deps.store.counts();
+export async function metricsText(deps: SidecarDeps): Promise<string> {
+  const counts = await deps.store.counts();
 
   const lines = ["# HELP flexora_jobs Jobs by state.", "# TYPE flexora_jobs gauge"];
   for (const s of JOB_STATES) lines.push(`flexora_jobs{state="${s}"} ${counts[s] ?? 0}`);
-  const running = deps.store.list(["searching", "retraining"])[0]?.progress as {
+  const running = (await deps.store.list(["searching", "retraining"]))[0]?.progress as {
     step?: number;
     elapsed?: number;
   } | null;
@@ -32,7 +32,7 @@ export function metricsText(deps: SidecarDeps): string {
     "# HELP flexora_errors_total Requests answered with an error.",
     "# TYPE flexora_errors_total counter",
     `flexora_errors_total ${deps.metrics.errors}`,
-    ...reconcileMetrics(deps),
+    ...await reconcileMetrics(deps),
   );
   return lines.join("\n") + "\n";
 }
@@ -41,7 +41,7 @@ export function metricsText(deps: SidecarDeps): string {
 const label = (v: string) => `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`;
 
 /** The reconcile loop's gauges and counters, per replica. */
-function reconcileMetrics(deps: SidecarDeps): string[] {
+async function reconcileMetrics(deps: SidecarDeps): Promise<string[]> {
   const states = deps.reconciler.replicaStates();
   const at = (s: { server: string; url: string }) => `server=${label(s.server)},replica=${label(s.url)}`;
   const gauge = (name: string, help: string, value: (s: typeof states[number]) => number | null) => [
@@ -52,7 +52,7 @@ function reconcileMetrics(deps: SidecarDeps): string[] {
       return v === null ? [] : [`${name}{${at(s)}} ${v}`];
     }),
   ];
-  const desired = deps.reconciler.report().flatMap((server) =>
+  const desired = (await deps.reconciler.report()).flatMap((server) =>
     (["attached", "detached"] as const).map((state) =>
       `flexora_desired_attachments{server=${label(server.name)},state="${state}"} ${
         server.desired.filter((d) => d.state === state).length
@@ -95,9 +95,12 @@ function reconcileMetrics(deps: SidecarDeps): string[] {
 export function systemApp(deps: SidecarDeps): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ ok: true }));
-  app.get("/metrics", (c) => c.text(metricsText(deps), 200, { "content-type": "text/plain; version=0.0.4" }));
+  app.get(
+    "/metrics",
+    async (c) => c.text(await metricsText(deps), 200, { "content-type": "text/plain; version=0.0.4" }),
+  );
   app.get("/v1/servers", async (c) => {
-    const states = new Map(deps.reconciler.report().map((s) => [s.name, s]));
+    const states = new Map((await deps.reconciler.report()).map((s) => [s.name, s]));
     const servers = await Promise.all(deps.config.servers.map(async (s) => {
       const plugin = deps.plugins[s.kind], state = states.get(s.name)!;
       const replicas = await Promise.all(

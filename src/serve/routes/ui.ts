@@ -18,13 +18,13 @@ import { page } from "../ui/page.ts";
 export function uiApp(deps: SidecarDeps): Hono {
   const app = new Hono();
   app.get("/", (c) => c.html(page("flexora", INDEX_BODY, INDEX_SCRIPT)));
-  app.get("/jobs/:id", (c) => {
-    const job = deps.manager.get(c.req.param("id"));
+  app.get("/jobs/:id", async (c) => {
+    const job = await deps.manager.get(c.req.param("id"));
     return c.html(page(`job ${job.id}`, JOB_BODY, jobScript(job.id)));
   });
-  app.get("/v1/jobs/:id/plot.svg", (c) => {
-    const job = deps.manager.get(c.req.param("id"));
-    return c.body(renderSvg(fromJob(job, deps.manager.history(job.id, 0, -1))), 200, {
+  app.get("/v1/jobs/:id/plot.svg", async (c) => {
+    const job = await deps.manager.get(c.req.param("id"));
+    return c.body(renderSvg(fromJob(job, await deps.manager.history(job.id, 0, -1))), 200, {
       "content-type": "image/svg+xml",
     });
   });

@@ -8,12 +8,12 @@ import type { ServerKind, ServerPlugin } from "../../../plugins/types.ts";
 import {
   attachEverywhere,
   type Attachment,
-  DesiredStore,
   detachEverywhere,
   NotAttachedError,
   type ReconcileEvent,
   Reconciler,
 } from "../../../src/serve/reconcile/mod.ts";
+import { SqliteStore } from "../../../src/serve/store/mod.ts";
 import { ManualClock, memoryReplicas, settle } from "./memory.ts";
 
 const A = "http://10.0.0.1:8000", B = "http://10.0.0.2:8000";
@@ -25,7 +25,7 @@ function setup(urls = [A], options: { plugin?: (p: ServerPlugin) => ServerPlugin
   const plugins = Object.fromEntries(
     (["vllm", "sglang", "lorax", "llamacpp", "ollama", "embedded"] as ServerKind[]).map((k) => [k, used]),
   ) as { [K in ServerKind]: ServerPlugin };
-  const store = new DesiredStore(":memory:");
+  const db = new SqliteStore(":memory:"), store = db.desired;
   const clock = new ManualClock();
   const events: ReconcileEvent[] = [];
   const reconciler = new Reconciler({
@@ -51,7 +51,7 @@ const version = (v: string, name = "sql"): Attachment => ({
 
 Deno.test("a replica that keeps failing is retried after 1, 2, 4, 8 intervals, capped; one success resets it", async () => {
   const s = setup();
-  s.store.attach(version("v1"));
+  await s.store.attach(version("v1"));
   s.replicas.get(A)!.down = true;
   s.reconciler.start();
   await s.clock.advance(24_000);
@@ -59,7 +59,7 @@ Deno.test("a replica that keeps failing is retried after 1, 2, 4, 8 intervals, c
   // The first pass comes at random × interval × jitter (50 ms); after the k-th failure in a row the wait is
   // interval × 2^(k−1), at most 8 intervals.
   assert.deepEqual(starts, [50, 1050, 3050, 7050, 15050, 23050]);
-  const [replica] = s.reconciler.report()[0].replicas;
+  const [replica] = (await s.reconciler.report())[0].replicas;
   assert.deepEqual([replica.state, replica.consecutiveFailures], ["failing", 6]);
   assert.equal(replica.nextAttempt, new Date(31_050).toISOString());
   assert.match(replica.lastError!, /connection refused/);
@@ -69,7 +69,7 @@ Deno.test("a replica that keeps failing is retried after 1, 2, 4, 8 intervals, c
   const after = s.events.filter(s.loops).slice(6);
   assert.deepEqual(after.map((e) => [e.startedAt, e.error]), [[31_050, null], [32_050, null]]);
   assert.equal(after[0].outcomes[0].action, "attached");
-  assert.equal(s.reconciler.report()[0].replicas[0].consecutiveFailures, 0);
+  assert.equal((await s.reconciler.report())[0].replicas[0].consecutiveFailures, 0);
   await s.reconciler.stop();
 });
 
@@ -95,12 +95,12 @@ Deno.test("a new version that fails verification: the old one is loaded again, a
   assert.match(report.message, /verification failed: .*; kept version v1/);
   assert.equal(replica.loaded.get("sql"), "/adapters/sql/v1");
   // Failed for good on its only replica: the desired version goes back to v1.
-  const row = s.store.get("vllm", "sql");
+  const row = await s.store.get("vllm", "sql");
   assert.equal(row?.state === "attached" ? row.version : row, "v1");
 
   // Desired again without an explicit attach (as the table might say after a restart of the sidecar): the loop
   // skips the version this replica refused instead of serving it until its check fails again.
-  s.store.attach(version("v2"));
+  await s.store.attach(version("v2"));
   s.reconciler.start();
   const loadsOfV2 = () => replica.calls.filter((c) => c === "attach sql /adapters/sql/v2").length;
   assert.equal(loadsOfV2(), 1);
@@ -108,13 +108,13 @@ Deno.test("a new version that fails verification: the old one is loaded again, a
   const actions = s.events.filter(s.loops).map((e) => e.outcomes[0].action);
   assert.deepEqual(actions, ["skipped", "skipped", "skipped"]);
   assert.equal(loadsOfV2(), 1);
-  const [state] = s.reconciler.report()[0].replicas;
+  const [state] = (await s.reconciler.report())[0].replicas;
   assert.deepEqual(state.adapters.map((a) => [a.name, a.version]), [["sql", "v1"]]);
   assert.match(state.adapters[0].error!, /kept version v1/);
 
   // A newer version is tried.
   replica.noEffect = null;
-  s.store.attach(version("v3"));
+  await s.store.attach(version("v3"));
   await s.clock.advance(1_000);
   assert.equal(s.events.at(-1)?.outcomes[0].action, "swapped");
   assert.equal(replica.loaded.get("sql"), "/adapters/sql/v3");
@@ -130,7 +130,7 @@ Deno.test("a detach while a replica is down: kept off when it returns, and the t
   const report = await detachEverywhere(s.reconciler, "vllm", "sql");
   assert.deepEqual(report.replicas.map((r) => [r.action, r.ok]), [["detached", true], ["failed", false]]);
   assert.equal(report.complete, false);
-  assert.equal(s.store.get("vllm", "sql")?.state, "detached");
+  assert.equal((await s.store.get("vllm", "sql"))?.state, "detached");
 
   s.reconciler.start();
   await s.clock.advance(1_100); // B is still down
@@ -138,7 +138,7 @@ Deno.test("a detach while a replica is down: kept off when it returns, and the t
   await s.clock.advance(3_000);
   assert.deepEqual([...s.replicas.get(B)!.loaded.keys()], ["other"]);
   assert.deepEqual([...s.replicas.get(A)!.loaded.keys()], ["other"]);
-  assert.equal(s.store.get("vllm", "sql"), null);
+  assert.equal(await s.store.get("vllm", "sql"), null);
   const sqlActions = s.events.slice(from).flatMap((e) => e.outcomes)
     .filter((o) => o.name === "sql").map((o) => o.action);
   assert.ok(
@@ -156,17 +156,17 @@ Deno.test("attach keeps what may still succeed (a replica down) and takes back w
   for (const r of s.replicas.values()) r.down = true;
   const down = await attachEverywhere(s.reconciler, version("v1")).catch((e) => e);
   assert.match(down.message, /10\.0\.0\.1.*connection refused; http:\/\/10\.0\.0\.2.*stays desired/);
-  assert.equal(s.store.get("vllm", "sql")?.state, "attached");
+  assert.equal((await s.store.get("vllm", "sql"))?.state, "attached");
 
   for (const r of s.replicas.values()) Object.assign(r, { down: false, noEffect: "/adapters/beta/v1" });
   await assert.rejects(attachEverywhere(s.reconciler, version("v1", "beta")), /verification failed/);
-  assert.equal(s.store.get("vllm", "beta"), null);
+  assert.equal(await s.store.get("vllm", "beta"), null);
   assert.deepEqual([...s.replicas.get(A)!.loaded.keys()], ["sql"], "the failed first load was unloaded");
 });
 
 Deno.test("after a sidecar restart a loaded version is verified in place, not loaded again; another path is swapped", async () => {
   const s = setup([A, B]);
-  s.store.attach(version("v2"));
+  await s.store.attach(version("v2"));
   s.replicas.get(A)!.loaded.set("sql", "/adapters/sql/v2");
   s.replicas.get(B)!.loaded.set("sql", "/adapters/sql/v1");
   s.reconciler.start();
@@ -192,7 +192,7 @@ Deno.test("replicas swap one at a time, even when their loops fire together", as
   });
   await attachEverywhere(s.reconciler, version("v1"));
   most = 0;
-  s.store.attach(version("v2"));
+  await s.store.attach(version("v2"));
   s.reconciler.start();
   await s.clock.advance(60); // both loops start their first pass at 50 ms
   while (s.events.filter(s.loops).length < 2) await new Promise((r) => setTimeout(r, 5));
