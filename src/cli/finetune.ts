@@ -78,6 +78,8 @@ export function finetuneInput(values: Values, fixture: boolean): FinetuneInput {
         gateLr: num("gate-lr"),
         epochs: num("search-epochs"),
         hypergradient: values.hypergradient as "first-order" | "unrolled" | undefined,
+        gateForm: values["gate-form"] as "linear" | "cubed" | undefined,
+        gateNormalization: values["gate-normalization"] as "per-layer" | "shared" | undefined,
       }),
       lora: { ...base.search?.lora, ...lora },
     },
@@ -117,6 +119,8 @@ export const finetuneCommand: Command = {
     "gate-lr": { type: "string" },
     "search-epochs": { type: "string" },
     hypergradient: { type: "string" },
+    "gate-form": { type: "string" },
+    "gate-normalization": { type: "string" },
     lr: { type: "string" },
     epochs: { type: "string" },
     "batch-size": { type: "string" },
@@ -152,6 +156,9 @@ export const finetuneCommand: Command = {
     "search-epochs": "N  search epochs (default 1)",
     hypergradient:
       "H  first-order (default) or unrolled (adds the second-order term; two more passes per step)",
+    "gate-form": "F  linear (default: branches scaled by the gate g) or cubed (by g^3, as the authors' code)",
+    "gate-normalization":
+      "N  per-layer (Adam's own: every logit moves ~gate-lr per step) or shared (logits move in proportion to their hypergradients)",
     lr: "LR  retraining peak learning rate (default 1e-4)",
     epochs: "N  retraining epochs (default 3)",
     "batch-size": "N  retraining batch size: sequences per update (default 8)",

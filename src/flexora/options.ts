@@ -40,6 +40,14 @@ export interface SearchOptions {
   valBatchSize: number;
   /** "first-order" (the paper's code) or "unrolled" (adds the second-order term). */
   hypergradient: "first-order" | "unrolled";
+  /** How gate g scales its layer's branches: "linear" (the paper's formula, default) or "cubed" (g³, the authors' hooks). */
+  gateForm: "linear" | "cubed";
+  /**
+   * How Adam normalizes the gate hypergradient: "per-layer" (Adam's own, the authors' code: each logit whose
+   * hypergradient keeps its sign moves about gateLr per step, whatever its size) or "shared" (one second moment
+   * over all layers: the logits move in proportion to their hypergradients, so their ranking reflects them).
+   */
+  gateNormalization: "per-layer" | "shared";
 }
 
 /** Retraining a fresh LoRA on the selected layers. */
@@ -122,6 +130,8 @@ export function defaultOptions(): FinetuneOptions {
       batchSize: 8,
       valBatchSize: 8,
       hypergradient: "first-order",
+      gateForm: "linear",
+      gateNormalization: "per-layer",
     },
     select: { kind: "positive" },
     retrain: {
@@ -213,6 +223,8 @@ export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
     batchSize: int(1).optional(),
     valBatchSize: int(1).optional(),
     hypergradient: oneOf(["first-order", "unrolled"]).optional(),
+    gateForm: oneOf(["linear", "cubed"]).optional(),
+    gateNormalization: oneOf(["per-layer", "shared"]).optional(),
   }).optional(),
   select: z.union([
     z.string().max(64, { error: SELECT_RULE }).refine(isRule, { error: SELECT_RULE }),

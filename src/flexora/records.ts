@@ -19,6 +19,8 @@ export interface GateRecord {
   readonly gates: number[];
   readonly trainLoss: number;
   readonly valLoss: number;
+  /** Norm of the gate-logit hypergradient the step took (absent in records written before it was kept). */
+  readonly gateGradNorm?: number;
 }
 /** Reads a {@link GateRecord}. */
 export const GateRecord: z.ZodType<GateRecord> = z.object({
@@ -27,6 +29,7 @@ export const GateRecord: z.ZodType<GateRecord> = z.object({
   gates: numbers,
   trainLoss: jsonNumber,
   valLoss: jsonNumber,
+  gateGradNorm: jsonNumber.optional(),
 });
 
 /** Metrics of one evaluation. */

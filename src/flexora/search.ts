@@ -95,8 +95,8 @@ export async function searchGates(
   const lora = loraConfig(model, options.lora, [...Array(L).keys()]);
   const { graph, step } = buildSearchStep(model.config, model.weights, lora, {
     lora: adamw({ weightDecay: options.weightDecay, maxGradNorm: options.maxGradNorm }),
-    gates: adamw({ weightDecay: 0 }),
-  }, { hypergradient: options.hypergradient, recompute: options.recompute });
+    gates: adamw({ weightDecay: 0, sharedSecondMoment: options.gateNormalization === "shared" }),
+  }, { hypergradient: options.hypergradient, gateForm: options.gateForm, recompute: options.recompute });
   const session = await model.session({ graph, outputs: step.outputs }, {
     deviceOutputs: stateOutputs(step),
   });
@@ -135,6 +135,7 @@ export async function searchGates(
             gates,
             trainLoss: result.losses.lora,
             valLoss: result.losses.gates,
+            gateGradNorm: result.gradNorms.gates,
           });
           return { valLoss: result.losses.gates, gates, logits };
         },

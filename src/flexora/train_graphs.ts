@@ -21,7 +21,14 @@ import { lossScaleInput, unscale } from "../train/loss_scale.ts";
 import { gradOutputs } from "../train/accumulate.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { type AdapterSpec, GATE_LOGITS, gateValues, layerInputName, loraInputs } from "../model/graphs.ts";
+import {
+  type AdapterSpec,
+  GATE_LOGITS,
+  type GateForm,
+  gateValues,
+  layerInputName,
+  loraInputs,
+} from "../model/graphs.ts";
 import { batchInputs, lmLoss } from "../model/lm_loss.ts";
 import { type LoraConfig, loraShapes } from "../model/lora.ts";
 import type { WeightStore } from "../model/weights.ts";
@@ -132,7 +139,7 @@ export type Hypergradient = "first-order" | "unrolled";
  * The Flexora search step (one-step unrolled differentiation): inputs are a training batch (`input_ids`, …), a
  * validation batch (`val/input_ids`, …), the LoRA weights and the gate logits with their optimizer slots; update
  * groups "lora" and "gates". Output `gates` holds the gate values g = N·softmax(logits) that the step used, and
- * `gates/hypergradient` the gradient the gate update took.
+ * `gates/hypergradient` the gradient the gate update took. `gateForm` `cubed` scales the branches by g³.
  *
  * First order (the authors' code): the gate gradient is ∇α L_val(w′, α) at the updated weights w′, held fixed.
  * Unrolled adds DARTS' second-order term, −ξ ∇²α,w L_train(w, α) · ∇w′ L_val(w′, α), with the Hessian-vector
@@ -145,7 +152,7 @@ export function buildSearchStep(
   weights: WeightStore,
   lora: LoraConfig,
   optimizers: SearchOptimizers,
-  options: TrainGraphOptions & { hypergradient?: Hypergradient } = {},
+  options: TrainGraphOptions & { hypergradient?: Hypergradient; gateForm?: GateForm } = {},
 ): TrainGraph {
   const g = new Graph({
     name: "flexora_search",
@@ -154,7 +161,7 @@ export function buildSearchStep(
   });
   const train = batchInputs(g);
   const val = batchInputs(g, "val/");
-  const binding = loraInputs(g, cfg, { config: lora, gated: true });
+  const binding = loraInputs(g, cfg, { config: lora, gated: true, gateForm: options.gateForm });
   const logits = g.inputs.find((v) => v.name === GATE_LOGITS)!;
   const builder = new TrainStepBuilder(g);
   const names = [...binding.params.keys()];

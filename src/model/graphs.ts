@@ -29,11 +29,19 @@ export interface BuiltGraph {
   readonly outputs: Outputs;
 }
 
+/**
+ * How a layer's gate g_l = N·softmax(logits)_l scales its LoRA branches: by g_l (`linear`, the paper's formula)
+ * or by g_l³ (`cubed`, what the Flexora authors' hooks apply).
+ */
+export type GateForm = "linear" | "cubed";
+
 /** What an adapter contributes to a graph: its config and whether per-layer gates are applied. */
 export interface AdapterSpec {
   readonly config: LoraConfig;
-  /** Add a gate-logits input and multiply each layer's branches by N·softmax(logits)_l. */
+  /** Add a gate-logits input and multiply each layer's branches by its gate (in `gateForm`). */
   readonly gated?: boolean;
+  /** How the gate scales the branches (default `linear`). */
+  readonly gateForm?: GateForm;
 }
 
 /** Options of the inference graphs. */
@@ -55,8 +63,13 @@ export function loraInputs(g: Graph, cfg: ModelConfig, adapter: AdapterSpec): Lo
   return {
     config: adapter.config,
     params,
-    gates: gateValues(g.input(GATE_LOGITS, g.wide, [cfg.numLayers])),
+    gates: gateScale(gateValues(g.input(GATE_LOGITS, g.wide, [cfg.numLayers])), adapter.gateForm),
   };
+}
+
+/** What the branches are multiplied by: the gates g [L], or g³ for the `cubed` form. */
+export function gateScale(gates: Value, form: GateForm = "linear"): Value {
+  return form === "cubed" ? mul(mul(gates, gates), gates) : gates;
 }
 
 /** Gates g = N·softmax(logits): all 1 when the logits are equal. */

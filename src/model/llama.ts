@@ -65,7 +65,7 @@ export interface DecoderInputs {
 export interface LoraBinding {
   readonly config: LoraConfig;
   readonly params: ReadonlyMap<string, Value>;
-  /** Gate g_l per layer [L]; each layer's branches are multiplied by its gate. */
+  /** Per-layer multiplier of the branches [L]: the gate g_l (or g_l³, see `GateForm`). */
   readonly gates?: Value;
 }
 

@@ -19,6 +19,8 @@ export {
   buildStepGraph,
   type BuiltGraph,
   GATE_LOGITS,
+  type GateForm,
+  gateScale,
   gateValues,
   type GraphBuildOptions,
   kvOutputs,

@@ -16,6 +16,7 @@ import {
   mul,
   pow,
   reduceMax,
+  reduceMean,
   reduceSum,
   sqrt,
   sub,
@@ -64,6 +65,12 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Global-norm gradient clipping (default none). */
   maxGradNorm?: number;
+  /**
+   * One second moment per tensor (default false): v tracks the mean of g² over the tensor's elements instead of
+   * each element's g², so the elements of a tensor move in proportion to their gradients rather than each at
+   * about lr per step whatever its gradient's size.
+   */
+  sharedSecondMoment?: boolean;
 }
 
 /** Options of {@link sgd}. */
@@ -84,12 +91,18 @@ function checkRange(name: string, value: number, lo: number, hi: number): number
 /**
  * AdamW (Loshchilov & Hutter) with bias correction and decoupled weight decay:
  * m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; p ← p − lr·(m̂ / (√v̂ + ε) + λ·p), m̂ = m/(1−β1ᵗ), v̂ = v/(1−β2ᵗ).
+ * With `sharedSecondMoment`, g² is replaced by its mean over the tensor (v stays shaped like the parameter, every
+ * element equal).
  */
 export function adamw(options: AdamWOptions = {}): Optimizer {
   const b1 = checkRange("beta1", options.beta1 ?? 0.9, 0, 1);
   const b2 = checkRange("beta2", options.beta2 ?? 0.999, 0, 1);
   const eps = checkRange("eps", options.eps ?? 1e-8, 0, Infinity);
   const wd = checkRange("weightDecay", options.weightDecay ?? 0.01, 0, Infinity);
+  const square = (g: Value) => {
+    const g2 = mul(g, g);
+    return options.sharedSecondMoment ? reduceMean(g2, g.shape.map((_, i) => i), true) : g2;
+  };
   return {
     name: "adamw",
     slots: ["m", "v"],
@@ -99,7 +112,7 @@ export function adamw(options: AdamWOptions = {}): Optimizer {
       const c2 = sub(1, pow(lr.graph.scalar(b2, lr.dtype), step));
       return states.map(({ param: p, grad: g, slots: [m, v] }) => {
         const m1 = add(mul(m, b1), mul(g, 1 - b1));
-        const v1 = add(mul(v, b2), mul(mul(g, g), 1 - b2));
+        const v1 = add(mul(v, b2), mul(square(g), 1 - b2));
         const direction = div(div(m1, c1), add(sqrt(div(v1, c2)), eps));
         const decayed = wd ? add(direction, mul(p, wd)) : direction;
         return { param: sub(p, mul(decayed, lr)), slots: [m1, v1] };

@@ -106,6 +106,16 @@ const bad: [string, Parameters<typeof resolveOptions>[0], RegExp][] = [
     { search: { hypergradient: "exact" as "unrolled" } },
     /'search\.hypergradient' must be one of first-order, unrolled, got "exact"/,
   ],
+  [
+    "bad gate form",
+    { search: { gateForm: "squared" as "cubed" } },
+    /'search\.gateForm' must be one of linear, cubed, got "squared"/,
+  ],
+  [
+    "bad gate normalization",
+    { search: { gateNormalization: "global" as "shared" } },
+    /'search\.gateNormalization' must be one of per-layer, shared, got "global"/,
+  ],
 ];
 for (const [name, input, message] of bad) {
   Deno.test(`options: ${name} is refused before anything runs`, () => {
