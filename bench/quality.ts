@@ -1,68 +1,163 @@
 /**
- * Quality report: base zero-shot accuracy, all-layer LoRA, random-k and Flexora on the story tasks with
- * stories260K, all with the same (default) settings. Prints a Markdown table; `--json` prints the rows.
+ * The quality study (`deno task study`, issue #18): Flexora against all-layer LoRA, random-k (as many seeded
+ * random layers as Flexora chose) and grad-top-k (that many layers with the largest LoRA gradient at
+ * initialisation) on stories260K, over tasks × regimes × seeds. Each finished cell is a line of
+ * `<out>/cells.jsonl` and is not run again; at the end (and with `--report` alone) it writes `<out>/study.md`
+ * (the table of means and 95 % t-intervals over seeds, and the issue's targets checked) and
+ * `<out>/accuracy.svg` (test accuracy against training rows, one line per method).
  *
- * Usage: `deno run -A bench/quality.ts [--tasks story-object,story-place,story-mood] [--seed S] [--json]`
+ * Usage: `deno task study [--out DIR] [--tasks story-place,story-object,story-mood] [--rows 32,128,512,2000]
+ * [--noise 0,0.2] [--shift none,name,answer] [--lr 1e-3] [--rank 8] [--epochs N] [--seeds 0,1,2,3,4]
+ * [--methods flexora,lora,random-k,grad-top-k] [--options JSON] [--flexora JSON] [--test-rows N]
+ * [--val-rows N] [--threads N] [--report]`
+ *
+ * Test accuracy and loss are scored on the first `--test-rows` (default 150) test rows after the shift's filter;
+ * the loss is the multiple-choice cross-entropy (see `./study/run.ts`). Sessions run `--threads` (default 1)
+ * intra-op threads.
+ *
+ * A task is a folder under `../shared/data` (`winogrande` is `benchmarks/winogrande`: train_s, validation carved
+ * from it, dev as test) or a path. `--options` is a pipeline input (`FinetuneInput`) merged into every method's;
+ * `--flexora` one merged into flexora's (and so into the k that random-k and grad-top-k take). Retraining runs
+ * `--epochs` (default max(1, round(512 / rows)): about 64 updates) at `--lr`, LoRA rank `--rank` with alpha
+ * 2·rank; everything else is the pipeline's defaults.
  *
  * @module
  */
 
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { loadDataset } from "../src/data/dataset.ts";
-import { finetune, type FinetuneResult } from "../src/flexora/pipeline.ts";
-import { buildScoringGraph } from "../src/model/graphs.ts";
-import { loadModel } from "../src/model/model.ts";
-import { Scorer } from "../src/flexora/score.ts";
+import { type Dataset, loadDataset } from "../src/data/dataset.ts";
+import type { FinetuneInput } from "../src/flexora/options.ts";
+import { loadModel, type Model } from "../src/model/model.ts";
+import { type Method, METHODS, planGroups, type Shift } from "./study/grid.ts";
+import { accuracySvg, markdownTable, summarize, targets } from "./study/render.ts";
+import { runGroup } from "./study/run.ts";
+import { CellStore } from "./study/store.ts";
 
 const SHARED = fileURLToPath(new URL("../../shared/", import.meta.url));
+const STORY_TASKS = ["story-place", "story-object", "story-mood"];
+
 const { values } = parseArgs({
   args: Deno.args,
-  options: { tasks: { type: "string" }, seed: { type: "string" }, json: { type: "boolean" } },
+  options: {
+    out: { type: "string", default: "out/study" },
+    model: { type: "string", default: join(SHARED, "models/stories260K") },
+    tasks: { type: "string", default: STORY_TASKS.join(",") },
+    rows: { type: "string", default: "32,128,512,2000" },
+    noise: { type: "string", default: "0" },
+    shift: { type: "string", default: "none" },
+    lr: { type: "string", default: "1e-3" },
+    rank: { type: "string", default: "8" },
+    epochs: { type: "string" },
+    seeds: { type: "string", default: "0,1,2,3,4" },
+    methods: { type: "string", default: METHODS.join(",") },
+    options: { type: "string", default: "{}" },
+    flexora: { type: "string", default: "{}" },
+    "test-rows": { type: "string", default: "150" },
+    threads: { type: "string", default: "1" },
+    "val-rows": { type: "string" },
+    report: { type: "boolean" },
+  },
 });
-const tasks = (values.tasks ?? "story-object,story-place,story-mood").split(",");
-const seed = Number(values.seed ?? 0);
 
-const model = await loadModel(join(SHARED, "models/stories260K"));
-const scoring = await model.session(buildScoringGraph(model.config, model.weights));
-const rows: Record<string, unknown>[] = [];
-for (const task of tasks) {
-  const data = await loadDataset(join(SHARED, "data", task), { tokenizer: model.tokenizer });
-  const test = data.test!.map((e) => ({ prompt: e.prompt, choices: e.choices!, label: e.label }));
-  const base = await new Scorer(scoring, model.tokenizer).multipleChoice(test);
-  rows.push({ task, method: "base (zero-shot)", accuracy: base.accuracy, params: 0, layers: [], seconds: 0 });
-  const run = async (method: "flexora" | "lora" | "random-k", select?: string): Promise<FinetuneResult> => {
-    const r = await finetune(model, data, { method, seed, select, checkpointEvery: 0 });
-    const t = r.retrain.epochs.at(-1)!.test!;
-    rows.push({
-      task,
-      method,
-      accuracy: t.accuracy,
-      testLoss: t.loss,
-      params: r.trainableParams,
-      layers: r.layers,
-      seconds: Object.values(r.timings).reduce((a, b) => a + b, 0),
-    });
-    if (!values.json) console.error(`${task} ${method}: accuracy ${t.accuracy}, layers ${r.layers}`);
-    return r;
+const list = (text: string) => text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+const numbers = (name: string, text: string) =>
+  list(text).map((s) => {
+    const n = Number(s);
+    if (!Number.isFinite(n)) throw new Error(`--${name}: '${s}' is not a number`);
+    return n;
+  });
+const json = (name: string, text: string): FinetuneInput => {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`--${name}: not JSON (${(e as Error).message}): ${text}`);
+  }
+};
+const oneOf = <T extends string>(name: string, text: string, choices: readonly T[]): T[] =>
+  list(text).map((s) => {
+    if (!(choices as readonly string[]).includes(s)) {
+      throw new Error(`--${name}: '${s}', choose from ${choices.join(", ")}`);
+    }
+    return s as T;
+  });
+
+const out = values.out;
+const log = (line: string) => console.error(line);
+const store = await CellStore.open(out, log);
+
+if (!values.report) {
+  const axes = {
+    tasks: list(values.tasks),
+    rows: numbers("rows", values.rows),
+    noise: numbers("noise", values.noise),
+    shift: oneOf<Shift>("shift", values.shift, ["none", "name", "answer"]),
+    lr: numbers("lr", values.lr),
+    rank: numbers("rank", values.rank),
+    epochs: values.epochs === undefined ? undefined : numbers("epochs", values.epochs)[0],
+    seeds: numbers("seeds", values.seeds),
+    methods: oneOf<Method>("methods", values.methods, METHODS),
+    options: json("options", values.options),
+    flexora: json("flexora", values.flexora),
   };
-  const flexora = await run("flexora");
-  await run("lora");
-  await run("random-k", `top-k:${flexora.layers.length}`);
-}
-await scoring.release();
-
-if (values.json) console.log(JSON.stringify(rows));
-else {
-  console.log("| task | method | test accuracy | test loss | trainable params | layers | seconds |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
-  for (const r of rows) {
-    const loss = r.testLoss === undefined ? "-" : (r.testLoss as number).toFixed(4);
-    console.log(
-      `| ${r.task} | ${r.method} | ${(r.accuracy as number).toFixed(3)} | ${loss} | ${r.params} | ${
-        (r.layers as number[]).join(",") || "-"
-      } | ${(r.seconds as number).toFixed(0)} |`,
+  const groups = planGroups(axes);
+  const loaded = await loadModel(values.model);
+  // One intra-op thread by default: the model is tiny, and on a shared machine spinning threads cost more
+  // than they give. Search and retraining run under the same setting, so their times compare.
+  const threads = Number(values.threads);
+  const model: Model = { ...loaded, session: (built, o = {}) => loaded.session(built, { threads, ...o }) };
+  const datasets = new Map<string, Dataset>();
+  const taskDir = (task: string) =>
+    isAbsolute(task) || task.startsWith(".")
+      ? task
+      : task === "winogrande"
+      ? join(SHARED, "data/benchmarks/winogrande")
+      : join(SHARED, "data", task);
+  const started = performance.now();
+  for (const [i, group] of groups.entries()) {
+    if (!datasets.has(group.task)) {
+      datasets.set(group.task, await loadDataset(taskDir(group.task), { tokenizer: model.tokenizer }));
+    }
+    await runGroup(
+      {
+        model,
+        store,
+        log,
+        testRows: Number(values["test-rows"]),
+        valRows: values["val-rows"] === undefined ? undefined : Number(values["val-rows"]),
+      },
+      datasets.get(group.task)!,
+      group,
     );
+    log(`group ${i + 1}/${groups.length} done, ${((performance.now() - started) / 1000).toFixed(0)} s`);
   }
 }
+
+const summaries = summarize(store.all());
+const sweep = summaries.filter((s) => s.regime.noise === 0 && s.regime.shift === "none");
+// The plot's setting: the commonest learning rate and rank among the plain regimes.
+const commonest = <T>(xs: T[]) =>
+  xs.reduce(
+    (best, x) => (xs.filter((y) => y === x).length > xs.filter((y) => y === best).length ? x : best),
+    xs[0],
+  );
+const lr = commonest(sweep.map((s) => s.regime.lr)), rank = commonest(sweep.map((s) => s.regime.rank));
+const plotted = sweep.filter((s) =>
+  s.regime.lr === lr && s.regime.rank === rank && s.options === sweep[0].options
+);
+const table = markdownTable(summaries);
+const verdicts = targets(summaries, STORY_TASKS);
+await Deno.writeTextFile(
+  join(out, "study.md"),
+  `# Quality study\n\n${table}\n\n## Targets\n\n${verdicts.map((v) => `- ${v}`).join("\n")}\n`,
+);
+if (plotted.length) {
+  await Deno.writeTextFile(
+    join(out, "accuracy.svg"),
+    accuracySvg(plotted, `test accuracy (mean, 95 % CI over seeds), lr ${lr}, rank ${rank}`),
+  );
+}
+console.log(table);
+console.log("");
+for (const v of verdicts) console.log(`- ${v}`);
