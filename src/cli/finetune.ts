@@ -146,7 +146,8 @@ export const finetuneCommand: Command = {
     out: "DIR  new folder for the adapter (default out/adapter-<time>)",
     method:
       "M  flexora (default), lora (all layers) or random-k (as many seeded random layers as --select top-k:K)",
-    select: "RULE  positive (logit > 0, default), top-k:K or threshold:T",
+    select:
+      "RULE  positive (logit > 0, default), top-k:K, threshold:T, or validation:K (retrain the top 1..K, keep the lowest validation loss)",
     rank: "R  LoRA rank (default 8)",
     alpha: "A  lora_alpha (default 16)",
     rslora: "scale by alpha/sqrt(rank)",

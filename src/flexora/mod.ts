@@ -58,6 +58,7 @@ export {
 } from "./plan.ts";
 export { finetune, type FinetuneHooks, type FinetuneResult, type RunSummary, summary } from "./pipeline.ts";
 export {
+  chooseStage,
   evaluateStage,
   type Evaluation,
   type ExportInput,

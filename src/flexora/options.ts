@@ -171,7 +171,8 @@ const positive = () => z.number({ error: "a positive number" }).positive({ error
 const nonNegative = () => z.number({ error: "a number >= 0" }).min(0, { error: "a number >= 0" });
 const oneOf = <T extends string>(choices: readonly [T, ...T[]]) =>
   z.enum(choices, { error: `one of ${choices.join(", ")}` });
-const SELECT_RULE = "a rule: positive, top-k:K (K a positive integer) or threshold:T (T a number)";
+const SELECT_RULE =
+  "a rule: positive, top-k:K, validation:K (K a positive integer) or threshold:T (T a number)";
 const isRule = (text: string) => {
   try {
     return parseSelection(text) !== null;
@@ -193,7 +194,7 @@ const LoraSchema = z.strictObject({
 export interface FinetuneInput {
   method?: FinetuneOptions["method"];
   search?: Partial<Omit<SearchOptions, "lora">> & { lora?: Partial<LoraOptions> };
-  /** A rule, or its text form: `positive`, `top-k:K`, `threshold:T`. */
+  /** A rule, or its text form: `positive`, `top-k:K`, `threshold:T`, `validation:K`. */
   select?: SelectionRule | string;
   retrain?: Partial<Omit<RetrainOptions, "lora">> & { lora?: Partial<LoraOptions> };
   maxLength?: number;
@@ -230,6 +231,7 @@ export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
     z.string().max(64, { error: SELECT_RULE }).refine(isRule, { error: SELECT_RULE }),
     z.strictObject({ kind: z.literal("positive") }),
     z.strictObject({ kind: z.literal("top-k"), k: int(1) }),
+    z.strictObject({ kind: z.literal("validation"), k: int(1) }),
     z.strictObject({ kind: z.literal("threshold"), threshold: z.number() }),
   ], { error: SELECT_RULE }).optional(),
   retrain: z.strictObject({

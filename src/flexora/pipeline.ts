@@ -1,5 +1,6 @@
 /**
- * The whole pipeline in one call: load → prepare data → gate search → layer selection → retraining → evaluation
+ * The whole pipeline in one call: load → prepare data → gate search → layer selection (→ choice among prefixes
+ * by validation loss, for the `validation:K` rule) → retraining → evaluation
  * → PEFT export, each a stage of {@link ./stages.ts}; or one of the baselines in the same harness (`lora` on every
  * layer, `random-k` on seeded random layers). The CLI, the sidecar's runner and the library all run it.
  *
@@ -15,6 +16,7 @@ import type { SearchResult } from "./search.ts";
 import type { Selection } from "./select.ts";
 import { peakRss } from "../util/memory.ts";
 import {
+  chooseStage,
   evaluateStage,
   exportStage,
   loadStage,
@@ -77,7 +79,7 @@ export async function finetune(
   const loaded = await loadStage(modelOrDir, input, hooks);
   const prepared = await prepareStage(loaded, dataOrPath, hooks);
   const searched = await searchStage(loaded, prepared, hooks);
-  const selected = selectStage(loaded, searched, hooks);
+  const selected = await chooseStage(loaded, prepared, selectStage(loaded, searched, hooks), hooks);
   const retrained = await retrainStage(loaded, prepared, selected, hooks);
   const evaluation = evaluateStage(searched, retrained);
   const exportStarted = performance.now();

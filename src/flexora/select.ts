@@ -4,39 +4,51 @@
  * @module
  */
 
-/** Which layers to keep: logit above 0 (the paper's rule), the K highest, or logit above a threshold. */
+/**
+ * Which layers to keep: logit above 0 (the paper's rule), the K highest, logit above a threshold, or (`validation`)
+ * the gate-ranked prefix of 1 to K layers whose retrained adapter has the lowest validation loss.
+ */
 export type SelectionRule =
   | { readonly kind: "positive" }
   | { readonly kind: "top-k"; readonly k: number }
-  | { readonly kind: "threshold"; readonly threshold: number };
+  | { readonly kind: "threshold"; readonly threshold: number }
+  | { readonly kind: "validation"; readonly k: number };
 
-/** Parses `positive`, `top-k:K` or `threshold:T`; anything else is an error naming the value. */
+/** Parses `positive`, `top-k:K`, `threshold:T` or `validation:K`; anything else is an error naming the value. */
 export function parseSelection(text: string): SelectionRule {
   if (text === "positive") return { kind: "positive" };
   const [kind, arg, ...rest] = text.split(":");
   const n = Number(arg);
   if (rest.length === 0 && arg !== undefined && arg !== "") {
-    if (kind === "top-k" && Number.isInteger(n) && n > 0) return { kind, k: n };
+    if ((kind === "top-k" || kind === "validation") && Number.isInteger(n) && n > 0) return { kind, k: n };
     if (kind === "threshold" && Number.isFinite(n)) return { kind, threshold: n };
   }
   throw new Error(
-    `unknown selection '${text}': expected positive, top-k:K (K a positive integer) or threshold:T`,
+    `unknown selection '${text}': expected positive, top-k:K, validation:K (K a positive integer) or threshold:T`,
   );
 }
 
 /** Formats a rule the way {@link parseSelection} reads it. */
 export function formatSelection(rule: SelectionRule): string {
-  return rule.kind === "positive"
-    ? "positive"
-    : rule.kind === "top-k"
-    ? `top-k:${rule.k}`
-    : `threshold:${rule.threshold}`;
+  switch (rule.kind) {
+    case "positive":
+      return "positive";
+    case "threshold":
+      return `threshold:${rule.threshold}`;
+    default:
+      return `${rule.kind}:${rule.k}`;
+  }
 }
 
-/** The selected layers (ascending), the ranking of all layers by logit (highest first), and a warning if any. */
+/**
+ * The selected layers (ascending), the ranking of all layers by logit (highest first), and a warning if any. For
+ * the `validation` rule, `candidates` are the gate-ranked prefixes to retrain (sizes 1 to K, each ascending) and
+ * `layers` the largest of them, until the retrains choose.
+ */
 export interface Selection {
   readonly layers: number[];
   readonly ranking: number[];
+  readonly candidates?: number[][];
   readonly warning?: string;
 }
 
@@ -71,6 +83,11 @@ export function selectLayers(
     case "top-k":
       kept = ranking.slice(0, Math.min(rule.k, logits.length));
       break;
+    case "validation": {
+      const sizes = [...Array(Math.min(rule.k, logits.length)).keys()].map((i) => i + 1);
+      const candidates = sizes.map((k) => ranking.slice(0, k).sort((a, b) => a - b));
+      return { layers: candidates.at(-1)!, ranking, candidates };
+    }
   }
   if (kept.length > 0) return { layers: kept.sort((a, b) => a - b), ranking };
   return {

@@ -1,7 +1,7 @@
 /**
  * The pipeline's stages, each a function with a typed input and output, in the order {@link ./pipeline.ts} runs
  * them: {@link loadStage} → {@link prepareStage} → {@link searchStage} → {@link selectStage} →
- * {@link retrainStage} → {@link evaluateStage} → {@link exportStage}.
+ * {@link chooseStage} → {@link retrainStage} → {@link evaluateStage} → {@link exportStage}.
  *
  * Each is checkpointable: `load`, `prepareData`, `select` and `evaluate` are pure functions of their inputs (the
  * options, the seed, the data), so a resumed run recomputes them to the same values; `search` and `retrain` save
@@ -196,6 +196,45 @@ export function selectStage(
   // resolveOptions made sure random-k has a top-k rule.
   const k = options.select.kind === "top-k" ? options.select.k : L;
   return { layers: randomLayers(L, Math.min(k, L), options.seed) };
+}
+
+/**
+ * Choose (the `validation:K` rule only; other rules pass through): retrains a fresh LoRA on each of the K
+ * gate-ranked prefixes of the selection (top 1, top 2, …, top K layers) with the retraining's settings, scored on
+ * the validation split only, and keeps the prefix whose last epoch has the lowest validation loss (the smaller one
+ * on a tie). Costs K retrains besides the run's own (without checkpoints: a resumed run repeats them, to the same
+ * result, as they are seeded).
+ */
+export async function chooseStage(
+  { model, options }: Loaded,
+  prepared: Prepared,
+  selected: Selected,
+  hooks: StageHooks = {},
+): Promise<Selected> {
+  const candidates = selected.selection?.candidates;
+  if (!candidates) return selected;
+  let best: { layers: number[]; loss: number } | undefined;
+  for (const layers of candidates) {
+    const r = await retrain(
+      model,
+      { train: prepared.train, validation: prepared.validationRows },
+      layers,
+      { ...options.retrain, ...runOptions(options), checkpointEvery: 0 },
+      { signal: hooks.signal },
+    );
+    const loss = r.epochs.at(-1)?.validation?.loss ?? Infinity;
+    hooks.onProgress?.({
+      stage: "evaluate",
+      step: r.steps,
+      total: r.steps,
+      elapsed: r.seconds,
+      eta: 0,
+      valLoss: loss,
+      message: `selection: layers ${layers.join(",")} reach validation loss ${loss.toFixed(4)}`,
+    });
+    if (!best || loss < best.loss) best = { layers, loss };
+  }
+  return { layers: best!.layers, selection: { ...selected.selection!, layers: best!.layers } };
 }
 
 /** Retrain: a fresh LoRA on the selected layers, evaluated after each epoch (see {@link retrain}). */

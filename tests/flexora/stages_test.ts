@@ -9,6 +9,7 @@ import { loadDataset } from "../../src/data/dataset.ts";
 import { readFlexoraJson } from "../../src/flexora/flexora_json.ts";
 import { finetune } from "../../src/flexora/pipeline.ts";
 import {
+  chooseStage,
   evaluateStage,
   exportStage,
   loadStage,
@@ -68,4 +69,24 @@ Deno.test("the baselines select without a search: lora every layer, random-k K s
   assert.deepEqual(selectStage(rk, undefined).layers, layers, "seeded");
   const flexora = await loadStage(model, QUICK);
   assert.throws(() => selectStage(flexora, undefined), /method flexora needs the gate search's result/);
+});
+
+Deno.test("select validation:K retrains the gate-ranked top 1..K layers and keeps the lowest validation loss", async () => {
+  const loaded = await loadStage(model, { ...QUICK, select: "validation:3" });
+  const prepared = await prepareStage(loaded, data);
+  const selected = selectStage(loaded, await searchStage(loaded, prepared));
+  const { ranking, candidates } = selected.selection!;
+  assert.deepEqual(candidates, [1, 2, 3].map((k) => ranking.slice(0, k).sort((a, b) => a - b)));
+  const losses: number[] = [];
+  for (const layers of candidates!) {
+    const r = await retrainStage(loaded, prepared, { layers });
+    losses.push(r.epochs.at(-1)!.validation!.loss);
+  }
+  assert.equal(new Set(losses).size, 3, `the candidates must differ to test the choice, got ${losses}`);
+  const chosen = await chooseStage(loaded, prepared, selected);
+  assert.deepEqual(chosen.layers, candidates![losses.indexOf(Math.min(...losses))]);
+  assert.deepEqual(chosen.selection?.layers, chosen.layers);
+  // The other rules pass through.
+  const positive = selectStage(await loadStage(model, QUICK), await searchStage(loaded, prepared));
+  assert.equal(await chooseStage(loaded, prepared, positive), positive);
 });
