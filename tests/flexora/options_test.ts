@@ -79,7 +79,7 @@ const bad: [string, Parameters<typeof resolveOptions>[0], RegExp][] = [
   [
     "an unknown selection rule",
     { select: "bogus-rule" },
-    /'select' must be a rule: positive, top-k:K .*, got "bogus-rule"/,
+    /'select' must be a rule: positive, top-k:K, validation:K .*, got "bogus-rule"/,
   ],
   ["top-k:0", { select: "top-k:0" }, /'select' must be a rule: .*, got "top-k:0"/],
   ["threshold:abc", { select: "threshold:abc" }, /'select' must be a rule: .*, got "threshold:abc"/],
