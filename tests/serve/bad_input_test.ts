@@ -175,7 +175,8 @@ const CASES: Case[] = [
     name: "a bogus selection rule",
     body: opts({ select: "bogus-rule" }),
     status: 400,
-    message: /Cannot start training: 'select' must be a rule: positive, top-k:K, validation:K .*, got "bogus-rule"/,
+    message:
+      /Cannot start training: 'select' must be a rule: positive, top-k:K, validation:K .*, got "bogus-rule"/,
     field: "options.select",
   },
   {
