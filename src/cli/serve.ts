@@ -11,6 +11,7 @@ import { modelFolder } from "./model_options.ts";
 import { createSidecar } from "../serve/app.ts";
 import { type DeploymentConfig, parseServers } from "../serve/deployments.ts";
 import type { ReconcileEvent } from "../serve/reconcile/mod.ts";
+import { parseStoreUrl } from "../serve/store/mod.ts";
 import { createEmbeddedApp } from "../serve/embedded/app.ts";
 import {
   allowedHosts,
@@ -103,11 +104,24 @@ export function reconcileLog(print: (line: string) => void): (e: ReconcileEvent)
   };
 }
 
+/** `--store`, else `FLEXORA_STORE`, checked (a bad URL is a usage error naming where it came from); or none. */
+export function storeOption(values: Record<string, unknown>): string | undefined {
+  const given = values.store as string | undefined;
+  const url = given ?? Deno.env.get("FLEXORA_STORE");
+  if (url === undefined || url === "") return undefined;
+  try {
+    parseStoreUrl(url);
+  } catch (e) {
+    throw new UsageError(`${given === undefined ? "FLEXORA_STORE" : "--store"}: ${(e as Error).message}`);
+  }
+  return url;
+}
+
 export const serveCommand: Command = {
   name: "serve",
   summary: "run the sidecar (jobs, adapters, attach) and optionally the embedded inference server",
   usage:
-    "[--host H] [--allowed-host NAME]... [--port P] [--data-dir DIR] [--root DIR]... [--allow-hub] [--allow-hub-from LIST] " +
+    "[--host H] [--allowed-host NAME]... [--port P] [--data-dir DIR] [--store URL] [--root DIR]... [--allow-hub] [--allow-hub-from LIST] " +
     "[--servers FILE] [--embedded-model DIR] " +
     "[--embedded-port P] [--device D] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S]",
   options: {
@@ -115,6 +129,7 @@ export const serveCommand: Command = {
     "allowed-host": { type: "string", multiple: true },
     port: { type: "string" },
     "data-dir": { type: "string" },
+    store: { type: "string" },
     root: { type: "string", multiple: true },
     "allow-hub": { type: "boolean" },
     "allow-hub-from": { type: "string" },
@@ -133,6 +148,8 @@ export const serveCommand: Command = {
       "against DNS rebinding on loopback, and off loopback once one is given)",
     port: "P  sidecar port (default 8321)",
     "data-dir": "DIR  jobs database, checkpoints and adapters (default .flexora)",
+    store: "URL  the jobs database: sqlite:PATH, or postgres://user:password@host:port/db shared by many " +
+      "sidecars (default: FLEXORA_STORE, else jobs.sqlite in the data dir)",
     root: "DIR  a folder model and data paths may lie in (repeatable; default: the current folder)",
     "allow-hub": "jobs may name any Hub model id (org/name[@revision]); the job downloads it (docs/hub.md)",
     "allow-hub-from": "LIST  jobs may name Hub models of these ids and organisations only (org,org/name)",
@@ -155,6 +172,7 @@ export const serveCommand: Command = {
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const port = numberOption(values, "port", { integer: true, min: 0, max: 65535 }) ?? 8321;
     const dataDir = resolve((values["data-dir"] as string | undefined) ?? ".flexora");
+    const store = storeOption(values);
     await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
     const token = await resolveToken(dataDir, host, log); // before the data dir is tightened: it warns
     await privateDataDir(dataDir);
@@ -204,6 +222,7 @@ export const serveCommand: Command = {
     const sidecar = await createSidecar(
       {
         dataDir,
+        store,
         token,
         host,
         allowedHosts: allowed,
@@ -221,7 +240,7 @@ export const serveCommand: Command = {
     );
     const http = Deno.serve({ hostname: host, port, onListen: () => {} }, sidecar.app.fetch);
     log(
-      `flexora sidecar on http://${host}:${http.addr.port} (data in ${dataDir}${
+      `flexora sidecar on http://${host}:${http.addr.port} (data in ${dataDir}, store ${sidecar.store.url}${
         isLoopback(host) ? "" : "; every route needs the token"
       })`,
     );

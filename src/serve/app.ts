@@ -6,7 +6,6 @@
  * @module
  */
 
-import { join } from "node:path";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
@@ -36,7 +35,7 @@ import {
   privateDataDir,
   redactResponses,
 } from "./security.ts";
-import { SqliteStore } from "./store/mod.ts";
+import { openStore, type Store } from "./store/mod.ts";
 import denoJson from "../../deno.json" with { type: "json" };
 
 /** A running sidecar's parts. */
@@ -44,6 +43,8 @@ export interface Sidecar {
   readonly app: OpenAPIHono;
   readonly manager: JobManager;
   readonly reconciler: Reconciler;
+  /** Where jobs, desired attachments and artifacts are kept. */
+  readonly store: Store;
   /**
    * Stops the worker (the running job checkpoints and becomes interrupted) and the reconcile loop, and closes the
    * store.
@@ -68,7 +69,7 @@ export async function createSidecar(
 ): Promise<Sidecar> {
   checkToken(config.token, "the configured token", config.host);
   await privateDataDir(config.dataDir);
-  const store = new SqliteStore(join(config.dataDir, "jobs.sqlite"));
+  const store = await openStore(config.store, config.dataDir);
   const call = overrides.call ?? { fetch };
   const reconciler = new Reconciler({
     store: store.desired,
@@ -138,6 +139,7 @@ export async function createSidecar(
     app,
     manager,
     reconciler,
+    store,
     async close() {
       await manager.close(); // a job in its attaching stage finishes its rollout first
       await reconciler.stop();

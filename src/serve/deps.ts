@@ -13,8 +13,13 @@ import type { Store } from "./store/mod.ts";
 
 /** The sidecar's configuration. */
 export interface SidecarConfig {
-  /** Where jobs, checkpoints and adapters live. */
+  /** Where checkpoints and adapters are written (and the default store, `jobs.sqlite`). */
   readonly dataDir: string;
+  /**
+   * The store's URL: `sqlite:PATH` or `postgres://user:password@host:port/db`, which any number of sidecars
+   * share (`flexora serve --store`, `FLEXORA_STORE`); default `jobs.sqlite` in the data dir.
+   */
+  readonly store?: string;
   /** Bearer token for mutating routes (and all routes off loopback). */
   readonly token: string;
   /** The address the sidecar listens on (decides whether reads need the token too). */

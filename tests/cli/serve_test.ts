@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { reconcileLog, resolveToken, serveLog } from "../../src/cli/serve.ts";
 import { resolveDevice } from "../../src/runtime/device.ts";
 import { flexora } from "./run.ts";
+import { PG_MISSING, TestPostgres } from "../serve/pg.ts";
 
 Deno.test("serve --device: an unknown name is a usage error, an unavailable device stops the start", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "flexora-serve-" });
@@ -84,4 +85,67 @@ Deno.test("serve's log lines never show a server URL's password", () => {
     /replica http:\/\/\*\*\*@10\.0\.0\.1:8000 is failing: GET http:\/\/\*\*\*@10\.0\.0\.1:8000\/v1\/models/,
   );
   assert.doesNotMatch(lines[0], /PASSWORD/);
+});
+
+Deno.test("serve --store: a bad URL is a usage error naming the flag or FLEXORA_STORE, its password hidden", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "flexora-serve-store-" });
+  try {
+    const flag = await flexora(
+      "serve",
+      "--store",
+      "mysql://root:pw@db/jobs",
+      "--data-dir",
+      dataDir,
+      "--port",
+      "0",
+    );
+    assert.equal(flag.code, 2, flag.err);
+    assert.match(
+      flag.err,
+      /--store: the store URL 'mysql:\/\/\*\*\*@db\/jobs' is neither sqlite:PATH nor postgres:/,
+    );
+    Deno.env.set("FLEXORA_STORE", "jobs.sqlite");
+    try {
+      const env = await flexora("serve", "--data-dir", dataDir, "--port", "0");
+      assert.equal(env.code, 2, env.err);
+      assert.match(env.err, /FLEXORA_STORE: the store URL 'jobs\.sqlite' is neither/);
+    } finally {
+      Deno.env.delete("FLEXORA_STORE");
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: `serve --store postgres://…: a refused login stops the start with the reason${
+    PG_MISSING ? ` (skipped: ${PG_MISSING})` : ""
+  }`,
+  ignore: PG_MISSING !== null,
+  async fn() {
+    const pg = await TestPostgres.start({ password: "right" });
+    const dataDir = await Deno.makeTempDir({ prefix: "flexora-serve-pg-" });
+    try {
+      const r = await flexora(
+        "serve",
+        "--store",
+        pg.url("flexora", "wrong"),
+        "--data-dir",
+        dataDir,
+        "--port",
+        "0",
+      );
+      assert.equal(r.code, 1, r.err);
+      assert.match(
+        r.err,
+        new RegExp(
+          `cannot open the store postgres://\\*\\*\\*@127\\.0\\.0\\.1:${pg.port}/flexora: the database refused the login`,
+        ),
+      );
+      assert.ok(!r.err.includes("wrong"), r.err);
+    } finally {
+      await Deno.remove(dataDir, { recursive: true });
+      await pg.close();
+    }
+  },
 });

@@ -150,8 +150,9 @@ export class SqliteStore implements Store {
     return answer(() => userVersion(this.#db));
   }
 
+  /** Closes the file (again: nothing). */
   close(): Promise<void> {
-    return answer(() => this.#db.close());
+    return answer(() => void (this.#db.isOpen && this.#db.close()));
   }
 }
 
