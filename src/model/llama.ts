@@ -122,9 +122,10 @@ export function decoder(
   const allowed = g.scope("model.mask", () => attentionMask(cfg, inputs));
   const scale = lora ? loraScale(lora.config) : 0;
 
-  let x = from > 0
-    ? span.entry!
-    : g.scope("model.embed_tokens", () => gather(w("model.embed_tokens.weight"), inputs.ids)); // [B, T, D]
+  let x = from > 0 ? span.entry! : g.scope("model.embed_tokens", () => {
+    // The rows are cast, not the table: a 16-bit table's float32 copy [V, D] would live from here to the LM head.
+    return cast(gather(weights.stored(g, "model.embed_tokens.weight"), inputs.ids), g.float); // [B, T, D]
+  });
   const present: KvPair[] = [];
   for (let l = from; l < until; l++) {
     const prefix = `model.layers.${l}`;

@@ -84,4 +84,4 @@ export {
   writeSafetensors,
 } from "./safetensors.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
-export { FLOAT16_COPY, WeightStore, type WeightStoreOptions } from "./weights.ts";
+export { FLOAT16_COPY, weightCacheDir, WeightStore, type WeightStoreOptions } from "./weights.ts";

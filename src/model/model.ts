@@ -48,11 +48,16 @@ export interface LoadModelOptions {
   dtype?: ComputeFloat;
   /**
    * How the frozen base weights are stored, independently of the compute type (default: as the checkpoint stores
-   * them): `bf16` or `f16` keep an F32 checkpoint's weights as one 16-bit copy in memory, each weight cast to the
-   * compute type in the graph right before its use; LoRA weights, gates and optimizer state stay float32 (see
-   * docs/precision.md).
+   * them): `bf16` or `f16` keep an F32 checkpoint's weights as one 16-bit copy, a file written once into
+   * `weightCacheDir` and memory-mapped by every session, each weight cast to the compute type in the graph right
+   * before its use; LoRA weights, gates and optimizer state stay float32 (see docs/precision.md).
    */
   baseDtype?: BaseDtype;
+  /**
+   * The folder of the 16-bit weight copies that `baseDtype` and float16 graphs read (default `weightCacheDir()`:
+   * `$XDG_CACHE_HOME/flexora/weights`, else `~/.cache/flexora/weights`).
+   */
+  weightCacheDir?: string;
   /**
    * onnxruntime execution providers, in order of preference, for every session built on the model (training,
    * scoring, generation) unless a call names others; default `["cpu"]`. `resolveDevice` turns a device name
@@ -97,7 +102,11 @@ export async function loadModel(model: string, options: LoadModelOptions = {}): 
   }
   const root = resolve(await modelDir(model, options.hub));
   const config = await readConfig(root);
-  const weights = new WeightStore(await openCheckpoint(root), { dtype, baseDtype: options.baseDtype });
+  const weights = new WeightStore(await openCheckpoint(root), {
+    dtype,
+    baseDtype: options.baseDtype,
+    cacheDir: options.weightCacheDir,
+  });
   const tokenizer = await loadTokenizer(root, { modelVocabSize: config.vocabSize });
   const providers = [...(options.providers ?? ["cpu"])];
   return {

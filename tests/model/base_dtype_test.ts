@@ -1,7 +1,8 @@
 /**
- * `baseDtype` (`--base-dtype`): an F32 checkpoint's frozen weights stored as one 16-bit copy in memory and cast
- * to float32 in the graph right before use, against the same model stored in float32 (stories260K, computing in
- * float32).
+ * `baseDtype` (`--base-dtype`): an F32 checkpoint's frozen weights stored as one 16-bit copy (a file in the
+ * weight cache, memory-mapped by onnxruntime) and cast to float32 in the graph right before use, against the same
+ * model stored in float32 (stories260K, computing in float32), and against the same weights stored as a BF16
+ * checkpoint.
  *
  * Tolerances (measured by these tests and printed when they run), over 2,357 tokens of 32 story-object rows:
  * bf16 log-likelihoods differ from float32's by about 1e-2 on average and 1e-1 at most (bounds 3e-2 and 3e-1;
@@ -18,9 +19,18 @@ import { loadStage, prepareStage, searchStage, selectStage } from "../../src/fle
 import { buildScoringGraph, GATE_LOGITS } from "../../src/model/graphs.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import { validateLora } from "../../src/model/lora.ts";
-import { openCheckpoint, readTensorF32, writeSafetensors } from "../../src/model/safetensors.ts";
+import {
+  openCheckpoint,
+  readTensorF32,
+  type TensorToWrite,
+  writeSafetensors,
+} from "../../src/model/safetensors.ts";
 import type { BaseDtype } from "../../src/model/weights.ts";
 import { DATA, ROOT, STORIES } from "./shared.ts";
+import { buildLoraGradGraph } from "../../src/flexora/train_graphs.ts";
+import { hostTensor } from "../../src/runtime/session.ts";
+import { bf16ToF32, f32ToBf16 } from "../../src/util/float16.ts";
+import { nonzeroLora } from "./random_lora.ts";
 
 const m32 = await loadModel(STORIES);
 const cfg = m32.config;
@@ -60,7 +70,7 @@ for (const [base, meanBound, maxBound] of [["bf16", 3e-2, 3e-1], ["f16", 5e-3, 5
   });
 }
 
-Deno.test("base weights bf16: 16-bit initializers from one in-memory copy, cast to float32 before use; LoRA and gates float32", () => {
+Deno.test("base weights bf16: 16-bit initializers from one copy, cast to float32 before use; LoRA and gates float32", () => {
   return loadModel(STORIES, { baseDtype: "bf16" }).then((m) => {
     const lora = validateLora(cfg, { rank: 4, alpha: 8, rslora: false, targets: ["q_proj"], layers: [0, 1] });
     const { graph } = buildScoringGraph(cfg, m.weights, { config: lora, gated: true });
@@ -71,11 +81,121 @@ Deno.test("base weights bf16: 16-bit initializers from one in-memory copy, cast 
       assert.equal(v.init?.kind === "external" && v.init.location, "flexora.bfloat16.bin", v.name);
     }
     const casts = graph.nodes.filter((n) => n.op === "Cast" && n.inputs[0].dtype === "bfloat16");
-    assert.equal(casts.length, external.length, "one Cast per weight, in the graph");
+    const ofWeights = casts.filter((n) => n.inputs[0].init !== undefined);
+    assert.equal(ofWeights.length, external.length, "one Cast per weight, in the graph");
+    // The embedding's Gather reads the 16-bit table; the rows it picks are cast, not the table.
+    const rows = casts.filter((n) => n.inputs[0].producer?.op === "Gather");
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].inputs[0].producer!.inputs[0].name, "model.embed_tokens.weight");
     for (const v of graph.inputs.filter((v) => v.name.includes("lora") || v.name === GATE_LOGITS)) {
       assert.equal(v.dtype, "float32", v.name);
     }
   });
+});
+
+/**
+ * stories260K's tensors written as a checkpoint of its own, each tensor in the dtype `dtypeOf` gives it, its
+ * values passed through `values` first.
+ */
+async function storiesAs(
+  name: string,
+  dtypeOf: (tensor: string) => TensorToWrite["dtype"],
+  values: (x: Float32Array) => Float32Array = (x) => x,
+): Promise<string> {
+  const dir = join(tmp, name);
+  await Deno.mkdir(dir);
+  for (const f of ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) {
+    await Deno.copyFile(join(STORIES, f), join(dir, f));
+  }
+  const tensors = [];
+  for (const [n, info] of m32.weights.checkpoint.tensors) {
+    tensors.push({ name: n, dtype: dtypeOf(n), shape: info.shape, data: values(await readTensorF32(info)) });
+  }
+  await writeSafetensors(join(dir, "model.safetensors"), tensors);
+  return dir;
+}
+
+Deno.test("base weights bf16: the copy is a file in the weight cache that sessions map, written once, never bytes", async () => {
+  const cache = join(tmp, "cache-once");
+  const m = await loadModel(STORIES, { baseDtype: "bf16", weightCacheDir: cache });
+  const { graph } = buildScoringGraph(cfg, m.weights);
+  const data = await m.weights.sessionData(graph);
+  assert.equal(data.externalData, undefined, "no bytes are handed to onnxruntime");
+  const file = await m.weights.copyFile();
+  assert.ok(file !== null && file.startsWith(cache + "/"), String(file));
+  assert.equal(join(data.externalDataFolder!, "flexora.bfloat16.bin"), file);
+  const params = [...m32.weights.checkpoint.tensors.values()].reduce((n, t) => n + t.length / 4, 0);
+  const { size, mtime } = await Deno.stat(file);
+  assert.ok(size >= 2 * params && size < 2 * params + 64 * m32.weights.checkpoint.tensors.size, `${size} B`);
+  assert.deepEqual([...Deno.readDirSync(data.externalDataFolder!)].map((e) => e.name), [
+    "flexora.bfloat16.bin",
+  ]);
+  const again = await loadModel(STORIES, { baseDtype: "bf16", weightCacheDir: cache });
+  await (await again.session(buildScoringGraph(cfg, again.weights))).release();
+  assert.equal(await again.weights.copyFile(), file);
+  assert.deepEqual((await Deno.stat(file)).mtime, mtime, "the second store reads the cached copy");
+  const f16 = await loadModel(STORIES, { baseDtype: "f16", weightCacheDir: cache });
+  assert.notEqual(await f16.weights.copyFile(), file, "one copy per type");
+});
+
+Deno.test("base weights bf16 from the copy file give the same log-likelihoods as the weights stored as a BF16 checkpoint, mixed or not", async () => {
+  const cache = join(tmp, "cache-same");
+  const copied = await logprobs(await loadModel(STORIES, { baseDtype: "bf16", weightCacheDir: cache }));
+  const bf16 = await loadModel(await storiesAs("bf16", () => "BF16"), { weightCacheDir: cache });
+  assert.equal(await bf16.weights.copyFile(), null, "a BF16 checkpoint is read as it is");
+  assert.deepEqual((await logprobs(bf16)).lp, copied.lp);
+  // Norms in F32, matrices in BF16: with base weights bf16 every weight comes from one copy, in one folder.
+  const mixed = await loadModel(await storiesAs("mixed", (n) => n.includes("norm") ? "F32" : "BF16"), {
+    baseDtype: "bf16",
+    weightCacheDir: cache,
+  });
+  const { graph } = buildScoringGraph(cfg, mixed.weights);
+  const locations = new Set(graph.initializers.map((v) => v.init?.kind === "external" && v.init.location));
+  assert.deepEqual([...locations].filter(Boolean), ["flexora.bfloat16.bin"]);
+  assert.deepEqual((await logprobs(mixed)).lp, copied.lp);
+});
+
+Deno.test("base weights bf16: loss, LoRA and gate gradients equal float32's on the bf16-rounded weights; the backward casts each weight itself", async () => {
+  const rounded = await loadModel(await storiesAs("rounded", () => "F32", (x) => bf16ToF32(f32ToBf16(x))));
+  const bf16 = await loadModel(STORIES, { baseDtype: "bf16", weightCacheDir: join(tmp, "cache-grad") });
+  const lora = validateLora(cfg, {
+    rank: 4,
+    alpha: 8,
+    rslora: false,
+    targets: ["q_proj", "down_proj"],
+    layers: [1, 3],
+  });
+  const adapter = { config: lora, gated: true };
+  const seqs = [0, 1, 2].map((b) => ({
+    ids: Array.from({ length: 14 - 3 * b }, (_, t) => 5 + ((7 * t + 11 * b) % 500)),
+  }));
+  const feeds = {
+    ...batchFeeds(seqs, 0),
+    ...nonzeroLora(cfg, lora, { seed: 2, range: 0.1 }),
+    [GATE_LOGITS]: hostTensor("float32", [cfg.numLayers], [0.3, -0.2, 0.1, 0.4, -0.5]),
+  };
+  const run = async (m: Model, recompute?: boolean) => {
+    const built = buildLoraGradGraph(cfg, m.weights, adapter, { recompute });
+    const session = await m.session(built);
+    const out = await session.run(feeds);
+    await session.release();
+    return { graph: built.graph, out };
+  };
+  const reference = (await run(rounded)).out;
+  for (const recompute of [false, true]) {
+    const { graph, out } = await run(bf16, recompute);
+    // A weight's forward cast is read by forward nodes only; the backward makes its own from the 16-bit copy.
+    const casts = graph.nodes.filter((n) => n.op === "Cast" && n.inputs[0].init?.kind === "external");
+    const forward = new Set(casts.map((n) => n.outputs[0]));
+    assert.ok(casts.length > 0);
+    const late = graph.nodes.filter((n) => n.name.includes("grad(") && n.inputs.some((v) => forward.has(v)));
+    assert.deepEqual(late.map((n) => n.name), [], `recompute ${recompute}`);
+    for (const name of Object.keys(reference)) {
+      const [a, b] = [reference[name].data as Float32Array, out[name].data as Float32Array];
+      const d = Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i])));
+      assert.ok(d <= 1e-5, `${name} differs by ${d} (recompute ${recompute})`);
+    }
+  }
 });
 
 Deno.test("base weights f32 on an F32 checkpoint, and no base dtype, point into the checkpoint file (no copy)", async () => {

@@ -1,6 +1,6 @@
 /**
  * Base weights of a float16 model, on the project's fixtures: BF16 and F32 checkpoints become one float16 copy
- * made in memory (the checkpoint files are then not read for the session), an F16 checkpoint is used from its
+ * file in the weight cache (the checkpoint files are then not read for the session), an F16 checkpoint is used from its
  * file as it is, and a weight float16 cannot hold is an error naming it.
  */
 
@@ -71,7 +71,7 @@ function relMax(a: Float32Array, b: Float32Array): number {
   return d / m;
 }
 
-Deno.test("a sharded BF16 checkpoint loads into float16: its weights come from one float16 copy made in memory", async () => {
+Deno.test("a sharded BF16 checkpoint loads into float16: its weights come from one float16 copy file", async () => {
   const half = await loadModel(BF16, { dtype: "float16" });
   const { graph } = buildStepGraph(half.config, half.weights);
   const weights = graph.initializers.filter((v) => v.init?.kind === "external");
@@ -91,7 +91,7 @@ Deno.test("a sharded BF16 checkpoint loads into float16: its weights come from o
   assert.ok(err <= 1e-2, `relative difference ${err}`);
 });
 
-Deno.test("an F16 checkpoint computes in float16 from its own file, as its F32 original converted in memory", async () => {
+Deno.test("an F16 checkpoint computes in float16 from its own file, as its F32 original converted to a copy", async () => {
   const dir = await copyOfTiny("f16", "F16");
   const fromFile = await loadModel(dir, { dtype: "float16" });
   const { graph } = buildStepGraph(fromFile.config, fromFile.weights);
