@@ -14,6 +14,12 @@
  * `--vs-torch` also runs each train variant against `../shared/bench/torch_peer.py` in alternating processes and
  * prints the ratios of step time and peak RSS (skipped, saying why, where `/usr/bin/python3` lacks torch).
  *
+ * `--model 1b` runs the 1B shape (TinyLlama's: D 2048, I 5632, L 22, H 32, KV 4, V 32000; 3946 MiB float32)
+ * instead of the 100M one, and only the parts that finish in reasonable time there: `matmul`, and `memory` on the
+ * top quarter of the layers (5 of 22) and all of them, with float32 and bf16 base weights, at 1×256 and 4×256 (each a
+ * worker process running three steps: time to the first step, first over steady step, peak RSS); with
+ * `--vs-torch`, the peer's all-layer and top-3 steps at 4×256.
+ *
  * `--quick` uses a ~4M model, a smaller batch and fewer runs: a smoke test of every part in about a minute.
  * The random model is written to a temporary directory once per run and deleted at the end.
  *
@@ -23,7 +29,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { benchMatmul, MATMUL_SHAPES, type MatmulResult } from "./matmul.ts";
-import { LLAMA_100M, LLAMA_QUICK, type LlamaShape, writeRandomLlama } from "./random_llama.ts";
+import { LLAMA_100M, LLAMA_1B, LLAMA_QUICK, type LlamaShape, writeRandomLlama } from "./random_llama.ts";
 import { type StepVariant, timeStepVariants } from "./train.ts";
 import {
   canStartWorkers,
@@ -52,6 +58,12 @@ interface Profile {
   readonly generate: { promptTokens: number; newTokens: number; runs: number };
   /** Alternating flexora / torch peer processes per variant with `--vs-torch`. */
   readonly vsTorchPairs: number;
+  /** The peer's name of the model shape (`torch_peer.py --config`). */
+  readonly peerConfig: string;
+  /** Parts this profile runs at all (the 1B one leaves out those that would take hours). */
+  readonly parts: readonly Part[];
+  /** The memory part's batch sizes (B of B × seq); default just `batch`. */
+  readonly memoryBatches?: readonly number[];
 }
 
 const FULL: Profile = {
@@ -64,6 +76,19 @@ const FULL: Profile = {
   memory: { warmup: 1, runs: 1 },
   generate: { promptTokens: 16, newTokens: 64, runs: 3 },
   vsTorchPairs: 2,
+  peerConfig: "100m",
+  parts: PARTS,
+};
+
+const ONE_B: Profile = {
+  ...FULL,
+  model: LLAMA_1B,
+  batch: 4,
+  memory: { warmup: 1, runs: 2 },
+  vsTorchPairs: 1,
+  peerConfig: "1b",
+  parts: ["matmul", "memory"],
+  memoryBatches: [1, 4],
 };
 
 const QUICK: Profile = {
@@ -76,6 +101,8 @@ const QUICK: Profile = {
   memory: { warmup: 0, runs: 1 },
   generate: { promptTokens: 16, newTokens: 16, runs: 3 },
   vsTorchPairs: 1,
+  peerConfig: "quick",
+  parts: PARTS,
 };
 
 /** stories260K from the shared models folder, read in place. */
@@ -99,10 +126,14 @@ const { values } = parseArgs({
     only: { type: "string" },
     quick: { type: "boolean" },
     "vs-torch": { type: "boolean" },
+    model: { type: "string", default: "100m" },
   },
 });
-const parts = parseParts(values.only);
-const profile = values.quick ? QUICK : FULL;
+if (values.model !== "100m" && values.model !== "1b") {
+  throw new Error(`--model: choose 100m or 1b, got '${values.model}'`);
+}
+const profile = values.quick ? QUICK : values.model === "1b" ? ONE_B : FULL;
+const parts = new Set([...parseParts(values.only)].filter((p) => profile.parts.includes(p)));
 /** Progress goes to stderr, and only without --json. */
 const log = (line: string) => {
   if (!values.json) console.error(line);
@@ -141,6 +172,14 @@ try {
     const cached: StepVariant = { name: "top 3, prefix cached", layers: top3.layers, prefixCached: true };
     const recompute: StepVariant = { name: "all layers, recompute", layers: all.layers, recompute: true };
     const top3Bf16: StepVariant = { name: "top 3, base bf16", layers: top3.layers, baseDtype: "bf16" };
+    const allBf16: StepVariant = { name: "all layers, base bf16", layers: all.layers, baseDtype: "bf16" };
+    const quarter = all.layers.slice(L - Math.floor(L / 4)); // 5 of the 1B model's 22, 3 of 12
+    const topQuarter: StepVariant = { name: "top quarter", layers: quarter };
+    const topQuarterBf16: StepVariant = {
+      name: "top quarter, base bf16",
+      layers: quarter,
+      baseDtype: "bf16",
+    };
     const options = { dir, batch: profile.batch, seq: profile.seq };
 
     if (parts.has("memory")) {
@@ -149,9 +188,17 @@ try {
         `memory: train steps ${isolated ? "in a worker process each" : "in this process (no --allow-run)"} …`,
       );
       const memory: MemoryResult[] = [];
-      for (const v of [top3, top3Bf16, all, recompute]) {
-        const o = { ...options, ...profile.memory };
-        memory.push(isolated ? await measureStepMemoryIsolated(o, v) : await measureStepMemory(o, v));
+      const variants = profile.memoryBatches
+        ? [topQuarter, topQuarterBf16, all, allBf16]
+        : [top3, top3Bf16, all, allBf16, recompute];
+      for (const batch of profile.memoryBatches ?? [profile.batch]) {
+        for (const variant of variants) {
+          const o = { ...options, ...profile.memory, batch };
+          const v = profile.memoryBatches
+            ? { ...variant, name: `${variant.name}, ${batch}×${profile.seq}` }
+            : variant;
+          memory.push(isolated ? await measureStepMemoryIsolated(o, v) : await measureStepMemory(o, v));
+        }
       }
       report.memory = memory;
     }
@@ -161,8 +208,8 @@ try {
       else {
         log(`vs torch: ${profile.vsTorchPairs} alternating flexora / torch_peer.py processes per variant …`);
         const o = { ...options, ...profile.memory, warmup: 1, runs: profile.train.runs };
-        const config = profile.model === LLAMA_QUICK ? "quick" : "100m";
-        report.vsTorch = await benchVsTorch(o, config, L, [all, top3, forward], profile.vsTorchPairs, log);
+        const variants = profile.memoryBatches ? [all, top3] : [all, top3, forward];
+        report.vsTorch = await benchVsTorch(o, profile.peerConfig, L, variants, profile.vsTorchPairs, log);
       }
     }
     if (parts.has("train")) {

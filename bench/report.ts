@@ -131,8 +131,11 @@ export function printReport(r: Report): void {
         m.isolated ? "own process" : "this process"
       }), ${MiB(m.peakAfterFirstStep)} after the first step, ${
         MiB(m.rssAfterSession)
-      } after session creation, ${MiB(m.rssBefore)} before; session ${m.sessionSeconds.toFixed(1)} s, ` +
-        `first step ${m.firstStepSeconds.toFixed(1)} s; ` +
+      } after session creation, ${MiB(m.rssBefore)} before; ${m.batch}×${m.seq}; session ${
+        m.sessionSeconds.toFixed(1)
+      } s, first step ${m.firstStepSeconds.toFixed(1)} s (time to first step ${
+        (m.sessionSeconds + m.firstStepSeconds).toFixed(1)
+      } s${firstOverSteady(m)}); ` +
         `peak / weights ${ratio.toFixed(2)} (target ≤ ${TARGETS.peakOverWeights}: ${
           verdict(ratio <= TARGETS.peakOverWeights)
         })`,
@@ -155,6 +158,13 @@ export function printReport(r: Report): void {
         })`,
     );
   }
+}
+
+/** `, first / steady step 1.08×` when steps followed the first (the steady step: their median). */
+function firstOverSteady(m: MemoryResult): string {
+  return m.stepSeconds.length
+    ? `, first / steady step ${(m.firstStepSeconds / median(m.stepSeconds)).toFixed(2)}×`
+    : "";
 }
 
 function printStep(t: StepTiming, overGemm: number): void {

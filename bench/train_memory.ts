@@ -16,6 +16,9 @@ import { openModelDir, openStepSession, type StepVariant, type TrainBenchOptions
 export interface MemoryResult {
   readonly name: string;
   readonly layers: readonly number[];
+  /** The batch shape, B × T. */
+  readonly batch: number;
+  readonly seq: number;
   /** Resident before reading the checkpoint, after creating the session, and the process peak after the steps. */
   readonly rssBefore: number;
   readonly rssAfterSession: number;
@@ -23,7 +26,10 @@ export interface MemoryResult {
   readonly peakAfterFirstStep: number;
   readonly peakRss: number;
   readonly peakSource: PeakSource;
-  /** Seconds from reading the model directory to an open session, and of the first step. */
+  /**
+   * Seconds from reading the model directory (config and checkpoint header) to an open session, and of the first
+   * step: their sum is the time to the first step.
+   */
   readonly sessionSeconds: number;
   readonly firstStepSeconds: number;
   /** Seconds of each step after the first. */
@@ -53,6 +59,8 @@ export async function measureStepMemory(o: TrainBenchOptions, variant: StepVaria
   return {
     name: variant.name,
     layers: [...variant.layers],
+    batch: o.batch,
+    seq: o.seq,
     rssBefore,
     rssAfterSession,
     peakAfterFirstStep,
