@@ -15,6 +15,7 @@ import {
 } from "../../src/serve/store/mod.ts";
 import { PostgresStore } from "../../src/serve/store/postgres.ts";
 import { PG_MISSING, TestPostgres } from "./pg.ts";
+import { LEASE_CASES } from "./store_leases.ts";
 
 /** A fresh, empty database, and how to open a store on it (each call another connection). */
 interface Backend {
@@ -267,6 +268,10 @@ conformance(
     assert.equal(MIGRATIONS.map((m) => m.version).join(), MIGRATIONS.map((_, i) => i + 1).join());
   },
 );
+
+for (const [title, run] of Object.entries(LEASE_CASES)) {
+  conformance(`leases: ${title}`, async (open) => await run(await open()));
+}
 
 Deno.test({
   name: "postgres: the cluster is removed",

@@ -105,6 +105,20 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (kind, key, file)
       );`,
   },
+  {
+    version: 3,
+    description: "leases: who runs each job until when, cancel requests, whether it resumes; named leases",
+    sqlite: `
+      ALTER TABLE jobs ADD COLUMN owner TEXT;
+      ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+      ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE jobs ADD COLUMN resume INTEGER NOT NULL DEFAULT 0;
+      CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms INTEGER NOT NULL);`,
+    postgres: `
+      ALTER TABLE jobs ADD COLUMN owner TEXT, ADD COLUMN lease_until BIGINT,
+        ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false, ADD COLUMN resume INTEGER NOT NULL DEFAULT 0;
+      CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms BIGINT NOT NULL);`,
+  },
 ];
 
 /** The schema version this build writes: the last migration's. */

@@ -14,14 +14,20 @@ import { redactSecrets } from "../security.ts";
 import { pending } from "./migrations.ts";
 import { desiredValues, type JobRow, storedJson, toDesired, toRecord, updateColumns } from "./rows.ts";
 import {
+  ACTIVE_STATES,
   type ArtifactStore,
   checkArtifactSize,
+  type Claimer,
   type Desired,
   type DesiredStore,
+  FINAL_STATES,
+  type Heartbeat,
   type HistoryRow,
   type JobFields,
   type JobRecord,
   type JobState,
+  leaseLost,
+  RUNNER_DIED,
   type Store,
 } from "./types.ts";
 
@@ -41,6 +47,9 @@ export interface PostgresOptions {
   /** Seconds to wait for a connection (default 10). */
   readonly connectTimeout?: number;
 }
+
+/** The database's clock in ms since the epoch: leases are measured on it, whichever host writes them. */
+const NOW_MS = (sql: Sql) => sql`(extract(epoch from clock_timestamp()) * 1000)::bigint`;
 
 /** The advisory lock key migrations run under ("flexora" in ASCII). */
 const MIGRATION_LOCK = 0x666c65786f7261;
@@ -163,14 +172,69 @@ export class PostgresStore implements Store {
     return toRecord(row as JobRow);
   }
 
-  async claim(): Promise<JobRecord | null> {
+  async claim(by?: Claimer): Promise<JobRecord | null> {
+    const devices = [...(by?.devices ?? [])];
     const [row] = await this.#q((sql) =>
-      sql`UPDATE jobs SET state = 'starting', updated_at = ${new Date().toISOString()}
-          WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+      sql`UPDATE jobs SET state = 'starting', updated_at = ${new Date().toISOString()}, owner = ${
+        by?.owner ?? null
+      },
+            lease_until = ${NOW_MS(sql)} + ${by?.leaseMs ?? null}::bigint, cancel_requested = false
+          WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'
+              AND (${by === undefined}::boolean OR request::jsonb->>'device' IS NULL
+                OR request::jsonb->>'device' = ANY(${devices}::text[]))
+              ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
             AND state = 'queued'
           RETURNING *`
     );
     return row ? toRecord(row as JobRow) : null;
+  }
+
+  async heartbeat(id: string, owner: string, leaseMs: number): Promise<Heartbeat> {
+    const [row] = await this.#q((sql) =>
+      sql`UPDATE jobs SET lease_until = ${NOW_MS(sql)} + ${leaseMs}::bigint
+          WHERE id = ${id} AND owner = ${owner} AND state IN ${sql(ACTIVE_STATES as JobState[])}
+          RETURNING cancel_requested`
+    );
+    return { held: row !== undefined, cancelRequested: Boolean(row?.cancel_requested) };
+  }
+
+  async recover(maxRetries: number, owner?: string): Promise<JobRecord[]> {
+    const rows = await this.#q((sql) =>
+      sql`UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, resume = 1,
+            updated_at = ${new Date().toISOString()}
+          WHERE (state IN ${sql(ACTIVE_STATES as JobState[])}
+                 AND (owner IS NULL OR owner = ${owner ?? null} OR lease_until < ${NOW_MS(sql)}))
+             OR (state = 'interrupted'
+                 AND NOT (COALESCE(error::jsonb->>'code', '') = ${RUNNER_DIED} AND retries >= ${maxRetries}))
+          RETURNING *`
+    );
+    return rows.map((r) => toRecord(r as JobRow));
+  }
+
+  async requestCancel(id: string): Promise<JobRecord | null> {
+    const [row] = await this.#q((sql) =>
+      sql`UPDATE jobs SET cancel_requested = true, updated_at = ${new Date().toISOString()},
+            state = CASE WHEN state IN ('queued', 'interrupted') THEN 'cancelled' ELSE state END
+          WHERE id = ${id} AND state NOT IN ${sql(FINAL_STATES as JobState[])}
+          RETURNING *`
+    );
+    return row ? toRecord(row as JobRow) : null;
+  }
+
+  async acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    const rows = await this.#q((sql) =>
+      sql`INSERT INTO leases (name, holder, until_ms) VALUES (${name}, ${holder}, ${
+        NOW_MS(sql)
+      } + ${ttlMs}::bigint)
+          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+          WHERE leases.holder = excluded.holder OR leases.until_ms < ${NOW_MS(sql)}
+          RETURNING holder`
+    );
+    return rows.length > 0;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.#q((sql) => sql`DELETE FROM leases WHERE name = ${name} AND holder = ${holder}`);
   }
 
   async get(id: string): Promise<JobRecord | null> {
@@ -187,9 +251,14 @@ export class PostgresStore implements Store {
     return rows.map((r) => toRecord(r as JobRow));
   }
 
-  async update(id: string, fields: JobFields): Promise<JobRecord> {
+  async update(id: string, fields: JobFields, owner?: string): Promise<JobRecord> {
     const set = Object.fromEntries(updateColumns(fields, new Date().toISOString()));
-    const [row] = await this.#q((sql) => sql`UPDATE jobs SET ${sql(set)} WHERE id = ${id} RETURNING *`);
+    const [row] = await this.#q((sql) =>
+      owner === undefined
+        ? sql`UPDATE jobs SET ${sql(set)} WHERE id = ${id} RETURNING *`
+        : sql`UPDATE jobs SET ${sql(set)} WHERE id = ${id} AND owner = ${owner} RETURNING *`
+    );
+    if (!row && owner !== undefined) throw leaseLost(id, owner);
     if (!row) throw new Error(`no job '${id}' in the store ${this.url}`);
     return toRecord(row as JobRow);
   }

@@ -27,6 +27,8 @@ export function toRecord(r: JobRow): JobRecord {
     result: parse(r.result),
     error: parse(r.error),
     retries: Number(r.retries ?? 0),
+    owner: r.owner === null || r.owner === undefined ? null : String(r.owner),
+    resume: Boolean(r.resume) && r.resume !== "0",
     createdAt: String(r.created_at),
     updatedAt: String(r.updated_at),
   };
@@ -40,6 +42,7 @@ export function updateColumns(fields: JobFields, now: string): [string, string |
   const out: [string, string | number][] = [];
   if (fields.state !== undefined) out.push(["state", fields.state]);
   if (fields.retries !== undefined) out.push(["retries", fields.retries]);
+  if (fields.resume !== undefined) out.push(["resume", fields.resume ? 1 : 0]);
   for (const key of ["progress", "result", "error"] as const) {
     if (key in fields) out.push([key, storedJson(fields[key])]);
   }

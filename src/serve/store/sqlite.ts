@@ -11,17 +11,23 @@ import type { HistoryPoint } from "../../flexora/mod.ts";
 import { pending } from "./migrations.ts";
 import { desiredValues, type JobRow, storedJson, toDesired, toRecord, updateColumns } from "./rows.ts";
 import {
+  ACTIVE_STATES,
   type ArtifactFiles,
   type ArtifactKind,
   type ArtifactStore,
   type Attachment,
   checkArtifactSize,
+  type Claimer,
   type Desired,
   type DesiredStore,
+  FINAL_STATES,
+  type Heartbeat,
   type HistoryRow,
   type JobFields,
   type JobRecord,
   type JobState,
+  leaseLost,
+  RUNNER_DIED,
   type Store,
 } from "./types.ts";
 
@@ -68,15 +74,77 @@ export class SqliteStore implements Store {
     });
   }
 
-  claim(): Promise<JobRecord | null> {
+  claim(by?: Claimer): Promise<JobRecord | null> {
     return answer(() => {
       const row = this.#db.prepare(
-        `UPDATE jobs SET state = 'starting', updated_at = ?
-         WHERE seq = (SELECT MIN(seq) FROM jobs WHERE state = 'queued') AND state = 'queued'
+        `UPDATE jobs SET state = 'starting', updated_at = ?, owner = ?, lease_until = ${NOW_MS} + ?,
+           cancel_requested = 0
+         WHERE seq = (SELECT MIN(seq) FROM jobs WHERE state = 'queued' AND (? IS NULL
+           OR json_extract(request, '$.device') IS NULL
+           OR json_extract(request, '$.device') IN (SELECT value FROM json_each(?))))
+         AND state = 'queued'
          RETURNING *`,
-      ).get(new Date().toISOString()) as JobRow | undefined;
+      ).get(
+        new Date().toISOString(),
+        by?.owner ?? null,
+        by?.leaseMs ?? null,
+        by ? 1 : null,
+        JSON.stringify(by?.devices ?? []),
+      ) as JobRow | undefined;
       return row ? toRecord(row) : null;
     });
+  }
+
+  heartbeat(id: string, owner: string, leaseMs: number): Promise<Heartbeat> {
+    return answer(() => {
+      const row = this.#db.prepare(
+        `UPDATE jobs SET lease_until = ${NOW_MS} + ? WHERE id = ? AND owner = ? AND state IN ${ACTIVE_SQL}
+         RETURNING cancel_requested`,
+      ).get(leaseMs, id, owner) as { cancel_requested: number } | undefined;
+      return { held: row !== undefined, cancelRequested: Boolean(row?.cancel_requested) };
+    });
+  }
+
+  recover(maxRetries: number, owner?: string): Promise<JobRecord[]> {
+    return answer(() => {
+      const rows = this.#db.prepare(
+        `UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, resume = 1, updated_at = ?
+         WHERE (state IN ${ACTIVE_SQL} AND (owner IS NULL OR owner = ? OR lease_until < ${NOW_MS}))
+            OR (state = 'interrupted'
+                AND NOT (COALESCE(json_extract(error, '$.code'), '') = '${RUNNER_DIED}' AND retries >= ?))
+         RETURNING *`,
+      ).all(new Date().toISOString(), owner ?? null, maxRetries) as JobRow[];
+      return rows.map(toRecord);
+    });
+  }
+
+  requestCancel(id: string): Promise<JobRecord | null> {
+    return answer(() => {
+      const row = this.#db.prepare(
+        `UPDATE jobs SET cancel_requested = 1,
+           state = CASE WHEN state IN ('queued', 'interrupted') THEN 'cancelled' ELSE state END, updated_at = ?
+         WHERE id = ? AND state NOT IN ${FINAL_SQL}
+         RETURNING *`,
+      ).get(new Date().toISOString(), id) as JobRow | undefined;
+      return row ? toRecord(row) : null;
+    });
+  }
+
+  acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    return answer(() =>
+      this.#db.prepare(
+        `INSERT INTO leases (name, holder, until_ms) VALUES (?, ?, ${NOW_MS} + ?)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+         WHERE leases.holder = excluded.holder OR leases.until_ms < ${NOW_MS}
+         RETURNING holder`,
+      ).get(name, holder, ttlMs) !== undefined
+    );
+  }
+
+  releaseLease(name: string, holder: string): Promise<void> {
+    return answer(() =>
+      void this.#db.prepare("DELETE FROM leases WHERE name = ? AND holder = ?").run(name, holder)
+    );
   }
 
   get(id: string): Promise<JobRecord | null> {
@@ -90,11 +158,14 @@ export class SqliteStore implements Store {
     });
   }
 
-  update(id: string, fields: JobFields): Promise<JobRecord> {
+  update(id: string, fields: JobFields, owner?: string): Promise<JobRecord> {
     return answer(() => {
       const columns = updateColumns(fields, new Date().toISOString());
-      this.#db.prepare(`UPDATE jobs SET ${columns.map(([c]) => `${c} = ?`).join(", ")} WHERE id = ?`)
-        .run(...columns.map(([, v]) => v), id);
+      const held = owner === undefined ? "" : " AND owner = ?";
+      const result = this.#db.prepare(
+        `UPDATE jobs SET ${columns.map(([c]) => `${c} = ?`).join(", ")} WHERE id = ?${held}`,
+      ).run(...columns.map(([, v]) => v), id, ...(owner === undefined ? [] : [owner]));
+      if (owner !== undefined && Number(result.changes) === 0) throw leaseLost(id, owner);
       return this.#get(id)!;
     });
   }
@@ -155,6 +226,11 @@ export class SqliteStore implements Store {
     return answer(() => void (this.#db.isOpen && this.#db.close()));
   }
 }
+
+/** The database's clock in ms since the epoch: leases are measured on it, whichever host writes them. */
+const NOW_MS = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+const ACTIVE_SQL = `(${ACTIVE_STATES.map((s) => `'${s}'`).join(", ")})`;
+const FINAL_SQL = `(${FINAL_STATES.map((s) => `'${s}'`).join(", ")})`;
 
 /** A synchronous answer as a promise: what it throws is a rejection, as from any other store. */
 function answer<T>(work: () => T): Promise<T> {

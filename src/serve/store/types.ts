@@ -8,6 +8,7 @@
  */
 
 import type { HistoryPoint } from "../../flexora/mod.ts";
+import type { LeaseTable } from "../lease.ts";
 
 /** Every job state, in the order a job can pass through them. */
 export const JOB_STATES = [
@@ -54,6 +55,10 @@ export interface JobRecord {
   readonly error: { readonly code: string; readonly message: string } | null;
   /** Automatic resumptions after the runner died, since the last start by hand. */
   readonly retries: number;
+  /** The sidecar that claimed it last (it holds the lease while the job is active), or null. */
+  readonly owner: string | null;
+  /** Its next run continues from its checkpoint (it ran before). */
+  readonly resume: boolean;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -65,6 +70,40 @@ export interface JobFields {
   result?: unknown;
   error?: JobRecord["error"];
   retries?: number;
+  resume?: boolean;
+}
+
+/** The code of a job's error when its runner died; such jobs are interrupted and retried. */
+export const RUNNER_DIED = "runner_died";
+
+/** Who takes a job, for how long, and which jobs it can run. */
+export interface Claimer {
+  /** The sidecar's id: it holds the job's lease. */
+  readonly owner: string;
+  /** How long the lease lasts without a heartbeat, in ms of the database's clock. */
+  readonly leaseMs: number;
+  /** The devices it trains on: a job whose request names another waits for a sidecar that has it. */
+  readonly devices: readonly string[];
+}
+
+/** What the owner of a running job learns from renewing its lease. */
+export interface Heartbeat {
+  /** False when the lease was lost (it lapsed and the job was taken back): the owner must stop the job. */
+  readonly held: boolean;
+  /** Someone asked, on any sidecar, to cancel the job. */
+  readonly cancelRequested: boolean;
+}
+
+/** Thrown by an update that names an owner which no longer holds the job's lease. */
+export class LeaseLostError extends Error {
+  override name = "LeaseLostError";
+}
+
+/** The error of an update by `owner`, which no longer holds job `id`. */
+export function leaseLost(id: string, owner: string): LeaseLostError {
+  return new LeaseLostError(
+    `job '${id}': sidecar '${owner}' no longer holds its lease (another sidecar took it)`,
+  );
 }
 
 /** One point of a job's history, with its id: ids only grow, so `after` an id pages through it. */
@@ -76,15 +115,35 @@ export interface JobStore {
   create(id: string, request: Record<string, unknown>): Promise<JobRecord>;
   /**
    * Takes the oldest queued job: one statement moves it from `queued` to `starting` and returns it, so two
-   * callers (two sidecars on one database included) never take the same job. Null when none is queued.
+   * callers (two sidecars on one database included) never take the same job. Null when none is queued. With a
+   * claimer (a sidecar), the claim also gives it the job's lease and takes only jobs whose device it has.
    */
-  claim(): Promise<JobRecord | null>;
+  claim(by?: Claimer): Promise<JobRecord | null>;
+  /** Renews the lease of `owner` on a running job, and reads whether a cancel was asked for. */
+  heartbeat(id: string, owner: string, leaseMs: number): Promise<Heartbeat>;
+  /**
+   * Queues again, to resume from their checkpoints, the jobs no sidecar works on: active jobs whose lease lapsed
+   * (their sidecar died or lost the database), that have no owner, or that `owner` held (this sidecar's previous
+   * life, at its start); and interrupted jobs (a sidecar stopped) except those whose automatic retries after
+   * their runner died (`error.code` {@link RUNNER_DIED}) reached `maxRetries`. One statement: each job is taken back
+   * once, by one caller; returns them.
+   */
+  recover(maxRetries: number, owner?: string): Promise<JobRecord[]>;
+  /**
+   * Cancel from any sidecar: a queued or interrupted job is cancelled at once; a running one is marked, and its
+   * owner stops it at its next heartbeat. Null when the job is finished or unknown.
+   */
+  requestCancel(id: string): Promise<JobRecord | null>;
   /** The job, or null. */
   get(id: string): Promise<JobRecord | null>;
   /** Every job, oldest first (optionally only some states). */
   list(states?: readonly JobState[]): Promise<JobRecord[]>;
-  /** Updates some fields of a job (attach results and errors are stored with credentials redacted). */
-  update(id: string, fields: JobFields): Promise<JobRecord>;
+  /**
+   * Updates some fields of a job (attach results and errors are stored with credentials redacted). With `owner`,
+   * only while `owner` holds the job, so a sidecar that lost its lease cannot overwrite what the new owner
+   * writes: otherwise it throws {@link LeaseLostError}.
+   */
+  update(id: string, fields: JobFields, owner?: string): Promise<JobRecord>;
   /** Appends a point to a job's history; returns its row. */
   addPoint(id: string, point: HistoryPoint): Promise<HistoryRow>;
   /** A job's history points with an id past `after`, oldest first, at most `limit` (-1: all). */
@@ -170,7 +229,7 @@ export interface ArtifactStore {
 }
 
 /** One database: the jobs with their history, the desired attachments, the artifacts. */
-export interface Store extends JobStore {
+export interface Store extends JobStore, LeaseTable {
   /** The store's URL, credentials redacted (`sqlite:PATH`, `postgres://user@host/db`). */
   readonly url: string;
   readonly desired: DesiredStore;
