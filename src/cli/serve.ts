@@ -123,7 +123,8 @@ export const serveCommand: Command = {
   usage:
     "[--host H] [--allowed-host NAME]... [--port P] [--data-dir DIR] [--store URL] [--root DIR]... [--allow-hub] [--allow-hub-from LIST] " +
     "[--servers FILE] [--embedded-model DIR] " +
-    "[--embedded-port P] [--device D] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S]",
+    "[--embedded-port P] [--device D] [--reconcile-interval S] [--reconcile-jitter F] [--reconcile-max-backoff S] " +
+    "[--heartbeat S]",
   options: {
     host: { type: "string" },
     "allowed-host": { type: "string", multiple: true },
@@ -140,6 +141,7 @@ export const serveCommand: Command = {
     "reconcile-interval": { type: "string" },
     "reconcile-jitter": { type: "string" },
     "reconcile-max-backoff": { type: "string" },
+    heartbeat: { type: "string" },
   },
   help: {
     host: "H  address to listen on (default 127.0.0.1; off loopback every route needs the token)",
@@ -165,6 +167,9 @@ export const serveCommand: Command = {
     "reconcile-interval": "S  seconds between two checks of each replica's adapters (default 15)",
     "reconcile-jitter": "F  each wait is the interval times 1 ± F, drawn at random (default 0.1)",
     "reconcile-max-backoff": "S  longest wait before retrying a failing replica (default 300)",
+    heartbeat:
+      "S  seconds between renewals of a running job's lease and checks of the shared queue (default 5); a lease " +
+      "lasts three, after which another sidecar resumes a dead one's job (docs/scale.md)",
   },
   async run(values, _positionals, io) {
     // Log lines can quote a server's URL (reconcile errors): its credentials are not printed.
@@ -234,6 +239,7 @@ export const serveCommand: Command = {
         servers,
         device,
         reconcile: Object.fromEntries(Object.entries(reconcile).filter(([, v]) => v !== undefined)),
+        heartbeatMs: seconds("heartbeat"),
       },
       PLUGINS,
       { onReconcile: reconcileLog(log) },

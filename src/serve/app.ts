@@ -13,6 +13,7 @@ import type { CallContext, ServerKind, ServerPlugin } from "../../plugins/types.
 import type { Metrics, SidecarConfig, SidecarDeps } from "./deps.ts";
 import { errorBody, toResponse } from "./errors.ts";
 import { JobManager } from "./jobs.ts";
+import { sidecarId } from "./lease.ts";
 import type { Spawn } from "./spawn.ts";
 import {
   attachEverywhere,
@@ -71,6 +72,7 @@ export async function createSidecar(
   await privateDataDir(config.dataDir);
   const store = await openStore(config.store, config.dataDir);
   const call = overrides.call ?? { fetch };
+  const owner = config.sidecarId ?? await sidecarId(config.dataDir);
   const reconciler = new Reconciler({
     store: store.desired,
     servers: config.servers,
@@ -78,6 +80,7 @@ export async function createSidecar(
     call,
     settings: config.reconcile,
     clock: overrides.clock,
+    fleet: { leases: store, holder: owner },
     onEvent: (e) => {
       overrides.onReconcile?.(e);
       manager.reconciled(e); // a job whose attach failed follows the loop's later success
@@ -103,6 +106,8 @@ export async function createSidecar(
     spawn: overrides.spawn,
     stopGraceMs: config.stopGraceMs,
     maxRetries: config.maxRetries,
+    owner,
+    heartbeatMs: config.heartbeatMs,
   });
   const deps: SidecarDeps = { config, store, manager, reconciler, attach, plugins, call, metrics };
 

@@ -52,6 +52,13 @@ export interface SidecarConfig {
   readonly stopGraceMs?: number;
   /** Automatic resumptions of a job whose runner died (default 2). */
   readonly maxRetries?: number;
+  /** This sidecar's id in the store (default: kept in `<dataDir>/sidecar-id`, made at the first start). */
+  readonly sidecarId?: string;
+  /**
+   * How often a running job's lease is renewed and the shared queue checked (default 5000 ms; `flexora serve
+   * --heartbeat`); a lease lasts three heartbeats, so a dead sidecar's jobs resume elsewhere within about that.
+   */
+  readonly heartbeatMs?: number;
 }
 
 /** Counters for `/metrics`. */

@@ -8,8 +8,15 @@
  * re-read an evicted adapter from its path. A job starts only through the store's atomic claim. Cancel asks the
  * runner to stop (it checkpoints), then ends it: SIGTERM after a grace period, SIGKILL after another. A runner
  * that dies without a word (the OOM killer's SIGKILL) leaves its job `interrupted`, resumed from its checkpoint
- * automatically a bounded number of times. Jobs found running at start-up are marked interrupted and queued
- * again to resume from their last checkpoint.
+ * automatically a bounded number of times.
+ *
+ * Leases ({@link JobStore.claim}): a claimed job is held by this sidecar (`owner`) until its lease lapses; a
+ * heartbeat renews it while the job runs and reads whether another sidecar asked to cancel it. The same tick takes
+ * back the jobs no sidecar works on ({@link JobStore.recover}: a lapsed lease, its host died; or interrupted by a
+ * stopped sidecar) and claims queued jobs submitted elsewhere. At start the sidecar takes back the jobs its
+ * previous life held: on one host with SQLite, that is the whole of "jobs found running at start-up are queued
+ * again to resume from their last checkpoint". Writes about a running job are fenced by the lease, so a sidecar
+ * that lost it (cut off longer than the lease) stops its runner and overwrites nothing.
  *
  * @module
  */
@@ -25,7 +32,6 @@ import { type RunnerExit, type RunnerHandle, type Spawn, spawnRunner } from "./s
 import type { AttachReport } from "./reconcile/operations.ts";
 import type { ReconcileEvent } from "./reconcile/reconciler.ts";
 import {
-  ACTIVE_STATES,
   type Attachment,
   FINAL_STATES,
   type HistoryRow,
@@ -33,6 +39,9 @@ import {
   type JobRecord,
   type JobState,
   type JobStore,
+  leaseLost,
+  LeaseLostError,
+  RUNNER_DIED,
 } from "./store/mod.ts";
 
 const JobRequestSchema = z.object({
@@ -81,12 +90,24 @@ export interface JobManagerOptions {
   readonly stopGraceMs?: number;
   /** Automatic resumptions of a job whose runner died (default 2). */
   readonly maxRetries?: number;
+  /** This sidecar's id, which holds the leases of the jobs it runs (default: a random one). */
+  readonly owner?: string;
+  /**
+   * How often a running job's lease is renewed, lapsed leases looked for and the shared queue checked (default
+   * 5000 ms); a lease lasts three heartbeats. Followers of a job another sidecar runs poll it as often (at most
+   * every second).
+   */
+  readonly heartbeatMs?: number;
 }
 
-/** One change of a job: the record, and the history point the change added, if any. */
+/**
+ * One change of a job: the record, and the history point the change added, if any (`points`: several, for a job
+ * another sidecar runs, read from the store at once).
+ */
 export interface JobChange {
   readonly job: JobRecord;
   readonly point?: HistoryRow;
+  readonly points?: readonly HistoryRow[];
 }
 
 type Listener = (change: JobChange) => void;
@@ -99,6 +120,8 @@ interface Slot {
   cancelled: boolean;
   /** Set once the runner was asked to stop; its escalation timers. */
   stopping: ReturnType<typeof setTimeout>[] | null;
+  /** The lease lapsed and another sidecar may have the job: nothing more is written about it here. */
+  lost: boolean;
 }
 
 /** Stage of a progress event → job state. */
@@ -109,15 +132,17 @@ const STAGE_STATE: Record<string, JobState> = {
   export: "exporting",
 };
 
-/** The code of a job's error when its runner died; such jobs are interrupted and retried. */
-export const RUNNER_DIED = "runner_died";
+export { RUNNER_DIED };
 
 /** The queue and its one worker. */
 export class JobManager {
   readonly #o: ManagerSettings;
   readonly #listeners = new Map<string, Set<Listener>>();
-  readonly #resume = new Set<string>();
   #slot: Slot | null = null;
+  #ticker: ReturnType<typeof setInterval> | null = null;
+  /** The pollers of subscriptions to jobs that may run elsewhere; stopped at close. */
+  readonly #polls = new Set<ReturnType<typeof setInterval>>();
+  #ticking = false;
   #closed = false;
   /** The worker loop is running; {@link #pump} asked for another claim while it was. */
   #busy = false;
@@ -135,22 +160,65 @@ export class JobManager {
       spawn: options.spawn ?? spawnRunner,
       stopGraceMs: options.stopGraceMs ?? 10_000,
       maxRetries: options.maxRetries ?? 2,
+      owner: options.owner ?? crypto.randomUUID(),
+      heartbeatMs: options.heartbeatMs ?? 5000,
     };
   }
 
+  /** This sidecar's id in the store. */
+  get owner(): string {
+    return this.#o.owner;
+  }
+
+  get #leaseMs(): number {
+    return 3 * this.#o.heartbeatMs;
+  }
+
   /**
-   * Marks jobs found running as interrupted and queues them to resume (as well as interrupted ones, except those
-   * whose automatic retries ran out); starts the worker.
+   * Queues again, to resume, the jobs this sidecar held before it restarted and those no sidecar works on
+   * (interrupted ones too, except those whose automatic retries ran out); starts the worker and the heartbeat.
    */
   async start(): Promise<void> {
-    for (const job of await this.#o.store.list([...ACTIVE_STATES, "interrupted"])) {
-      const gaveUp = job.state === "interrupted" && job.error?.code === RUNNER_DIED &&
-        job.retries >= this.#o.maxRetries;
-      if (gaveUp) continue;
-      await this.#o.store.update(job.id, { state: "interrupted" });
-      await this.#requeue(job.id, { error: job.error });
-    }
+    for (const job of await this.#o.store.recover(this.#o.maxRetries, this.#o.owner)) this.#notify(job);
+    this.#ticker = setInterval(() => void this.#tick(), this.#o.heartbeatMs);
     this.#pump();
+  }
+
+  /**
+   * The heartbeat: renews the running job's lease (a lost one stops it; a cancel asked on another sidecar is
+   * carried out here), takes back jobs no sidecar works on, and looks for queued work. A failing database is
+   * logged, and the next tick tries again.
+   */
+  async #tick(): Promise<void> {
+    if (this.#ticking || this.#closed) return;
+    this.#ticking = true;
+    const slot = this.#slot;
+    try {
+      if (slot && !slot.lost) {
+        const beat = await this.#o.store.heartbeat(slot.id, this.#o.owner, this.#leaseMs);
+        if (!beat.held) this.#lose(slot);
+        else if (beat.cancelRequested && !slot.cancelled) {
+          slot.cancelled = true;
+          this.#stop(slot);
+        }
+      }
+      for (const job of await this.#o.store.recover(this.#o.maxRetries)) this.#notify(job);
+      this.#pump();
+    } catch (e) {
+      console.error(
+        `sidecar ${this.#o.owner}: heartbeat failed (${e instanceof Error ? e.message : e}); retrying`,
+      );
+    } finally {
+      this.#ticking = false;
+    }
+  }
+
+  /** The lease lapsed (this sidecar was cut off): another sidecar resumes the job; the runner here is ended. */
+  #lose(slot: Slot): void {
+    if (slot.lost) return;
+    slot.lost = true;
+    console.error(`job ${slot.id}: this sidecar lost its lease; another sidecar resumes it`);
+    slot.runner?.kill("SIGKILL");
   }
 
   async get(id: string): Promise<JobRecord> {
@@ -199,7 +267,10 @@ export class JobManager {
       this.#stop(this.#slot);
       return job;
     }
-    return await this.#set(id, { state: "cancelled" });
+    // Queued or interrupted: cancelled at once. Running on another sidecar: its heartbeat sees the request.
+    const asked = await this.#o.store.requestCancel(id);
+    if (!asked) throw new JobError(409, `job '${id}' already ${(await this.get(id)).state}`);
+    return this.#notify(asked);
   }
 
   /** Queues an interrupted or cancelled job again, to continue from its checkpoint; 409 otherwise. */
@@ -213,11 +284,40 @@ export class JobManager {
     return queued;
   }
 
-  /** Calls `listener` after every change of the job; returns the unsubscribe function. */
+  /**
+   * Calls `listener` after every change of the job; returns the unsubscribe function. Changes made here arrive
+   * at once; those of a job another sidecar runs are read from the store every heartbeat (at most every second).
+   */
   subscribe(id: string, listener: Listener): () => void {
+    let seen = { at: "", point: -1 };
+    // Asked now, so no point made after the subscription is missed (the caller reads its snapshot after).
+    const base = this.#o.store.lastPoint(id);
+    base.catch(() => {});
+    const mine: Listener = (change) => {
+      seen = { at: change.job.updatedAt, point: change.point?.id ?? seen.point };
+      listener(change);
+    };
     const set = this.#listeners.get(id) ?? new Set();
-    this.#listeners.set(id, set.add(listener));
-    return () => set.delete(listener);
+    this.#listeners.set(id, set.add(mine));
+    let polling = false;
+    const poll = setInterval(async () => {
+      if (polling || this.#closed || this.#slot?.id === id) return;
+      polling = true;
+      try {
+        const job = await this.#o.store.get(id);
+        if (!job || job.updatedAt === seen.at) return;
+        if (seen.point < 0) seen.point = await base;
+        const points = await this.#o.store.history(id, seen.point, -1);
+        seen = { at: job.updatedAt, point: points.at(-1)?.id ?? seen.point };
+        listener({ job, points });
+      } catch (e) {
+        console.error(`job ${id}: following it failed (${e instanceof Error ? e.message : e}); retrying`);
+      } finally {
+        polling = false;
+      }
+    }, Math.min(this.#o.heartbeatMs, 1000));
+    this.#polls.add(poll);
+    return () => (clearInterval(poll), this.#polls.delete(poll), set.delete(mine));
   }
 
   /**
@@ -261,6 +361,8 @@ export class JobManager {
   /** Stops the running job (it checkpoints and becomes interrupted) and the worker. */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#ticker !== null) clearInterval(this.#ticker);
+    for (const poll of this.#polls) clearInterval(poll);
     if (this.#slot) this.#stop(this.#slot);
     await this.idle;
     await this.#reconciling;
@@ -278,12 +380,17 @@ export class JobManager {
   }
 
   #requeue(id: string, fields: { retries?: number; error?: JobRecord["error"] } = {}): Promise<JobRecord> {
-    this.#resume.add(id);
-    return this.#set(id, { state: "queued", ...fields });
+    return this.#set(id, { state: "queued", resume: true, ...fields });
   }
 
   async #set(id: string, fields: JobFields, point?: HistoryRow): Promise<JobRecord> {
     return this.#notify(await this.#o.store.update(id, fields), point);
+  }
+
+  /** A change to the job `slot` runs, fenced by its lease: throws {@link LeaseLostError} once it is lost. */
+  async #own(slot: Slot, fields: JobFields, point?: HistoryRow): Promise<JobRecord> {
+    if (slot.lost) throw leaseLost(slot.id, this.#o.owner);
+    return this.#notify(await this.#o.store.update(slot.id, fields, this.#o.owner), point);
   }
 
   #notify(job: JobRecord, point?: HistoryRow): JobRecord {
@@ -313,7 +420,11 @@ export class JobManager {
     try {
       while (!this.#closed) {
         this.#wanted = false;
-        const next = await this.#o.store.claim();
+        const next = await this.#o.store.claim({
+          owner: this.#o.owner,
+          leaseMs: this.#leaseMs,
+          devices: [...new Set([this.#o.device, "cpu"])],
+        });
         if (next) await this.#take(next);
         else if (!this.#wanted) return; // nothing was submitted while the claim ran
       }
@@ -324,15 +435,24 @@ export class JobManager {
 
   /** Runs a claimed job to its end; whatever goes wrong fails this job only, and the sidecar keeps serving. */
   async #take(next: JobRecord): Promise<void> {
-    const slot: Slot = this.#slot = { id: next.id, runner: null, cancelled: false, stopping: null };
+    const slot: Slot = this.#slot = {
+      id: next.id,
+      runner: null,
+      cancelled: false,
+      stopping: null,
+      lost: false,
+    };
     this.#notify(next);
     try {
       await this.#run(next, slot);
     } catch (e) {
       slot.runner?.kill("SIGKILL");
-      const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-      await this.#set(next.id, { state: "failed", error: { code: "internal", message } })
-        .catch((e2) => console.error(`job ${next.id}: could not record its failure (${message}): ${e2}`));
+      if (e instanceof LeaseLostError) this.#lose(slot); // another sidecar resumes it: nothing to record here
+      else {
+        const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+        await this.#own(slot, { state: "failed", error: { code: "internal", message } })
+          .catch((e2) => console.error(`job ${next.id}: could not record its failure (${message}): ${e2}`));
+      }
     } finally {
       for (const t of slot.stopping ?? []) clearTimeout(t);
       this.#slot = null;
@@ -351,12 +471,12 @@ export class JobManager {
       options: req.options,
       out,
       checkpointDir: join(dir, "checkpoints"),
-      resume: this.#resume.delete(job.id),
+      resume: job.resume,
       padLayers: req.padLayers,
       device: req.device ?? this.#o.device,
     });
     if (slot.cancelled || this.#closed) {
-      await this.#set(job.id, { state: slot.cancelled ? "cancelled" : "interrupted" });
+      await this.#own(slot, { state: slot.cancelled ? "cancelled" : "interrupted" });
       return;
     }
     // The submit route confines a local model to an absolute path; anything else is a Hub id the job downloads.
@@ -367,34 +487,35 @@ export class JobManager {
       if (e.type === "download") {
         const { file, received, total, elapsed, eta } = e;
         const progress = { stage: "download", file, step: received, total, elapsed, eta };
-        await this.#set(job.id, { state: "downloading", progress });
+        await this.#own(slot, { state: "downloading", progress });
       } else if (e.type === "start") {
         // A resumed stage starts from its checkpoint: the points after it will be made again.
         await this.#o.store.rewindHistory(job.id, e.stage, e.step);
-        await this.#set(job.id, { state: STAGE_STATE[e.stage] });
+        await this.#own(slot, { state: STAGE_STATE[e.stage] });
       } else if (e.type === "progress") {
         const point = historyPoint(e.event);
         const row = point ? await this.#o.store.addPoint(job.id, point) : undefined;
-        await this.#set(job.id, { state: STAGE_STATE[e.event.stage], progress: e.event }, row);
+        await this.#own(slot, { state: STAGE_STATE[e.event.stage], progress: e.event }, row);
       } else if (e.type === "warning") {
         warnings.push(e.message);
-        await this.#set(job.id, { result: { warnings } });
+        await this.#own(slot, { result: { warnings } });
       } else if (e.type === "result") summary = e.summary;
       else last = e;
     }
     const exit = await runner.exited;
-    if (summary) return await this.#finish(job.id, req, { ...summary, warnings, adapterPath: out });
-    if (slot.cancelled) return void await this.#set(job.id, { state: "cancelled" });
-    if (last?.type === "stopped") return void await this.#set(job.id, { state: "interrupted" });
+    if (summary) return await this.#finish(slot, req, { ...summary, warnings, adapterPath: out });
+    if (slot.cancelled) return void await this.#own(slot, { state: "cancelled" });
+    if (last?.type === "stopped") return void await this.#own(slot, { state: "interrupted" });
     if (last?.type === "error") {
       const message = `${last.name}: ${last.message}`;
-      return void await this.#set(job.id, { state: "failed", error: { code: "training_failed", message } });
+      return void await this.#own(slot, { state: "failed", error: { code: "training_failed", message } });
     }
-    await this.#died(job.id, exit);
+    await this.#died(slot, exit);
   }
 
   /** A runner that ended without a word: the job is interrupted, and resumed while retries are left. */
-  async #died(id: string, exit: RunnerExit): Promise<void> {
+  async #died(slot: Slot, exit: RunnerExit): Promise<void> {
+    const id = slot.id;
     const how = exit.signal
       ? `killed by ${exit.signal}${exit.signal === "SIGKILL" ? " (the out-of-memory killer sends it)" : ""}`
       : `ended with code ${exit.code} before its result`;
@@ -402,17 +523,23 @@ export class JobManager {
     if (this.#closed || retries >= max) {
       const what = this.#closed ? "" : `; it was resumed ${max} times already: resume it by hand`;
       const error = { code: RUNNER_DIED, message: `the training process was ${how}${what}` };
-      return void await this.#set(id, { state: "interrupted", error });
+      return void await this.#own(slot, { state: "interrupted", error });
     }
     const message = `the training process was ${how}; resuming from its checkpoint (retry ${
       retries + 1
     } of ${max})`;
-    await this.#requeue(id, { retries: retries + 1, error: { code: RUNNER_DIED, message } });
+    await this.#own(slot, {
+      state: "queued",
+      resume: true,
+      retries: retries + 1,
+      error: { code: RUNNER_DIED, message },
+    });
   }
 
-  async #finish(id: string, req: JobRequest, result: Record<string, unknown> & { adapterPath: string }) {
+  async #finish(slot: Slot, req: JobRequest, result: Record<string, unknown> & { adapterPath: string }) {
+    const id = slot.id;
     if (!req.attach) {
-      await this.#set(id, { state: "succeeded", result, error: null });
+      await this.#own(slot, { state: "succeeded", result, error: null });
       return;
     }
     // Recorded as desired state, so a retrained version rolls out through the same swap path as an attach.
@@ -424,13 +551,13 @@ export class JobManager {
       path: result.adapterPath,
       rank: (await readAdapterConfig(result.adapterPath)).r,
     };
-    await this.#set(id, { state: "attaching", result, error: null });
+    await this.#own(slot, { state: "attaching", result, error: null });
     try {
       const attach = await this.#o.attach(attachment);
-      await this.#set(id, { state: "succeeded", result: { ...result, attach } });
+      await this.#own(slot, { state: "succeeded", result: { ...result, attach } });
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
-      await this.#set(id, { state: "attach_failed", result, error: { code: "attach_failed", message } });
+      await this.#own(slot, { state: "attach_failed", result, error: { code: "attach_failed", message } });
     }
   }
 }

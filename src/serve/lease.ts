@@ -17,6 +17,9 @@
  * @module
  */
 
+import { hostname } from "node:os";
+import { join } from "node:path";
+
 /** Where leases live: the store every sidecar of a deployment shares. */
 export interface LeaseTable {
   /**
@@ -109,19 +112,25 @@ export class Leadership {
     return this.leader;
   }
 
-  /** Renews three times per `ttlMs` until {@link stop}. */
-  start(): void {
-    if (this.#loop) return;
+  /**
+   * Renews three times per `ttlMs` until {@link stop}; the promise settles after the first attempt, with whether
+   * it leads.
+   */
+  start(): Promise<boolean> {
+    if (this.#loop) return Promise.resolve(this.leader);
     const period = this.#o.ttlMs / 3, signal = this.#stopping.signal;
+    const first = this.renew();
     this.#loop = (async () => {
+      await first;
       while (!signal.aborted) {
-        await this.renew();
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, period);
           signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
         });
+        if (!signal.aborted) await this.renew();
       }
     })();
+    return first;
   }
 
   /** Stops renewing and gives the lease up (so a follower takes over on its next try, not at expiry). */
@@ -139,4 +148,21 @@ export class Leadership {
     this.#was = leader;
     this.#o.onChange?.(leader);
   }
+}
+
+/**
+ * This sidecar's id in a shared store: kept in `<dataDir>/sidecar-id` (the host's name and a random part, made at
+ * the first start), so a restarted sidecar knows the jobs it held in its previous life and takes them back at once.
+ */
+export async function sidecarId(dataDir: string): Promise<string> {
+  const file = join(dataDir, "sidecar-id");
+  try {
+    const id = (await Deno.readTextFile(file)).trim();
+    if (id) return id;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const id = `${hostname()}-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.writeTextFile(file, id + "\n", { mode: 0o600 });
+  return id;
 }

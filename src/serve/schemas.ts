@@ -51,6 +51,12 @@ export const Job = z.object({
   result: z.record(z.string(), z.unknown()).nullable(),
   error: z.object({ code: z.string(), message: z.string() }).nullable(),
   retries: z.int().min(0).openapi({ description: "automatic resumptions after its runner died" }),
+  owner: z.string().nullable().openapi({
+    description:
+      "the sidecar that claimed it last (GET /healthz names each sidecar); it holds the job's lease " +
+      "while the job runs",
+  }),
+  resume: z.boolean().openapi({ description: "its next run continues from its checkpoint" }),
   createdAt: z.string(),
   updatedAt: z.string(),
 }).openapi("Job");

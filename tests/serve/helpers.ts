@@ -214,6 +214,8 @@ export async function testSidecar(
     allowHub?: boolean | string[];
     /** The sidecar's device (`serve --device`, as resolved at its start). */
     device?: SidecarConfig["device"];
+    sidecarId?: string;
+    heartbeatMs?: number;
   } = {},
 ): Promise<TestSidecar> {
   const dir = options.dataDir
@@ -238,6 +240,8 @@ export async function testSidecar(
       stopGraceMs: options.stopGraceMs,
       maxRetries: options.maxRetries,
       reconcile: options.reconcile,
+      sidecarId: options.sidecarId,
+      heartbeatMs: options.heartbeatMs,
     },
     options.servers
       ? { ...plugins, ...Object.fromEntries(options.servers.map((s) => [s.kind, PLUGINS[s.kind]])) }

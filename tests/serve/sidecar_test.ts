@@ -178,7 +178,7 @@ Deno.test("SSE events follow a job to its final state", async () => {
 Deno.test("health, metrics, servers and the OpenAPI description", async () => {
   const s = await testSidecar();
   try {
-    assert.deepEqual(await (await s.app.request("/healthz")).json(), { ok: true });
+    assert.deepEqual(await (await s.app.request("/healthz")).json(), { ok: true, sidecar: s.manager.owner });
     const metrics = await (await s.request("/metrics")).text();
     assert.match(metrics, /^flexora_jobs\{state="queued"\} 0$/m);
     assert.match(metrics, /^flexora_errors_total \d+$/m);

@@ -6,11 +6,18 @@
  * change the desired table first, then act on the replicas one by one and report per replica; the loop repairs
  * what they could not reach.
  *
+ * Sidecars sharing a store (`fleet`): the loop of a deployment runs only on the holder of the lease
+ * `reconcile:<server>` ({@link ../lease.ts}), taken for half an interval and renewed, so a new leader takes over
+ * within about two thirds of an interval of the old one's death and passes within the next interval. Each
+ * replica's lock is held across sidecars too (the lease `replica:<server>:<index>`, for the pass timeout): a pass,
+ * an attach and a detach on one replica never interleave, whichever sidecars run them.
+ *
  * @module
  */
 
 import type { CallContext, ServerConfig, ServerKind, ServerPlugin } from "../../../plugins/types.ts";
 import { type DeploymentConfig, replicasOf } from "../deployments.ts";
+import { Leadership, type LeaseTable } from "../lease.ts";
 import type { Attachment, Desired, DesiredStore } from "../store/mod.ts";
 import { Mutex } from "./lock.ts";
 import { ensureAbsent, reconcileReplica, type Target } from "./pass.ts";
@@ -43,6 +50,8 @@ export interface ReconcilerOptions {
   readonly clock?: Clock;
   /** Called after every pass and operation (logging, tests). */
   readonly onEvent?: (e: ReconcileEvent) => void;
+  /** The leases shared with the other sidecars of the store, and this sidecar's id (see the module doc). */
+  readonly fleet?: { readonly leases: LeaseTable; readonly holder: string };
 }
 
 /** A configured server in `GET /v1/servers`: its desired rows and its replicas. */
@@ -50,6 +59,8 @@ export interface ServerState {
   readonly name: string;
   readonly desired: readonly Desired[];
   readonly replicas: readonly ReplicaReport[];
+  /** Whether this sidecar runs the deployment's loop (always, alone on its store). */
+  readonly leader: boolean;
 }
 
 interface Replica {
@@ -62,6 +73,8 @@ interface Deployment {
   readonly config: DeploymentConfig;
   readonly replicas: readonly Replica[];
   readonly rollout: Mutex;
+  /** Who runs the loop, among sidecars sharing the store; null alone. */
+  readonly leadership: Leadership | null;
 }
 
 /**
@@ -101,7 +114,16 @@ export class Reconciler {
         state: new ReplicaState(config.name, server.url),
         lock: new Mutex(),
       }));
-      this.#deployments.set(config.name, { config, replicas, rollout: new Mutex() });
+      const fleet = options.fleet;
+      const leadership = fleet
+        ? new Leadership({
+          table: fleet.leases,
+          name: `reconcile:${config.name}`,
+          holder: fleet.holder,
+          ttlMs: this.settings.intervalMs / 2,
+        })
+        : null;
+      this.#deployments.set(config.name, { config, replicas, rollout: new Mutex(), leadership });
     }
   }
 
@@ -109,7 +131,8 @@ export class Reconciler {
   start(signal?: AbortSignal): void {
     const stop = signal ? AbortSignal.any([signal, this.#stopping.signal]) : this.#stopping.signal;
     for (const d of this.#deployments.values()) {
-      for (const r of d.replicas) this.#loops.push(this.#loop(d, r, stop));
+      const led = d.leadership?.start() ?? Promise.resolve(true);
+      for (const r of d.replicas) this.#loops.push(this.#loop(d, r, stop, led));
     }
   }
 
@@ -117,6 +140,7 @@ export class Reconciler {
   async stop(): Promise<void> {
     this.#stopping.abort();
     await Promise.all(this.#loops);
+    await Promise.all([...this.#deployments.values()].map((d) => d.leadership?.stop()));
   }
 
   /** The deployment `server`; throws when it is not configured. */
@@ -126,8 +150,9 @@ export class Reconciler {
     return d;
   }
 
-  async #loop(d: Deployment, r: Replica, signal: AbortSignal): Promise<void> {
+  async #loop(d: Deployment, r: Replica, signal: AbortSignal, led: Promise<unknown>): Promise<void> {
     const s = this.settings, clock = this.#clock;
+    await led; // who leads is known before the first pass
     let delay = clock.random() * s.intervalMs * s.jitter; // the first passes soon after start, spread out
     while (!signal.aborted) {
       r.state.nextAttempt = clock.now() + delay;
@@ -136,7 +161,8 @@ export class Reconciler {
       // A replica is contacted only when its server has desired rows: otherwise there is nothing to keep true.
       // Nothing may end the loop but the signal (an unexpected error is the replica's last error).
       try {
-        if ((await this.#o.store.list(d.config.name)).length > 0) await this.#pass(d, r, "loop");
+        const leads = d.leadership?.leader ?? true; // another sidecar runs this deployment's loop
+        if (leads && (await this.#o.store.list(d.config.name)).length > 0) await this.#pass(d, r, "loop");
       } catch (e) {
         r.state.lastError = e instanceof Error ? e.message : String(e);
       }
@@ -170,6 +196,10 @@ export class Reconciler {
         this.settings.passTimeoutMs,
       );
       const signal = AbortSignal.any([this.#stopping.signal, timeout.signal]);
+      const release = await this.#holdReplica(d, r, signal).catch((e) => {
+        clearTimeout(timer);
+        throw e;
+      });
       // The loop is the retry: its passes make one retry at most.
       const retries = trigger === "loop" ? Math.min(this.#o.call.retries ?? 1, 1) : this.#o.call.retries;
       const t: Target = {
@@ -180,7 +210,7 @@ export class Reconciler {
         rollout: d.rollout,
         now: () => this.#clock.now(),
       };
-      const result = await work(t).finally(() => clearTimeout(timer));
+      const result = await work(t).finally(() => (clearTimeout(timer), release()));
       if (trigger !== "detach") r.state.finishPass(started, result.outcomes, result.error);
       await this.#forgetCleared(d).catch(() => {}); // a store that failed now is asked again after the next pass
       const event = { trigger, server: d.config.name, url: r.server.url, startedAt: started, ...result };
@@ -252,7 +282,26 @@ export class Reconciler {
       name: d.config.name,
       desired: await this.#o.store.list(d.config.name),
       replicas: d.replicas.map((r) => r.state.report()),
+      leader: d.leadership?.leader ?? true,
     })));
+  }
+
+  /**
+   * Takes the replica's lease shared with the other sidecars (alone on a store: nothing to take), waiting while
+   * another holds it, for as long as `signal` lets; returns its release.
+   */
+  async #holdReplica(d: Deployment, r: Replica, signal: AbortSignal): Promise<() => Promise<void>> {
+    const fleet = this.#o.fleet;
+    if (!fleet) return () => Promise.resolve();
+    // By its place in the deployment: a URL can hold credentials, which the store never keeps.
+    const name = `replica:${d.config.name}:${d.replicas.indexOf(r)}`;
+    while (!(await fleet.leases.acquireLease(name, fleet.holder, this.settings.passTimeoutMs + 1000))) {
+      if (signal.aborted) {
+        throw new Error(`replica ${r.server.url}: another sidecar held it for the whole pass`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return () => fleet.leases.releaseLease(name, fleet.holder).catch(() => {});
   }
 
   /** The replicas' states, for `/metrics`. */

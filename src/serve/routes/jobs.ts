@@ -162,7 +162,8 @@ export function jobsApp(deps: SidecarDeps): OpenAPIHono {
       // for it, and those it already shows (older than it) are dropped.
       const early: JobChange[] = [];
       let first: JobRecord | null = null;
-      const forward = (change: JobChange) => send(change.job, change.point ? [change.point] : []);
+      const forward = (change: JobChange) =>
+        send(change.job, change.points ?? (change.point ? [change.point] : []));
       const unsubscribe = deps.manager.subscribe(
         id,
         (change) => first ? forward(change) : early.push(change),

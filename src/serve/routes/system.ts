@@ -94,7 +94,8 @@ async function reconcileMetrics(deps: SidecarDeps): Promise<string[]> {
 /** The system sub-app. */
 export function systemApp(deps: SidecarDeps): Hono {
   const app = new Hono();
-  app.get("/healthz", (c) => c.json({ ok: true }));
+  // The sidecar's id: the `owner` of the jobs it runs, among the sidecars sharing a store.
+  app.get("/healthz", (c) => c.json({ ok: true, sidecar: deps.manager.owner }));
   app.get(
     "/metrics",
     async (c) => c.text(await metricsText(deps), 200, { "content-type": "text/plain; version=0.0.4" }),
