@@ -11,16 +11,19 @@
 import {
   add,
   div,
+  exp,
+  less,
   maximum,
   minimum,
   mul,
-  pow,
+  neg,
   reduceMax,
   reduceMean,
   reduceSum,
   sqrt,
   sub,
   sum,
+  where,
 } from "../graph/build.ts";
 import type { Value } from "../graph/graph.ts";
 
@@ -108,8 +111,8 @@ export function adamw(options: AdamWOptions = {}): Optimizer {
     slots: ["m", "v"],
     maxGradNorm: options.maxGradNorm,
     update(states, { lr, step }) {
-      const c1 = sub(1, pow(lr.graph.scalar(b1, lr.dtype), step)); // 1 − β1ᵗ
-      const c2 = sub(1, pow(lr.graph.scalar(b2, lr.dtype), step));
+      const c1 = oneMinusPower(b1, step); // 1 − β1ᵗ
+      const c2 = oneMinusPower(b2, step);
       return states.map(({ param: p, grad: g, slots: [m, v] }) => {
         const m1 = add(mul(m, b1), mul(g, 1 - b1));
         const v1 = add(mul(v, b2), mul(square(g), 1 - b2));
@@ -119,6 +122,40 @@ export function adamw(options: AdamWOptions = {}): Optimizer {
       });
     },
   };
+}
+
+/**
+ * 1 − βᵗ for a scalar step t (Adam's bias correction), within a few ulp on every provider.
+ *
+ * Written as `sub(1, pow(β, t))` it is a difference of nearly equal numbers while βᵗ is near 1 (β2 = 0.999 early
+ * in training): 1 − 0.999 is 1e-3, so an error of 1e-7 in βᵗ is 1e-4 here, and in every parameter's update.
+ * Both parts of that error are real: β rounded to float32 (0.999 becomes 0.99900001, so 1 − β is 1.3e-5 off on
+ * the CPU), and WebGPU's `Pow` (WGSL's `pow`, exp2(t·log2 β)), which on lavapipe put 1 − pow(0.999, 1) 1.06e-4
+ * off, the first LoRA update 5.4e-5, and the Flexora gate gradient taken after it 1.1e-4 (docs/devices.md).
+ *
+ * So it is −expm1(a), a = t·ln β with ln β taken in float64 here: for a ≥ −1 as the Taylor series of
+ * expm1(a)/a to a¹¹ (Horner; the first term left out is under 2e-10 relative), else as 1 − exp(a), which no
+ * longer cancels (1 − e⁻¹ ≈ 0.63).
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph/graph.ts";
+ * import { serialize } from "../graph/serialize.ts";
+ * import { createSession, hostTensor } from "../runtime/session.ts";
+ * import { oneMinusPower } from "./optim.ts";
+ *
+ * const g = new Graph({ float: "float32" });
+ * const c = oneMinusPower(0.999, g.input("t", "float32", []));
+ * const session = await createSession(serialize(g, { c }));
+ * const out = (await session.run({ t: hostTensor("float32", [], [1]) })).c.data[0] as number;
+ * if (Math.abs(out - 1e-3) > 1e-9) throw new Error(`1 − 0.999¹ is 1e-3, got ${out}`);
+ * ```
+ */
+export function oneMinusPower(beta: number, step: Value): Value {
+  const a = mul(step, Math.log(beta)); // t·ln β ≤ 0
+  let series: Value | number = 1; // expm1(a)/a = 1 + a/2·(1 + a/3·(1 + …))
+  for (let k = 12; k >= 2; k--) series = add(mul(div(a, k), series), 1);
+  return where(less(a, -1), sub(1, exp(a)), neg(mul(a, series)));
 }
 
 /** SGD with optional momentum (PyTorch convention: buf ← μ·buf + g; p ← p − lr·buf) and L2 weight decay. */
