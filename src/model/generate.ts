@@ -80,10 +80,12 @@ export function sample(logits: ArrayLike<number>, temperature: number, topP: num
 /**
  * Generates up to `maxTokens` ids after `prompt` with a step-graph session, or anything that runs like one. A
  * session that leaves the KV cache on the device (`deviceOutputs: kvOutputs(cfg)` on WebGPU) gets it back as its
- * next run's input without a copy; each cache is freed once the run that replaced it is done.
+ * next run's input without a copy; each cache is freed once the run that replaced it is done. A session that
+ * can hold inputs on the device (`resident`, see {@link Session.resident}) gets the adapter's inputs there once,
+ * before the prefill, instead of with every token; they are freed when generation ends.
  */
 export async function generate(
-  session: Pick<Session, "runOnDevice">,
+  session: Pick<Session, "runOnDevice"> & Partial<Pick<Session, "resident">>,
   cfg: ModelConfig,
   prompt: readonly number[],
   options: GenerateOptions,
@@ -103,12 +105,14 @@ export async function generate(
   const free = (kv: Record<string, Tensor>) => {
     for (const t of Object.values(kv)) if (t instanceof DeviceTensor) t.dispose();
   };
+  const host = options.adapterInputs ?? {};
+  const adapter = session.resident && Object.keys(host).length ? await session.resident(host) : host;
   try {
     while (out.length < options.maxTokens) {
       const T = fresh.length;
       const result = await session.runOnDevice({
         ...past,
-        ...options.adapterInputs,
+        ...adapter,
         input_ids: hostTensor("int64", [1, T], fresh),
         position_ids: hostTensor("int64", [1, T], fresh.map((_, i) => cached + i)),
         attention_mask: hostTensor("int64", [1, cached + T], new Array(cached + T).fill(1)),
@@ -134,6 +138,7 @@ export async function generate(
     }
   } finally {
     free(past);
+    free(adapter);
   }
   return out;
 }

@@ -179,17 +179,46 @@ export class Session {
   readonly #session: ort.InferenceSession;
   #profiled?: Profiled;
   readonly #onDevice: boolean;
+  readonly #holdsDeviceTensors: boolean;
   /** What the session's runs moved between host and device memory (zero on the CPU). */
   readonly traffic: Traffic = { runs: 0, toDevice: 0, toHost: 0 };
 
   /**
    * Wraps an onnxruntime session; `profiled` when it was created profiling (see {@link createSession}),
-   * `onDevice` when its first provider is not the CPU (its host feeds and outputs then count as traffic).
+   * `onDevice` when its first provider is not the CPU (its host feeds and outputs then count as traffic),
+   * `holdsDeviceTensors` when it takes and leaves {@link DeviceTensor}s (its first provider is WebGPU).
    */
-  constructor(session: ort.InferenceSession, profiled?: Profiled, onDevice = false) {
+  constructor(
+    session: ort.InferenceSession,
+    profiled?: Profiled,
+    onDevice = false,
+    holdsDeviceTensors = false,
+  ) {
     this.#session = session;
     this.#profiled = profiled;
     this.#onDevice = onDevice;
+    this.#holdsDeviceTensors = holdsDeviceTensors;
+  }
+
+  /**
+   * Inputs fed unchanged on every run (an adapter's LoRA weights during generation), placed where this session's
+   * runs read them: on a session that holds device tensors (WebGPU) each is copied to device memory once (counted
+   * in {@link traffic}) and comes back as a {@link DeviceTensor}, which the caller frees with `dispose` when done;
+   * elsewhere they are returned as they are, and cross with every run.
+   */
+  async resident(tensors: Readonly<Record<string, HostTensor>>): Promise<Record<string, Tensor>> {
+    if (!this.#holdsDeviceTensors) return { ...tensors };
+    const placed: Record<string, Tensor> = {};
+    try {
+      for (const [name, t] of Object.entries(tensors)) {
+        placed[name] = await upload(t);
+        this.traffic.toDevice += bytesOf(t);
+      }
+    } catch (e) {
+      for (const t of Object.values(placed)) (t as DeviceTensor).dispose();
+      throw e;
+    }
+    return placed;
   }
 
   /** Names of the model's inputs. */
@@ -302,11 +331,48 @@ export async function createSession(
   const session = typeof model === "string"
     ? await ort.InferenceSession.create(model, opts)
     : await ort.InferenceSession.create(model, opts);
-  return new Session(session, profiled, first !== "cpu");
+  return new Session(session, profiled, first !== "cpu", first === "webgpu");
 }
 
-/** Identity sessions on WebGPU, by dtype and rank: what reads device tensors back. */
+/** Identity sessions on WebGPU, by dtype and rank: what reads device tensors back, and what writes them. */
 const readers = new Map<string, Promise<ort.InferenceSession>>();
+const writers = new Map<string, Promise<ort.InferenceSession>>();
+
+/** A one-node identity session on WebGPU for `dtype` tensors of rank `rank`; `toDevice`: its output stays there. */
+function identitySession(
+  cache: Map<string, Promise<ort.InferenceSession>>,
+  dtype: DType,
+  rank: number,
+  toDevice: boolean,
+): Promise<ort.InferenceSession> {
+  const key = `${dtype}/${rank}`;
+  let session = cache.get(key);
+  if (!session) {
+    const g = new Graph({ name: toDevice ? "upload" : "download" });
+    const bytes = serialize(g, {
+      y: identity(g.input("x", dtype, [...Array(rank).keys()].map((i) => `d${i}`))),
+    });
+    session = ort.InferenceSession.create(bytes, {
+      executionProviders: ["webgpu"],
+      ...(toDevice ? { preferredOutputLocation: { y: "gpu-buffer" } } : {}),
+    });
+    cache.set(key, session);
+  }
+  return session;
+}
+
+/**
+ * A host tensor copied to WebGPU device memory (through a one-node session there), for sessions that hold device
+ * tensors; see {@link Session.resident}.
+ */
+export async function upload(t: HostTensor): Promise<DeviceTensor> {
+  const { y } = await (await identitySession(writers, t.dtype, t.dims.length, true)).run({ x: toOrt(t) });
+  const placed = fromOrt(y);
+  if (!(placed instanceof DeviceTensor)) {
+    throw new Error(`a ${t.dtype} tensor [${t.dims}] did not stay on the device`);
+  }
+  return placed;
+}
 
 /**
  * A tensor in host memory: a host tensor as it is, a device tensor copied back (through a one-node session on
@@ -314,14 +380,7 @@ const readers = new Map<string, Promise<ort.InferenceSession>>();
  */
 export async function download(t: Tensor): Promise<HostTensor> {
   if (!(t instanceof DeviceTensor)) return t;
-  const key = `${t.dtype}/${t.dims.length}`;
-  let reader = readers.get(key);
-  if (!reader) {
-    const g = new Graph({ name: "download" });
-    const bytes = serialize(g, { y: identity(g.input("x", t.dtype, t.dims.map((_, i) => `d${i}`))) });
-    reader = ort.InferenceSession.create(bytes, { executionProviders: ["webgpu"] });
-    readers.set(key, reader);
-  }
+  const reader = identitySession(readers, t.dtype, t.dims.length, false);
   const { y } = await (await reader).run({ x: t.ort });
   return fromOrt(y) as HostTensor;
 }

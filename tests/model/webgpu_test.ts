@@ -495,3 +495,68 @@ webgpuTest(
   },
   "webgpu", // onnxruntime-node binds device buffers for WebGPU only
 );
+
+webgpuTest(
+  "generation with an adapter uploads its LoRA weights once, not with every token",
+  async () => {
+    const { cpu, gpu } = await models(STORIES);
+    const cfg = gpu.config;
+    const lora = allLayers(gpu);
+    const adapterInputs = loraAt(gpu, lora, 6);
+    const adapterBytes = Object.values(adapterInputs).reduce((n, t) => n + t.data.byteLength, 0);
+    const prompt = [1, 403, 407], tokens = 12;
+    const cpuSession = await cpu.session(buildStepGraph(cfg, cpu.weights, { config: lora }));
+    const expected = await generate(cpuSession, cfg, prompt, {
+      maxTokens: tokens,
+      greedy: true,
+      adapterInputs,
+    });
+    await cpuSession.release();
+    const session = await gpu.session(buildStepGraph(cfg, gpu.weights, { config: lora }), {
+      deviceOutputs: kvOutputs(cfg),
+    });
+    const runs = [];
+    // Before: a session view without `resident`, so the weights are host inputs of every run. After: the session.
+    for (const view of [{ runOnDevice: session.runOnDevice.bind(session) }, session]) {
+      const start = { ...session.traffic };
+      let first: Traffic | null = null, prefilled: Traffic | null = null;
+      const counted = {
+        runOnDevice: async (...args: Parameters<typeof session.runOnDevice>) => {
+          first ??= { ...session.traffic };
+          const out = await view.runOnDevice(...args);
+          prefilled ??= { ...session.traffic };
+          return out;
+        },
+        resident: "resident" in view ? view.resident.bind(view) : undefined,
+      };
+      const ids = await generate(counted, cfg, prompt, { maxTokens: tokens, greedy: true, adapterInputs });
+      const end = session.traffic;
+      assert.equal(end.runs - prefilled!.runs, tokens - 1);
+      runs.push({
+        ids,
+        upload: first!.toDevice - start.toDevice,
+        perToken: (end.toDevice - prefilled!.toDevice) / (tokens - 1),
+      });
+    }
+    await session.release();
+    const [host, device] = runs;
+    assert.deepEqual(host.ids, expected);
+    assert.deepEqual(device.ids, expected);
+    // A decode step feeds its token's ids, position, mask and last index (int64); with the weights as host
+    // inputs it feeds them too, every token; resident, they cross once, before the prefill.
+    assert.equal(host.upload, 0);
+    assert.equal(device.upload, adapterBytes);
+    assert.equal(host.perToken - device.perToken, adapterBytes);
+    let small = 0;
+    for (let j = 1; j < tokens; j++) small += 8 * (3 + prompt.length + j);
+    assert.equal(device.perToken, small / (tokens - 1));
+    console.log(
+      `stories260K, ${
+        tokens - 1
+      } decode steps with a rank-4 adapter on every projection (${adapterBytes} B ` +
+        `of weights): host → device per token ${host.perToken} B with the weights as host inputs, ` +
+        `${device.perToken} B resident`,
+    );
+  },
+  "webgpu", // onnxruntime-node binds device buffers for WebGPU only
+);

@@ -2,10 +2,10 @@
  * Generation for the server: the engine's {@link generate} on a pooled session, with each model step queued on the
  * server's one {@link SerialQueue}, stop strings, log-probabilities and cancellation.
  *
- * `generate` takes a session and calls only its `run`, once per step, and reports nothing but each new id. So each
- * request hands it a view of the pooled session whose `run` (1) waits its turn in the queue, (2) refuses to start
- * once the request is cancelled or a stop string matched, and (3) keeps the step's logits for the log-probabilities
- * of the token `onToken` then reports.
+ * `generate` takes a session and calls only its `runOnDevice`, once per step (and `resident`, once, for an
+ * adapter's weights), and reports nothing but each new id. So each request hands it a view of the pooled session
+ * whose `runOnDevice` (1) waits its turn in the queue, (2) refuses to start once the request is cancelled or a stop
+ * string matched, and (3) keeps the step's logits for the log-probabilities of the token `onToken` then reports.
  *
  * @module
  */
@@ -151,7 +151,7 @@ export class Engine {
     inner: Session,
     signal: AbortSignal,
     onLogits: (logits: ArrayLike<number>) => void,
-  ): Pick<Session, "runOnDevice"> {
+  ): Pick<Session, "runOnDevice" | "resident"> {
     const runOnDevice = (feeds: Readonly<Record<string, Tensor>>, fetches?: string[]) =>
       this.queue.run(async () => {
         signal.throwIfAborted();
@@ -159,6 +159,9 @@ export class Engine {
         onLogits((out.logits as HostTensor).data as Float32Array); // logits come back to the host
         return out;
       });
-    return { runOnDevice };
+    // The adapter's weights go to the device once per request (on WebGPU), queued like a step.
+    const resident = (tensors: Readonly<Record<string, HostTensor>>) =>
+      this.queue.run(() => inner.resident(tensors));
+    return { runOnDevice, resident };
   }
 }
