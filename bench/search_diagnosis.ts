@@ -49,6 +49,7 @@ const { values, positionals } = parseArgs({
     "retrain-epochs": { type: "string", default: "5" },
     seeds: { type: "string", default: "0" },
     json: { type: "boolean" },
+    resume: { type: "boolean" },
   },
 });
 const experiment = positionals[0];
@@ -103,10 +104,14 @@ if (experiment === "worth") {
     );
     return { best, last: r.epochs.at(-1)!.validation!.loss, accuracy: r.epochs.at(-1)!.validation!.accuracy };
   };
-  const all = await valLoss([...Array(L).keys()]);
-  const addOne = [], leaveOut = [];
-  for (let l = 0; l < L; l++) addOne.push(await valLoss([l]));
-  for (let l = 0; l < L; l++) leaveOut.push(await valLoss([...Array(L).keys()].filter((x) => x !== l)));
+  // `--resume`: retrains already in the --worth file are kept, not re-run.
+  const known = values.resume && values.worth ? JSON.parse(await Deno.readTextFile(values.worth)) : {};
+  const all = known.all ?? await valLoss([...Array(L).keys()]);
+  const addOne = known.addOne ?? [], leaveOut = known.leaveOut ?? [];
+  for (let l = addOne.length; l < L; l++) addOne.push(await valLoss([l]));
+  for (let l = leaveOut.length; l < L; l++) {
+    leaveOut.push(await valLoss([...Array(L).keys()].filter((x) => x !== l)));
+  }
   const table = {
     task: values.task,
     rows: train.length,

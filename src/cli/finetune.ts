@@ -152,7 +152,7 @@ export const finetuneCommand: Command = {
     alpha: "A  lora_alpha (default 16)",
     rslora: "scale by alpha/sqrt(rank)",
     targets: "LIST  comma-separated projections (default q_proj,v_proj)",
-    "search-lr": "LR  LoRA learning rate in the search (default 1e-4)",
+    "search-lr": "LR  LoRA learning rate in the search (default: the retraining's --lr)",
     "gate-lr": "LR  gate learning rate (default 0.01)",
     "search-epochs": "N  search epochs (default 1)",
     hypergradient:

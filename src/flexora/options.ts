@@ -28,7 +28,10 @@ export interface LoraOptions {
 /** The gate search. */
 export interface SearchOptions {
   lora: LoraOptions;
-  /** AdamW learning rate of the LoRA weights on training batches (default 1e-4). */
+  /**
+   * AdamW learning rate of the LoRA weights on training batches (default: `retrain.lr`, so the search trains its
+   * LoRA at the rate the retraining will; 1e-4 when neither is given).
+   */
   loraLr: number;
   /** Adam learning rate of the gate logits on validation batches (default 0.01). */
   gateLr: number;
@@ -117,7 +120,10 @@ export type RunOptions =
   & Pick<FinetuneOptions, "seed" | "weightDecay" | "maxGradNorm" | "checkpointEvery">
   & Partial<Pick<FinetuneOptions, "recompute">>;
 
-/** The defaults, as the Flexora authors' code runs. */
+/**
+ * The defaults, as the Flexora authors' code runs (before {@link resolveOptions} ties the ones that follow others:
+ * `retrain.microBatchSize` follows `retrain.batchSize`, `search.loraLr` follows `retrain.lr`).
+ */
 export function defaultOptions(): FinetuneOptions {
   const lora = (): LoraOptions => ({ rank: 8, alpha: 16, rslora: false, targets: ["q_proj", "v_proj"] });
   return {
@@ -333,6 +339,7 @@ export function resolveOptions(input: FinetuneInput = {}): FinetuneOptions {
     select: typeof given.select === "string" ? parseSelection(given.select) : given.select ?? d.select,
   };
   if (given.retrain?.microBatchSize === undefined) o.retrain.microBatchSize = o.retrain.batchSize;
+  if (given.search?.loraLr === undefined) o.search.loraLr = o.retrain.lr;
   const { batchSize, microBatchSize } = o.retrain;
   if (microBatchSize > batchSize) {
     throw optionsError("retrain.microBatchSize", `at most retrain.batchSize (${batchSize})`, microBatchSize);

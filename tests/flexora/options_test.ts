@@ -29,6 +29,12 @@ Deno.test("partial options merge into the defaults at every depth", () => {
   assert.deepEqual(o.select, { kind: "top-k", k: 2 });
 });
 
+Deno.test("the search's LoRA learning rate follows the retraining's unless given", () => {
+  assert.equal(resolveOptions({ retrain: { lr: 1e-3 } }).search.loraLr, 1e-3);
+  assert.equal(resolveOptions({ retrain: { lr: 1e-3 }, search: { loraLr: 5e-4 } }).search.loraLr, 5e-4);
+  assert.equal(resolveOptions({ search: { loraLr: 5e-4 } }).retrain.lr, 1e-4);
+});
+
 const bad: [string, Parameters<typeof resolveOptions>[0], RegExp][] = [
   ["rank 0", { search: { lora: { rank: 0 } } }, /'search\.lora\.rank' must be a positive integer, got 0/],
   [
