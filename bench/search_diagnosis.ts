@@ -105,9 +105,12 @@ if (experiment === "worth") {
     return { best, last: r.epochs.at(-1)!.validation!.loss, accuracy: r.epochs.at(-1)!.validation!.accuracy };
   };
   // `--resume`: retrains already in the --worth file are kept, not re-run.
-  const known = values.resume && values.worth ? JSON.parse(await Deno.readTextFile(values.worth)) : {};
+  type Worth = Awaited<ReturnType<typeof valLoss>>;
+  const known: { all?: Worth; addOne?: Worth[]; leaveOut?: Worth[] } = values.resume && values.worth
+    ? JSON.parse(await Deno.readTextFile(values.worth))
+    : {};
   const all = known.all ?? await valLoss([...Array(L).keys()]);
-  const addOne = known.addOne ?? [], leaveOut = known.leaveOut ?? [];
+  const addOne: Worth[] = known.addOne ?? [], leaveOut: Worth[] = known.leaveOut ?? [];
   for (let l = addOne.length; l < L; l++) addOne.push(await valLoss([l]));
   for (let l = leaveOut.length; l < L; l++) {
     leaveOut.push(await valLoss([...Array(L).keys()].filter((x) => x !== l)));
