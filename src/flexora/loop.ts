@@ -136,6 +136,7 @@ export async function runStage<S extends Stage>(
       seconds: seconds(),
       record: s.record(),
     }, await state());
+    hooks.onCheckpoint?.({ stage: s.stage, step });
   };
   hooks.onStart?.({ stage: s.stage, step: first, total: s.totalSteps, seconds: before });
   for (let step = loop.steps; step < s.totalSteps; step++) {

@@ -65,6 +65,8 @@ export interface RunHooks {
   signal?: AbortSignal;
   /** Directory for this stage's checkpoint (written every `checkpointEvery` steps, at the end, and on stop). */
   checkpointDir?: string;
+  /** Called after each checkpoint is written (complete in `checkpointDir`), with the step it holds. */
+  onCheckpoint?: (saved: { readonly stage: "search" | "retrain"; readonly step: number }) => void;
   /** Continue from the checkpoint in `checkpointDir`. */
   resume?: boolean;
 }

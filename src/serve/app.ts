@@ -37,6 +37,8 @@ import {
   redactResponses,
 } from "./security.ts";
 import { openStore, type Store } from "./store/mod.ts";
+import { materialize } from "./store/artifacts.ts";
+import { basename, dirname } from "node:path";
 import denoJson from "../../deno.json" with { type: "json" };
 
 /** A running sidecar's parts. */
@@ -81,6 +83,15 @@ export async function createSidecar(
     settings: config.reconcile,
     clock: overrides.clock,
     fleet: { leases: store, holder: owner },
+    // Versions are `<data dir>/adapters/<name>/<job id>`, stored under `<name>/<job id>` (src/serve/jobs.ts).
+    ensureAdapter: store.shared
+      ? async (ref) => {
+        const key = `${basename(dirname(ref.path))}/${basename(ref.path)}`;
+        if (!await materialize(store.artifacts, "adapter", key, ref.path)) {
+          throw new Error(`the adapter ${ref.path} is neither on this host nor in the store (${key})`);
+        }
+      }
+      : undefined,
     onEvent: (e) => {
       overrides.onReconcile?.(e);
       manager.reconciled(e); // a job whose attach failed follows the loop's later success

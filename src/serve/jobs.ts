@@ -38,11 +38,12 @@ import {
   type JobFields,
   type JobRecord,
   type JobState,
-  type JobStore,
   leaseLost,
   LeaseLostError,
   RUNNER_DIED,
+  type Store,
 } from "./store/mod.ts";
+import { keepArtifact, readCheckpoints, readFolder, restoreCheckpoints } from "./store/artifacts.ts";
 
 const JobRequestSchema = z.object({
   model: z.string(),
@@ -70,7 +71,8 @@ export class JobError extends Error {
 
 /** Options of a {@link JobManager}. */
 export interface JobManagerOptions {
-  readonly store: JobStore;
+  /** Jobs and history; when shared with other sidecars, also each job's checkpoints and finished adapter. */
+  readonly store: Store;
   readonly dataDir: string;
   readonly servers: readonly ServerConfig[];
   /**
@@ -463,6 +465,10 @@ export class JobManager {
     const req = requestOf(job);
     const dir = join(this.#o.dataDir, "jobs", job.id);
     const out = join(this.#o.dataDir, "adapters", req.name, job.id);
+    const checkpointDir = join(dir, "checkpoints");
+    // A shared store may hold checkpoints another host wrote: the job continues from the newest.
+    const restored = this.#o.store.shared &&
+      await restoreCheckpoints(this.#o.store.artifacts, job.id, checkpointDir);
     await Deno.mkdir(dir, { recursive: true });
     const specFile = join(dir, "spec.json");
     await writeSpec(specFile, {
@@ -470,8 +476,8 @@ export class JobManager {
       data: req.data,
       options: req.options,
       out,
-      checkpointDir: join(dir, "checkpoints"),
-      resume: job.resume,
+      checkpointDir,
+      resume: job.resume || restored,
       padLayers: req.padLayers,
       device: req.device ?? this.#o.device,
     });
@@ -492,6 +498,10 @@ export class JobManager {
         // A resumed stage starts from its checkpoint: the points after it will be made again.
         await this.#o.store.rewindHistory(job.id, e.stage, e.step);
         await this.#own(slot, { state: STAGE_STATE[e.stage] });
+      } else if (e.type === "checkpoint") {
+        if (this.#o.store.shared) {
+          await keepArtifact(this.#o.store, "checkpoint", job.id, () => readCheckpoints(checkpointDir));
+        }
       } else if (e.type === "progress") {
         const point = historyPoint(e.event);
         const row = point ? await this.#o.store.addPoint(job.id, point) : undefined;
@@ -538,6 +548,11 @@ export class JobManager {
 
   async #finish(slot: Slot, req: JobRequest, result: Record<string, unknown> & { adapterPath: string }) {
     const id = slot.id;
+    if (this.#o.store.shared) {
+      // Any sidecar can serve the adapter now; the checkpoints are done with.
+      await keepArtifact(this.#o.store, "adapter", `${req.name}/${id}`, () => readFolder(result.adapterPath));
+      await this.#o.store.artifacts.delete("checkpoint", id).catch(() => {});
+    }
     if (!req.attach) {
       await this.#own(slot, { state: "succeeded", result, error: null });
       return;

@@ -4,8 +4,8 @@
  * Each has a typed writer and a validating reader; a reader's error names the file or line and the field.
  *
  * Events, in the order a run sends them: `download` while a Hub model is fetched, `start` when a stage begins
- * (from step 0 or from its checkpoint), `progress` after each step, `warning` at any time, then one of `result`,
- * `stopped` or `error`.
+ * (from step 0 or from its checkpoint), `progress` after each step, `checkpoint` after each checkpoint is written,
+ * `warning` at any time, then one of `result`, `stopped` or `error`.
  *
  * @module
  */
@@ -86,6 +86,12 @@ const EventSchema = z.discriminatedUnion("type", [
     eta: z.number().min(0),
   }),
   z.strictObject({ type: z.literal("progress"), event: ProgressSchema }),
+  /** The stage's checkpoint (in the spec's `checkpointDir`) now holds the state after `step`. */
+  z.strictObject({
+    type: z.literal("checkpoint"),
+    stage: z.enum(["search", "retrain"]),
+    step: z.int().min(0),
+  }),
   z.strictObject({ type: z.literal("warning"), message: z.string() }),
   z.strictObject({ type: z.literal("result"), summary: SummarySchema }),
   z.strictObject({ type: z.literal("stopped"), message: z.string() }),

@@ -93,6 +93,7 @@ if (import.meta.main) {
       signal: controller.signal,
       onStart: (start) => emit({ type: "start", ...start }),
       onProgress: (event) => emit({ type: "progress", event }),
+      onCheckpoint: (saved) => emit({ type: "checkpoint", ...saved }),
       onWarning: (message) => emit({ type: "warning", message }),
     });
     emit({ type: "result", summary: summary(result) });

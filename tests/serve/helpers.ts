@@ -203,6 +203,8 @@ export async function testSidecar(
     maxQueued?: number;
     host?: string;
     dataDir?: string;
+    /** The store's URL (default: jobs.sqlite in the data dir). */
+    store?: string;
     stopGraceMs?: number;
     maxRetries?: number;
     reconcile?: SidecarConfig["reconcile"];
@@ -228,6 +230,7 @@ export async function testSidecar(
   const sidecar = await createSidecar(
     {
       dataDir: options.dataDir ?? join(dir, "state"),
+      store: options.store,
       token: options.token ?? TOKEN,
       host: options.host ?? "127.0.0.1",
       allowedHosts: options.allowedHosts,

@@ -44,13 +44,20 @@ Deno.test("the runner trains on the device in its spec, and a device it cannot u
   const ok = await run({ device: "cpu" });
   assert.equal(ok.code, 0);
   assert.equal(ok.events.at(-1)?.type, "result");
+  // Each stage's checkpoint at its end is announced (the sidecar copies it into a shared store), after its steps.
+  const saved = ok.events.flatMap((e) => e.type === "checkpoint" ? [`${e.stage}@${e.step}`] : []);
+  const last = (stage: string) =>
+    ok.events.findLast((e) => e.type === "progress" && e.event.stage === stage) as {
+      event: { step: number };
+    };
+  assert.deepEqual(saved, [`search@${last("search").event.step}`, `retrain@${last("retrain").event.step}`]);
   const cuda = await run({ device: "cuda" });
   const here = await resolveDevice("cuda").then(() => null, (e: Error) => e.message);
   if (here === null) return assert.equal(cuda.events.at(-1)?.type, "result"); // a CUDA host
   assert.equal(cuda.code, 1);
-  const last = cuda.events.at(-1);
-  assert.equal(last?.type, "error");
-  assert.equal((last as { message: string }).message, here);
+  const end = cuda.events.at(-1);
+  assert.equal(end?.type, "error");
+  assert.equal((end as { message: string }).message, here);
 });
 
 Deno.test("when the sidecar goes (stdout closed, or stdout and stdin), the runner checkpoints where it was and exits cleanly", async () => {

@@ -227,7 +227,10 @@ conformance(
       new Map([["search/state.safetensors", bytes.slice(0, 7)]]),
     );
     assert.deepEqual(await two.artifacts.get("adapter", "sql/job-1"), files);
-    assert.deepEqual(await two.artifacts.keys("adapter"), ["sql/job-1"]);
+    const [info] = await two.artifacts.list("adapter");
+    assert.deepEqual({ ...info, updatedAt: "" }, { key: "sql/job-1", bytes: 256 * 4 + 2, updatedAt: "" });
+    assert.ok(Date.parse(info.updatedAt) > Date.now() - 60_000, info.updatedAt);
+    assert.deepEqual((await two.artifacts.list("checkpoint")).map((a) => a.key), ["job-1"]);
     await one.artifacts.put(
       "checkpoint",
       "job-1",

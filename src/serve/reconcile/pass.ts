@@ -39,6 +39,8 @@ export interface Target {
   /** The deployment's rollout lock: one swap at a time across its replicas. */
   readonly rollout: Mutex;
   readonly now: () => number;
+  /** Makes the adapter's folder exist here before a load (a shared store writes it from its copy). */
+  readonly ensureAdapter?: (ref: AdapterRef) => Promise<void>;
 }
 
 /**
@@ -72,6 +74,7 @@ function refOf(a: Pick<Attachment, "name" | "path" | "rank" | "version">): Adapt
 
 /** Attach, and fail unless the verification holds (listed, and output that differs where the server generates). */
 async function attachVerified(t: Target, ref: AdapterRef): Promise<AttachResult> {
+  await t.ensureAdapter?.(ref);
   const result = await t.plugin.attach(t.server, ref, t.call);
   if (result.verification.changesOutput === false) {
     throw new AttachError(

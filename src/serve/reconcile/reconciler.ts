@@ -15,7 +15,13 @@
  * @module
  */
 
-import type { CallContext, ServerConfig, ServerKind, ServerPlugin } from "../../../plugins/types.ts";
+import type {
+  AdapterRef,
+  CallContext,
+  ServerConfig,
+  ServerKind,
+  ServerPlugin,
+} from "../../../plugins/types.ts";
 import { type DeploymentConfig, replicasOf } from "../deployments.ts";
 import { Leadership, type LeaseTable } from "../lease.ts";
 import type { Attachment, Desired, DesiredStore } from "../store/mod.ts";
@@ -52,6 +58,11 @@ export interface ReconcilerOptions {
   readonly onEvent?: (e: ReconcileEvent) => void;
   /** The leases shared with the other sidecars of the store, and this sidecar's id (see the module doc). */
   readonly fleet?: { readonly leases: LeaseTable; readonly holder: string };
+  /**
+   * Makes an adapter's folder exist on this host before a replica loads it (a shared store writes it from its
+   * copy: the job may have trained on another host).
+   */
+  readonly ensureAdapter?: (ref: AdapterRef) => Promise<void>;
 }
 
 /** A configured server in `GET /v1/servers`: its desired rows and its replicas. */
@@ -209,6 +220,7 @@ export class Reconciler {
         state: r.state,
         rollout: d.rollout,
         now: () => this.#clock.now(),
+        ensureAdapter: this.#o.ensureAdapter,
       };
       const result = await work(t).finally(() => (clearTimeout(timer), release()));
       if (trigger !== "detach") r.state.finishPass(started, result.outcomes, result.error);

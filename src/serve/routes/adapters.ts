@@ -13,6 +13,7 @@ import { readFlexoraJson } from "../../flexora/mod.ts";
 import { readAdapterConfig } from "../../model/peft.ts";
 import type { SidecarDeps } from "../deps.ts";
 import { validationHook } from "../errors.ts";
+import { syncAdapters } from "../store/artifacts.ts";
 import { detachEverywhere, type ServerState } from "../reconcile/mod.ts";
 import { AttachReport, DetachReport, ErrorBody, jsonContent, NameParam, ServerRef } from "../schemas.ts";
 
@@ -122,7 +123,13 @@ export function adaptersApp(deps: SidecarDeps): OpenAPIHono {
     }
     return found;
   };
+  // A shared store holds the adapters every host trained: those missing here are written first.
+  const synced = () =>
+    deps.store.shared
+      ? syncAdapters(deps.store.artifacts, join(deps.config.dataDir, "adapters"))
+      : Promise.resolve();
   app.openapi(list, async (c) => {
+    await synced();
     const servers = await deps.reconciler.report();
     const adapters = (await listAdapters(deps.config.dataDir)).map((a) => ({
       ...a,
@@ -133,6 +140,7 @@ export function adaptersApp(deps: SidecarDeps): OpenAPIHono {
   app.openapi(attach, async (c) => {
     const { name } = c.req.valid("param");
     const { name: serverName } = server(c.req.valid("json").server);
+    await synced();
     const adapter = (await listAdapters(deps.config.dataDir)).find((a) => a.name === name);
     if (!adapter) throw new HTTPException(404, { message: `no adapter '${name}'` });
     const { version, path, rank } = adapter;

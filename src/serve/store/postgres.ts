@@ -80,6 +80,7 @@ function openError(url: string, e: unknown): StoreOpenError {
 /** A store in a PostgreSQL database. */
 export class PostgresStore implements Store {
   readonly url: string;
+  readonly shared = true;
   readonly desired: DesiredStore;
   readonly artifacts: ArtifactStore;
   readonly #sql: postgres.Sql;
@@ -374,11 +375,16 @@ export class PostgresStore implements Store {
         );
         return rows.length ? new Map(rows.map((r) => [r.file as string, new Uint8Array(r.bytes)])) : null;
       },
-      keys: async (kind) => {
+      list: async (kind) => {
         const rows = await this.#q((sql) =>
-          sql`SELECT DISTINCT key COLLATE "C" AS key FROM artifacts WHERE kind = ${kind} ORDER BY 1`
+          sql`SELECT key COLLATE "C" AS key, SUM(LENGTH(bytes))::bigint AS bytes, MAX(updated_at) AS updated_at
+              FROM artifacts WHERE kind = ${kind} GROUP BY 1 ORDER BY 1`
         );
-        return rows.map((r) => r.key as string);
+        return rows.map((r) => ({
+          key: r.key as string,
+          bytes: Number(r.bytes),
+          updatedAt: r.updated_at as string,
+        }));
       },
       delete: async (kind, key) => {
         await this.#q((sql) => sql`DELETE FROM artifacts WHERE kind = ${kind} AND key = ${key}`);

@@ -46,6 +46,7 @@ import {
  */
 export class SqliteStore implements Store {
   readonly url: string;
+  readonly shared = false;
   readonly desired: DesiredStore;
   readonly artifacts: ArtifactStore;
   readonly #db: DatabaseSync;
@@ -341,14 +342,13 @@ function artifactTable(db: DatabaseSync): ArtifactStore {
           .all(kind, key) as { file: string; bytes: Uint8Array }[];
         return rows.length ? new Map(rows.map((r) => [r.file, new Uint8Array(r.bytes)])) : null;
       }),
-    keys: (kind) =>
+    list: (kind) =>
       answer(() => {
-        const rows = db.prepare("SELECT DISTINCT key FROM artifacts WHERE kind = ? ORDER BY key").all(
-          kind,
-        ) as {
-          key: string;
-        }[];
-        return rows.map((r) => r.key);
+        const rows = db.prepare(
+          `SELECT key, SUM(LENGTH(bytes)) AS bytes, MAX(updated_at) AS updated_at FROM artifacts WHERE kind = ?
+           GROUP BY key ORDER BY key`,
+        ).all(kind) as { key: string; bytes: number; updated_at: string }[];
+        return rows.map((r) => ({ key: r.key, bytes: Number(r.bytes), updatedAt: r.updated_at }));
       }),
     delete: (kind, key) =>
       answer(() => void db.prepare("DELETE FROM artifacts WHERE kind = ? AND key = ?").run(kind, key)),

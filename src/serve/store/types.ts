@@ -216,14 +216,21 @@ export class ArtifactTooLargeError extends Error {
   override name = "ArtifactTooLargeError";
 }
 
+/** A stored artifact: its key, its size (all files) and when it was last put. */
+export interface ArtifactInfo {
+  readonly key: string;
+  readonly bytes: number;
+  readonly updatedAt: string;
+}
+
 /** Adapters and checkpoints as bytes in the database, so another host can resume or serve them. */
 export interface ArtifactStore {
   /** Replaces every file of the artifact at once (a reader sees the old files or the new, never a mix). */
   put(kind: ArtifactKind, key: string, files: ArtifactFiles): Promise<void>;
   /** The artifact's files, or null when none is stored. */
   get(kind: ArtifactKind, key: string): Promise<Map<string, Uint8Array> | null>;
-  /** The keys stored of a kind, sorted. */
-  keys(kind: ArtifactKind): Promise<string[]>;
+  /** The artifacts stored of a kind, sorted by key. */
+  list(kind: ArtifactKind): Promise<ArtifactInfo[]>;
   /** Removes the artifact (nothing when absent). */
   delete(kind: ArtifactKind, key: string): Promise<void>;
 }
@@ -232,6 +239,11 @@ export interface ArtifactStore {
 export interface Store extends JobStore, LeaseTable {
   /** The store's URL, credentials redacted (`sqlite:PATH`, `postgres://user@host/db`). */
   readonly url: string;
+  /**
+   * Whether other sidecars may share this store (PostgreSQL): then a job's checkpoints and its finished adapter
+   * are kept in {@link artifacts} too, so another host can resume or serve them. A SQLite store is one host's.
+   */
+  readonly shared: boolean;
   readonly desired: DesiredStore;
   readonly artifacts: ArtifactStore;
   /** The schema version the database is at. */
