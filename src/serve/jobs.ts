@@ -198,8 +198,9 @@ export class JobManager {
     try {
       if (slot && !slot.lost) {
         const beat = await this.#o.store.heartbeat(slot.id, this.#o.owner, this.#leaseMs);
-        if (!beat.held) this.#lose(slot);
-        else if (beat.cancelRequested && !slot.cancelled) {
+        const current = this.#slot === slot; // it may have ended meanwhile
+        if (current && !beat.held) this.#lose(slot);
+        else if (current && beat.cancelRequested && !slot.cancelled) {
           slot.cancelled = true;
           this.#stop(slot);
         }

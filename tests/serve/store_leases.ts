@@ -87,6 +87,11 @@ export const LEASE_CASES: Record<string, (store: Store) => Promise<void>> = {
     assert.equal((await store.requestCancel("run"))?.state, "starting");
     assert.deepEqual(await store.heartbeat("run", "h1", 60_000), { held: true, cancelRequested: true });
     await store.update("run", { state: "cancelled" }, "h1");
+    assert.equal(
+      (await store.heartbeat("run", "h1", 60_000)).held,
+      true,
+      "a job that ended is still its owner's",
+    );
     assert.equal(await store.requestCancel("run"), null, "finished: nothing to cancel");
     assert.equal(await store.requestCancel("nope"), null);
   },

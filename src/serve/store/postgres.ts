@@ -193,7 +193,7 @@ export class PostgresStore implements Store {
   async heartbeat(id: string, owner: string, leaseMs: number): Promise<Heartbeat> {
     const [row] = await this.#q((sql) =>
       sql`UPDATE jobs SET lease_until = ${NOW_MS(sql)} + ${leaseMs}::bigint
-          WHERE id = ${id} AND owner = ${owner} AND state IN ${sql(ACTIVE_STATES as JobState[])}
+          WHERE id = ${id} AND owner = ${owner}
           RETURNING cancel_requested`
     );
     return { held: row !== undefined, cancelRequested: Boolean(row?.cancel_requested) };

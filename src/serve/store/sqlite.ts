@@ -99,7 +99,7 @@ export class SqliteStore implements Store {
   heartbeat(id: string, owner: string, leaseMs: number): Promise<Heartbeat> {
     return answer(() => {
       const row = this.#db.prepare(
-        `UPDATE jobs SET lease_until = ${NOW_MS} + ? WHERE id = ? AND owner = ? AND state IN ${ACTIVE_SQL}
+        `UPDATE jobs SET lease_until = ${NOW_MS} + ? WHERE id = ? AND owner = ?
          RETURNING cancel_requested`,
       ).get(leaseMs, id, owner) as { cancel_requested: number } | undefined;
       return { held: row !== undefined, cancelRequested: Boolean(row?.cancel_requested) };

@@ -88,7 +88,10 @@ export interface Claimer {
 
 /** What the owner of a running job learns from renewing its lease. */
 export interface Heartbeat {
-  /** False when the lease was lost (it lapsed and the job was taken back): the owner must stop the job. */
+  /**
+   * False when the lease was lost (it lapsed and the job was taken back, or another sidecar holds it): the owner
+   * must stop the job. A job that ended is still its owner's.
+   */
   readonly held: boolean;
   /** Someone asked, on any sidecar, to cancel the job. */
   readonly cancelRequested: boolean;
