@@ -9,7 +9,10 @@
  *   [2048,768]@[768,2048] GEMM rate (the ceiling the FLOP rates are divided by is the median of those);
  * - `memory`: peak RSS of each train step over the weight bytes, each in a worker process of its own when
  *   `--allow-run` is granted (otherwise in this process, top-3 first, since the peak only grows);
- * - `generate`: greedy KV-cache generation tokens/s for stories260K and the random model.
+ * - `generate`: greedy KV-cache generation tokens/s for stories260K and the random model;
+ * - `queue` (only when named: it needs PostgreSQL's binaries): 200 jobs queued on one throwaway PostgreSQL and worked
+ *   off by 1 and 3 sidecars' job managers, claim latency p50/p99 and jobs per minute ({@link ./queue.ts}, run in
+ *   a process of its own with loopback network access).
  *
  * `--vs-torch` also runs each train variant against `../shared/bench/torch_peer.py` in alternating processes and
  * prints the ratios of step time and peak RSS (skipped, saying why, where `/usr/bin/python3` lacks torch).
@@ -42,7 +45,7 @@ import { median } from "./stats.ts";
 import { benchVsTorch, torchUnavailable } from "./vs_torch.ts";
 import { printReport, type Report, summarize } from "./report.ts";
 
-const PARTS = ["matmul", "train", "memory", "generate"] as const;
+const PARTS = ["matmul", "train", "memory", "generate", "queue"] as const;
 type Part = typeof PARTS[number];
 
 /** Sizes and repetitions of a run. */
@@ -109,7 +112,7 @@ const QUICK: Profile = {
 const STORIES = fileURLToPath(new URL("../../shared/models/stories260K", import.meta.url));
 
 function parseParts(only: string | undefined): Set<Part> {
-  if (only === undefined) return new Set(PARTS);
+  if (only === undefined) return new Set(PARTS.filter((p) => p !== "queue"));
   const parts = only.split(",").map((p) => p.trim()).filter((p) => p !== "");
   for (const p of parts) {
     if (!(PARTS as readonly string[]).includes(p)) {
@@ -141,6 +144,22 @@ const log = (line: string) => {
 
 const report: Report = { threads: navigator.hardwareConcurrency, quick: values.quick ?? false };
 
+if (parts.has("queue")) {
+  log("queue: 200 jobs through 1 and 3 sidecars on a throwaway PostgreSQL …");
+  const allow = ["--allow-read", "--allow-write", "--allow-env", "--allow-run", "--allow-ffi", "--allow-sys"];
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...allow,
+      "--allow-net=127.0.0.1",
+      fileURLToPath(new URL("./queue.ts", import.meta.url)),
+      "--json",
+    ],
+    stderr: values.json ? "null" : "inherit",
+  }).output();
+  if (!out.success) throw new Error(`the queue bench failed (exit ${out.code})`);
+  report.queue = JSON.parse(new TextDecoder().decode(out.stdout));
+}
 if (parts.has("matmul")) {
   // A process's first products run at a third of the rate of later ones (85–105 against 240–340 GFLOP/s in the
   // train part's probes, issue #17): one untimed product per shape first.

@@ -7,6 +7,7 @@
 import type { ModelConfig } from "../src/model/config.ts";
 import type { GenerateResult } from "./generate.ts";
 import type { MatmulResult } from "./matmul.ts";
+import type { QueueResult } from "./queue.ts";
 import { median } from "./stats.ts";
 import type { InterleavedTimings, StepTiming } from "./train.ts";
 import type { MemoryResult } from "./train_memory.ts";
@@ -23,6 +24,7 @@ export interface Report {
   memory?: MemoryResult[];
   generate?: GenerateResult[];
   vsTorch?: VsTorchResult[];
+  queue?: QueueResult;
   summary?: Summary;
 }
 
@@ -91,6 +93,13 @@ export function printReport(r: Report): void {
       `GEMM rate (projection shapes): median ${r.matmul.median.toFixed(1)}, best ${
         r.matmul.best.toFixed(1)
       } GFLOP/s on ${r.threads} threads`,
+    );
+  }
+  for (const q of r.queue?.bySidecars ?? []) {
+    console.log(
+      `queue, ${q.sidecars} sidecar(s): claim p50 ${q.claimP50Ms.toFixed(1)} ms, p99 ${
+        q.claimP99Ms.toFixed(1)
+      } ms, ${q.jobsPerMinute.toFixed(0)} jobs/min`,
     );
   }
   if (r.model) {
