@@ -20,6 +20,8 @@ export interface Summary {
   readonly seeds: number[];
   readonly accuracy: Interval;
   readonly loss: Interval;
+  /** Validation accuracy, when every cell scored validation. */
+  readonly validation?: Interval;
   readonly params: number;
   /** Mean layers chosen. */
   readonly layers: number;
@@ -47,6 +49,7 @@ export function summarize(records: readonly CellRecord[]): Summary[] {
       seeds: rs.map((x) => x.seed).sort((a, b) => a - b),
       accuracy: tInterval(rs.map((x) => x.test.accuracy)),
       loss: tInterval(rs.map((x) => x.test.loss)),
+      ...(rs.every((x) => x.validation) && { validation: tInterval(rs.map((x) => x.validation!.accuracy)) }),
       params: mean(rs.map((x) => x.trainableParams)),
       layers: mean(rs.map((x) => x.layers.length)),
       search: tInterval(rs.map((x) => x.seconds.search)),
@@ -79,6 +82,7 @@ function ordered(summaries: readonly Summary[]): Summary[] {
 export function markdownTable(summaries: readonly Summary[]): string {
   const plain = (o: string) => o === "{}" || o === "{} {}";
   const showOptions = summaries.some((s) => !plain(s.options));
+  const showValidation = summaries.some((s) => s.validation);
   const head = [
     "regime",
     "task",
@@ -87,6 +91,7 @@ export function markdownTable(summaries: readonly Summary[]): string {
     "seeds",
     "test accuracy (95 % CI)",
     "test loss (95 % CI)",
+    ...(showValidation ? ["validation accuracy"] : []),
     "params",
     "layers",
     "search s",
@@ -102,6 +107,7 @@ export function markdownTable(summaries: readonly Summary[]): string {
       String(s.seeds.length),
       formatInterval(s.accuracy),
       formatInterval(s.loss),
+      ...(showValidation ? [s.validation ? formatInterval(s.validation) : "-"] : []),
       String(Math.round(s.params)),
       s.layers.toFixed(1),
       s.search.mean.toFixed(1),

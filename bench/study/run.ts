@@ -7,12 +7,13 @@
  */
 
 import { carveValidation, type Dataset } from "../../src/data/dataset.ts";
+import type { Example } from "../../src/data/example.ts";
 import type { FinetuneInput } from "../../src/flexora/options.ts";
 import { Scorer } from "../../src/flexora/score.ts";
 import {
+  chooseStage,
   type Loaded,
   loadStage,
-  type Prepared,
   prepareStage,
   retrainStage,
   searchStage,
@@ -135,7 +136,7 @@ async function runCell(
   });
   const hooks = { onWarning: (w: string) => ctx.log?.(`warning (${spec.task} ${spec.method}): ${w}`) };
   const loaded = await loadStage(ctx.model, input, hooks);
-  const prepared: Prepared = { ...await prepareStage(loaded, dataset, hooks), validationRows: [] };
+  const prepared = await prepareStage(loaded, dataset, hooks);
   let selected: Selected, search = 0, scores: number[] | undefined;
   if (spec.method === "grad-top-k") {
     const g = await gradientScores(ctx.model, prepared.train, loaded.options.retrain.lora, spec.seed);
@@ -143,16 +144,20 @@ async function runCell(
     search = g.seconds, scores = g.scores;
   } else {
     const searched = await searchStage(loaded, prepared, hooks);
-    selected = selectStage(loaded, searched, hooks);
-    search = searched?.seconds ?? 0, scores = searched?.logits;
+    // A selection that retrains candidates (validation:K) is part of choosing the layers: its time counts there.
+    const started = performance.now();
+    selected = await chooseStage(loaded, prepared, selectStage(loaded, searched, hooks), hooks);
+    search = searched ? searched.seconds + (performance.now() - started) / 1000 : 0,
+      scores = searched?.logits;
   }
-  const retrained = await retrainStage(loaded, prepared, selected, hooks);
+  // The final retraining is scored once at the end, not after every epoch.
+  const retrained = await retrainStage(loaded, { ...prepared, validationRows: [] }, selected, hooks);
   const started = performance.now();
-  const test = await scoreTest(loaded, retrained, splits);
+  const scored = await scoreFinal(loaded, retrained, splits);
   return {
     layers: selected.layers,
     trainableParams: Object.values(retrained.params).reduce((s, t) => s + t.data.length, 0),
-    test,
+    ...scored,
     resolved: {
       search: loaded.options.search,
       select: loaded.options.select,
@@ -164,28 +169,32 @@ async function runCell(
 }
 
 /**
- * The adapter's accuracy and loss on the test rows, from one multiple-choice pass: the loss is the mean
- * cross-entropy of the choice distribution, −log softmax(choice log-likelihoods)[label], so it measures how
- * confidently the right choice wins (the completion loss would take a second pass over the rows).
+ * The adapter's accuracy and loss on the test rows and on the validation rows, each from one multiple-choice
+ * pass: the loss is the mean cross-entropy of the choice distribution, −log softmax(choice log-likelihoods)[label],
+ * so it measures how confidently the right choice wins (the completion loss would take a second pass).
+ * Validation is scored so that settings can be chosen on it; test only reports.
  */
-async function scoreTest(
+async function scoreFinal(
   { model }: Loaded,
   retrained: Awaited<ReturnType<typeof retrainStage>>,
   splits: Splits,
-): Promise<CellOutcome["test"]> {
+): Promise<Pick<CellOutcome, "test" | "validation">> {
   const session = await model.session(
     buildScoringGraph(model.config, model.weights, { config: retrained.config }),
   );
   try {
     const scorer = new Scorer(session, model.tokenizer, { adapterInputs: retrained.params });
-    const rows = splits.test.map((e) => {
-      if (!e.choices || e.label === undefined) {
-        throw new Error(`test row without choices and label: ${e.source}`);
-      }
-      return { prompt: e.prompt, choices: e.choices, label: e.label };
-    });
-    const mc = await scorer.multipleChoice(rows);
-    return { accuracy: mc.accuracy, loss: choiceLoss(mc.rows, rows), n: rows.length };
+    const score = async (split: readonly Example[]) => {
+      const rows = split.map((e) => {
+        if (!e.choices || e.label === undefined) {
+          throw new Error(`row without choices and label: ${e.source}`);
+        }
+        return { prompt: e.prompt, choices: e.choices, label: e.label };
+      });
+      const mc = await scorer.multipleChoice(rows);
+      return { accuracy: mc.accuracy, loss: choiceLoss(mc.rows, rows), n: rows.length };
+    };
+    return { test: await score(splits.test), validation: await score(splits.validation) };
   } finally {
     await session.release();
   }

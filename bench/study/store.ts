@@ -12,6 +12,13 @@ import type { CellSpec, Method, Regime } from "./grid.ts";
 /** Format version of a cell line. */
 export const CELL_FORMAT = 1;
 
+/** Accuracy by summed choice log-likelihood, and the multiple-choice cross-entropy, over `n` rows. */
+export interface Metrics {
+  readonly accuracy: number;
+  readonly loss: number;
+  readonly n: number;
+}
+
 /** A finished cell. */
 export interface CellRecord {
   readonly format: typeof CELL_FORMAT;
@@ -24,8 +31,10 @@ export interface CellRecord {
   readonly flexora: string;
   readonly layers: number[];
   readonly trainableParams: number;
-  /** Held-out test metrics (accuracy by summed choice log-likelihood, loss per completion token). */
-  readonly test: { readonly accuracy: number; readonly loss: number; readonly n: number };
+  /** Held-out test metrics. */
+  readonly test: Metrics;
+  /** The same on the validation rows (what a choice of settings may look at); absent in cells from before it. */
+  readonly validation?: Metrics;
   /** Seconds: choosing layers (the gate search, or the heuristic's gradients; 0 for lora), retraining, test scoring. */
   readonly seconds: { readonly search: number; readonly retrain: number; readonly evaluate: number };
   /** The search, selection and retraining options the pipeline resolved (its defaults filled in). */

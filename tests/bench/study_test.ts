@@ -162,6 +162,7 @@ Deno.test("runGroup: every method on the tiny model; a finished cell is read bac
     assert.equal(grad.scores!.length, L);
     for (const r of first) {
       assert.equal(r.test.n, 8);
+      assert.equal(r.validation!.n, data.validation!.length);
       assert.ok(r.test.accuracy >= 0 && r.test.accuracy <= 1 && Number.isFinite(r.test.loss));
       assert.ok(r.trainableParams > 0 && r.seconds.retrain > 0);
       assert.equal(r.resolved.retrain.epochs, 1);
@@ -230,6 +231,7 @@ function cell(
     layers: method === "lora" ? [0, 1, 2, 3, 4] : [1, 3],
     trainableParams: params,
     test: { accuracy, loss: 1 - accuracy, n: 200 },
+    validation: { accuracy: accuracy - 0.1, loss: 1.1 - accuracy, n: 100 },
     seconds: { search: method === "flexora" ? 1 : 0, retrain: 10, evaluate: 1 },
     resolved: {} as CellRecord["resolved"],
     finished: "2026-12-06T00:00:00.000Z",
@@ -267,9 +269,11 @@ Deno.test("summaries, table, targets and SVG from finished cells", () => {
   assert.deepEqual(place.seeds, [0, 1, 2]);
   assert.ok(Math.abs(place.accuracy.mean - 0.91) < 1e-12);
   assert.deepEqual(place.accuracy, tInterval([0.9, 0.91, 0.92]));
+  assert.deepEqual(place.validation, tInterval([0.9 - 0.1, 0.91 - 0.1, 0.92 - 0.1]));
 
   const table = markdownTable(summaries).split("\n");
   assert.equal(table.length, 2 + 15);
+  assert.match(table[0], /\| test loss \(95 % CI\) \| validation accuracy \| params \|/);
   assert.match(
     table[2],
     /^\| rows 32, lr 0\.001, r 8, 16 ep \| story-mood \| flexora \| 3 \| 0\.910 ± 0\.025 \|/,
