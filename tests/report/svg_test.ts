@@ -97,4 +97,19 @@ Deno.test("flexora plot writes the SVG of an adapter folder, and of a job from t
   const missing = await flexora("plot", "nope", "--data-dir", dataDir, "--out", jobOut);
   assert.equal(missing.code, 2);
   assert.match(missing.err, /'nope' is neither an adapter folder/);
+  // The same job through a store URL (as for a sidecar on PostgreSQL), the data dir unused.
+  const viaUrl = join(tmp, "u.svg");
+  const r2 = await flexora(
+    "plot",
+    "j2",
+    "--store",
+    `sqlite:${join(dataDir, "jobs.sqlite")}`,
+    "--out",
+    viaUrl,
+  );
+  assert.equal(r2.code, 0, r2.err);
+  assert.equal(await Deno.readTextFile(viaUrl), await Deno.readTextFile(jobOut));
+  const bad = await flexora("plot", "j2", "--store", "redis://h/0", "--out", viaUrl);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--store: the store URL 'redis:\/\/h\/0' is neither/);
 });

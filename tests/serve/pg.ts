@@ -76,13 +76,18 @@ export interface TestPostgresOptions {
  */
 export class TestPostgres {
   readonly dir: string;
-  readonly port: number;
   readonly password: string | undefined;
+  #port: number;
 
   private constructor(dir: string, port: number, password: string | undefined) {
     this.dir = dir;
-    this.port = port;
+    this.#port = port;
     this.password = password;
+  }
+
+  /** The loopback port it listens on (kept across {@link restart}). */
+  get port(): number {
+    return this.#port;
   }
 
   /** Makes a cluster in a temp dir and starts it. */
@@ -102,7 +107,16 @@ export class TestPostgres {
     }
     try {
       await pg("initdb", args);
-      await db.#start();
+      // A port found free may be taken before the server binds it (test files start clusters in parallel).
+      for (let attempt = 1;; attempt++) {
+        try {
+          await db.#start();
+          break;
+        } catch (e) {
+          if (attempt === 3) throw e;
+          db.#port = freePort();
+        }
+      }
       await pg("createdb", [...db.#client(), "flexora"], db.#env());
     } catch (e) {
       await db.close();
@@ -144,7 +158,9 @@ export class TestPostgres {
   }
 
   #start(): Promise<string> {
-    const options = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+    // Small shared buffers: several clusters may run at once beside the tests.
+    const options = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off ` +
+      "-c shared_buffers=16MB";
     return pg("pg_ctl", [
       "start",
       "-D",
