@@ -109,6 +109,8 @@ conformance("jobs: create, get, list by state, update, counts; credentials never
   await store.update("b", { error: null });
   assert.equal((await store.get("b"))!.error, null, "a field set to null is cleared");
   assert.deepEqual(await store.counts(), { queued: 2, failed: 1 });
+  await assert.rejects(() => store.create("a", request("again")), "an id is taken once");
+  assert.equal((await store.get("a"))!.request.name, "a");
 });
 
 conformance("claim takes the oldest queued job once; none left is null", async (open) => {

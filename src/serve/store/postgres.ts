@@ -165,12 +165,17 @@ export class PostgresStore implements Store {
   }
 
   async create(id: string, request: Record<string, unknown>): Promise<JobRecord> {
-    const now = new Date().toISOString();
+    const now = new Date().toISOString(), stored = storedJson(request);
     const [row] = await this.#q((sql) =>
       sql`INSERT INTO jobs (id, state, request, created_at, updated_at)
-          VALUES (${id}, 'queued', ${storedJson(request)}, ${now}, ${now}) RETURNING *`
+          VALUES (${id}, 'queued', ${stored}, ${now}, ${now}) ON CONFLICT (id) DO NOTHING RETURNING *`
     );
-    return toRecord(row as JobRow);
+    if (row) return toRecord(row as JobRow);
+    // The row exists: this very insert, retried after its answer was lost (the same request and time), or
+    // another job's id.
+    const [existing] = await this.#q((sql) => sql`SELECT * FROM jobs WHERE id = ${id}`);
+    if (existing?.request === stored && existing.created_at === now) return toRecord(existing as JobRow);
+    throw new Error(`a job '${id}' already exists in the store ${this.url}`);
   }
 
   async claim(by?: Claimer): Promise<JobRecord | null> {
