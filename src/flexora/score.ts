@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { HostTensor, Session } from "../runtime/session.ts";
+import { DeviceTensor, type HostTensor, type Session, type Tensor } from "../runtime/session.ts";
 import { batchFeeds, type Sequence } from "../data/sequence.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 
@@ -61,17 +61,32 @@ export class Scorer {
     return { ids, targetFrom: promptIds.length };
   }
 
-  /** Summed log-likelihood of each sequence's targets, and how many targets each has. */
+  /**
+   * Summed log-likelihood of each sequence's targets, and how many targets each has. The adapter's inputs are
+   * placed where the session reads them once per call ({@link Session.resident}: on the device for WebGPU), not
+   * with every batch, and freed at the end.
+   */
   async #logLikelihoods(seqs: readonly Sequence[]): Promise<{ sum: number; count: number }[]> {
+    const host = this.#options.adapterInputs ?? {};
+    const adapter = Object.keys(host).length ? await this.#session.resident(host) : {};
+    try {
+      return await this.#batches(seqs, adapter);
+    } finally {
+      for (const t of Object.values(adapter)) if (t instanceof DeviceTensor) t.dispose();
+    }
+  }
+
+  async #batches(
+    seqs: readonly Sequence[],
+    adapter: Readonly<Record<string, Tensor>>,
+  ): Promise<{ sum: number; count: number }[]> {
     const size = this.#options.batchSize ?? 16;
     const order = [...seqs.keys()].sort((a, b) => seqs[a].ids.length - seqs[b].ids.length);
     const out = new Array<{ sum: number; count: number }>(seqs.length);
     for (let i = 0; i < order.length; i += size) {
       const chunk = order.slice(i, i + size);
       const { labels, ...feeds } = batchFeeds(chunk.map((k) => seqs[k]), this.#tokenizer.padTokenId ?? 0);
-      const result = await this.#session.run({ ...feeds, ...this.#options.adapterInputs, targets: labels }, [
-        "token_logprobs",
-      ]);
+      const result = await this.#session.run({ ...feeds, ...adapter, targets: labels }, ["token_logprobs"]);
       const lp = result.token_logprobs.data as Float32Array;
       const T = labels.dims[1], targets = labels.data as BigInt64Array;
       chunk.forEach((k, b) => {

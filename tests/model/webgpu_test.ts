@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { loadDataset } from "../../src/data/dataset.ts";
 import { tokenizeExamples } from "../../src/data/mod.ts";
 import { finetune } from "../../src/flexora/pipeline.ts";
+import { Scorer } from "../../src/flexora/score.ts";
 import { Graph, type Value } from "../../src/graph/graph.ts";
 import { pow, sub } from "../../src/graph/build.ts";
 import { batchFeeds, type Sequence } from "../../src/data/sequence.ts";
@@ -572,6 +573,55 @@ webgpuTest(
       } decode steps with a rank-4 adapter on every projection (${adapterBytes} B ` +
         `of weights): host → device per token ${host.perToken} B with the weights as host inputs, ` +
         `${device.perToken} B resident`,
+    );
+  },
+  "webgpu", // onnxruntime-node binds device buffers for WebGPU only
+);
+
+webgpuTest(
+  "scoring with an adapter uploads its LoRA weights once per call, not with every batch",
+  async () => {
+    const { cpu, gpu } = await models(STORIES);
+    const lora = allLayers(gpu);
+    const adapterInputs = loraAt(gpu, lora, 7);
+    const adapterBytes = Object.values(adapterInputs).reduce((n, t) => n + t.data.byteLength, 0);
+    const rows = Array.from({ length: 6 }, (_, i) => ({
+      prompt: `Once upon a time, a girl named Lily ${i}`,
+      choices: [" went to the park.", " was sad."],
+      label: i % 2,
+    }));
+    const cpuSession = await cpu.session(buildScoringGraph(cpu.config, cpu.weights, { config: lora }));
+    const expected = await new Scorer(cpuSession, cpu.tokenizer, { batchSize: 4, adapterInputs })
+      .multipleChoice(rows);
+    await cpuSession.release();
+    const session = await gpu.session(buildScoringGraph(gpu.config, gpu.weights, { config: lora }));
+    // 12 sequences, 4 per batch: 3 runs. Before: a session view whose `resident` leaves the weights host inputs,
+    // so they cross with each run. After: the session, which places them on the device once.
+    const hostView = {
+      run: session.run.bind(session),
+      resident: (t: Readonly<Record<string, HostTensor>>) => Promise.resolve({ ...t }),
+    } as unknown as typeof session;
+    const moved = [];
+    for (const view of [hostView, session]) {
+      const start = { ...session.traffic };
+      const scored = await new Scorer(view, gpu.tokenizer, { batchSize: 4, adapterInputs }).multipleChoice(
+        rows,
+      );
+      assert.deepEqual(scored.rows.map((r) => r.pred), expected.rows.map((r) => r.pred));
+      scored.rows.forEach((r, i) =>
+        r.logprobs.forEach((lp, c) => {
+          const want = expected.rows[i].logprobs[c];
+          assert.ok(Math.abs(lp - want) <= TOLERANCE * Math.max(1, Math.abs(want)), `${lp} vs ${want}`);
+        })
+      );
+      assert.equal(session.traffic.runs - start.runs, 3);
+      moved.push(session.traffic.toDevice - start.toDevice);
+    }
+    await session.release();
+    assert.equal(moved[0] - moved[1], 2 * adapterBytes, `host → device ${moved[0]} B vs ${moved[1]} B`);
+    console.log(
+      `stories260K, 3 scoring batches with a rank-4 adapter (${adapterBytes} B of weights): host → device ` +
+        `${moved[0]} B with the weights as host inputs, ${moved[1]} B resident`,
     );
   },
   "webgpu", // onnxruntime-node binds device buffers for WebGPU only
