@@ -117,6 +117,8 @@ export function systemApp(deps: SidecarDeps): Hono {
         reachable: replicas.every((r) => r.reachable),
         capabilities: plugin.capabilities(s),
         desired: state.desired,
+        // Among sidecars sharing a store, whether this one runs the server's reconcile loop (docs/scale.md).
+        leader: state.leader,
         replicas,
       };
     }));
