@@ -10,6 +10,7 @@
  */
 
 import { dirname, join, relative } from "node:path";
+import { CHECKPOINT_FILE as MANIFEST } from "../../flexora/mod.ts";
 import type { ArtifactKind, ArtifactStore, Store } from "./types.ts";
 
 /** Every file under `dir` (path relative to it → bytes), or null when `dir` does not exist. */
@@ -56,7 +57,6 @@ export async function writeFolder(dir: string, files: ReadonlyMap<string, Uint8A
 }
 
 const STAGES = ["search", "retrain"] as const;
-const MANIFEST = "checkpoint.json";
 
 /** One stage's checkpoint folder, read whole while the runner may replace it: read again until stable. */
 async function readStage(dir: string): Promise<Map<string, Uint8Array> | null> {
