@@ -64,6 +64,12 @@ async function pg(tool: string, args: string[], env: Record<string, string> = {}
   return text;
 }
 
+/** Clusters not yet closed: stopped when the test process ends, even when a test failed or was filtered out. */
+const running = new Set<TestPostgres>();
+globalThis.addEventListener("unload", () => {
+  for (const db of running) db.closeSync();
+});
+
 /** Options of {@link TestPostgres.start}. */
 export interface TestPostgresOptions {
   /** Require this password for TCP logins (scram-sha-256); without one every login is trusted. */
@@ -96,6 +102,7 @@ export class TestPostgres {
     const dir = await Deno.makeTempDir({ prefix: "flexora-pg-" });
     if (asRoot) await Deno.chown(dir, NOBODY, NOBODY);
     const db = new TestPostgres(dir, freePort(), options.password);
+    running.add(db);
     const args = ["-D", db.data, "-U", "flexora", "--no-sync", "--encoding=UTF8", "--locale=C"];
     if (options.password !== undefined) {
       const pwfile = join(dir, "pwfile");
@@ -153,8 +160,20 @@ export class TestPostgres {
 
   /** Stops the server (if running) and removes the cluster. */
   async close(): Promise<void> {
+    running.delete(this);
     await this.stop().catch(() => {});
     await Deno.remove(this.dir, { recursive: true });
+  }
+
+  /** {@link close} at once, for the end of the process: the server is stopped without waiting for sessions. */
+  closeSync(): void {
+    running.delete(this);
+    const path = join(PG_BIN!, "pg_ctl"), args = ["stop", "-D", this.data, "-m", "immediate", "-w"];
+    const [cmd, argv] = asRoot
+      ? ["setpriv", [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", path, ...args]]
+      : [path, args];
+    new Deno.Command(cmd, { args: argv, stdout: "null", stderr: "null" }).outputSync();
+    Deno.removeSync(this.dir, { recursive: true });
   }
 
   #start(): Promise<string> {
