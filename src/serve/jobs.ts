@@ -140,6 +140,8 @@ export { RUNNER_DIED };
 export class JobManager {
   readonly #o: ManagerSettings;
   readonly #listeners = new Map<string, Set<Listener>>();
+  /** Queued jobs whose model or data this host lacks: left to other sidecars. */
+  readonly #elsewhere = new Set<string>();
   #slot: Slot | null = null;
   #ticker: ReturnType<typeof setInterval> | null = null;
   /** The pollers of subscriptions to jobs that may run elsewhere; stopped at close. */
@@ -427,13 +429,33 @@ export class JobManager {
           owner: this.#o.owner,
           leaseMs: this.#leaseMs,
           devices: [...new Set([this.#o.device, "cpu"])],
+          exclude: [...this.#elsewhere],
         });
+        if (next && !(await this.#canServe(next))) continue;
         if (next) await this.#take(next);
         else if (!this.#wanted) return; // nothing was submitted while the claim ran
       }
     } finally {
       this.#busy = false; // at once, before anything else runs: a submit from now on starts the worker
     }
+  }
+
+  /**
+   * Whether this host has the job's model and data (a local path; a Hub id is downloaded by the job). One it lacks
+   * goes back to the queue for another sidecar, and this one claims it no more.
+   */
+  async #canServe(job: JobRecord): Promise<boolean> {
+    const req = requestOf(job);
+    const paths = [...(isAbsolute(req.model) ? [req.model] : []), req.data];
+    const missing = (await Promise.all(paths.map((p) => Deno.stat(p).then(() => null, () => p)))).find((p) =>
+      p
+    );
+    if (!missing) return true;
+    this.#elsewhere.add(job.id);
+    if (this.#elsewhere.size > 1000) this.#elsewhere.delete(this.#elsewhere.values().next().value!);
+    console.error(`job ${job.id}: ${missing} is not on this host; left in the queue for another sidecar`);
+    this.#notify(await this.#o.store.update(job.id, { state: "queued" }, this.#o.owner));
+    return false;
   }
 
   /** Runs a claimed job to its end; whatever goes wrong fails this job only, and the sidecar keeps serving. */

@@ -156,6 +156,9 @@ Deno.test("a runner killed by SIGKILL leaves its job interrupted with the reason
 
 Deno.test("a subscriber that throws does not fail the job: the error is its own", async () => {
   const dir = await Deno.makeTempDir({ prefix: "flexora-subscriber-" });
+  // The fake runner reads neither, but a sidecar claims only jobs whose model and data are on its host.
+  await Deno.mkdir(join(dir, "m"));
+  await Deno.mkdir(join(dir, "d"));
   const store = new SqliteStore(":memory:");
   const manager = new JobManager({
     store,

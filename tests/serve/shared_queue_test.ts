@@ -89,3 +89,21 @@ Deno.test("shared queue: a job whose sidecar died is taken back when its lease l
     await b.close();
   }
 });
+
+Deno.test("shared queue: a job whose model this host lacks stays queued for another sidecar; the next one runs", async () => {
+  const b = await testSidecar({ sidecarId: "b", heartbeatMs: HEARTBEAT });
+  const store = new SqliteStore(join(b.dir, "state", "jobs.sqlite"));
+  try {
+    const body = { ...JSON.parse(jobBody(b.dir)), options: {} };
+    await store.create("elsewhere", { ...body, model: join(b.dir, "models", "on-another-host") });
+    const { id } = await (await b.request("/v1/jobs", { method: "POST", body: b.body() })).json();
+    assert.equal((await waitFor(b.request, id, ["succeeded"])).state, "succeeded");
+    await new Promise((r) => setTimeout(r, 3 * HEARTBEAT)); // heartbeats claim again: it is not taken
+    const left = await store.get("elsewhere");
+    assert.equal(left?.state, "queued");
+    assert.equal(left?.error, null, "not failed: another sidecar may have the model");
+  } finally {
+    await store.close();
+    await b.close();
+  }
+});

@@ -24,6 +24,8 @@ export const LEASE_CASES: Record<string, (store: Store) => Promise<void>> = {
     assert.equal(first?.owner, "host-1");
     assert.equal((await store.claim(claimer))?.id, "old");
     assert.equal(await store.claim(claimer), null, "the cuda job waits for a sidecar with cuda");
+    const skipping = { owner: "host-2", leaseMs: 60_000, devices: ["cpu", "cuda"], exclude: ["gpu"] };
+    assert.equal(await store.claim(skipping), null, "a job the claimer excludes is left queued");
     const gpu = await store.claim({ owner: "host-2", leaseMs: 60_000, devices: ["cpu", "cuda"] });
     assert.equal(gpu?.id, "gpu");
     assert.equal(gpu?.state, "starting");

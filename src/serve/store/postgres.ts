@@ -188,6 +188,7 @@ export class PostgresStore implements Store {
           WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'
               AND (${by === undefined}::boolean OR request::jsonb->>'device' IS NULL
                 OR request::jsonb->>'device' = ANY(${devices}::text[]))
+              AND NOT (id = ANY(${[...(by?.exclude ?? [])]}::text[]))
               ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
             AND state = 'queued'
           RETURNING *`

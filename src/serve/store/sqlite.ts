@@ -82,7 +82,8 @@ export class SqliteStore implements Store {
            cancel_requested = 0
          WHERE seq = (SELECT MIN(seq) FROM jobs WHERE state = 'queued' AND (? IS NULL
            OR json_extract(request, '$.device') IS NULL
-           OR json_extract(request, '$.device') IN (SELECT value FROM json_each(?))))
+           OR json_extract(request, '$.device') IN (SELECT value FROM json_each(?)))
+           AND id NOT IN (SELECT value FROM json_each(?)))
          AND state = 'queued'
          RETURNING *`,
       ).get(
@@ -91,6 +92,7 @@ export class SqliteStore implements Store {
         by?.leaseMs ?? null,
         by ? 1 : null,
         JSON.stringify(by?.devices ?? []),
+        JSON.stringify(by?.exclude ?? []),
       ) as JobRow | undefined;
       return row ? toRecord(row) : null;
     });

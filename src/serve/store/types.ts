@@ -84,6 +84,8 @@ export interface Claimer {
   readonly leaseMs: number;
   /** The devices it trains on: a job whose request names another waits for a sidecar that has it. */
   readonly devices: readonly string[];
+  /** Jobs it cannot run (their model or data is not on its host): left for other sidecars. */
+  readonly exclude?: readonly string[];
 }
 
 /** What the owner of a running job learns from renewing its lease. */
