@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { createEmbeddedApp } from "../../src/serve/embedded/app.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { ROOT } from "../model/shared.ts";
-import { call, type JobView, serve, type ServeProcess, tinyJob, waitFor } from "./fleet.ts";
+import { call, type JobView, serve, type ServeProcess, tinyJob, TOKEN, waitFor } from "./fleet.ts";
 import { PG_MISSING, TestPostgres } from "./pg.ts";
 
 /** Heartbeat 0.5 s (a lease lasts three), reconcile passes every 0.5 s: failures show within seconds. */
@@ -114,7 +114,7 @@ Deno.test({
         },
       );
 
-      await t.step("a cancel sent to another sidecar stops the job where it runs", async () => {
+      await t.step("a cancel sent to another sidecar stops the job; a third streams its events", async () => {
         const body = tinyJob("cancelled", {
           options: { retrain: { epochs: 20, batchSize: 4 }, maxLength: 32 },
         });
@@ -127,6 +127,11 @@ Deno.test({
           logs,
         );
         const owner = await byOwner(running);
+        // Followed on a sidecar that does not run it: the store's changes, polled, end with the cancel.
+        const stream = fetch(`${sidecars[(owner + 2) % 3].url}/v1/jobs/${id}/events`, {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        }).then((r) => r.text());
+        await new Promise((r) => setTimeout(r, 1500)); // a few steps' events
         await call(sidecars[(owner + 1) % 3].url, `/v1/jobs/${id}/cancel`, {});
         const done = await waitFor(
           () => sidecars[(owner + 2) % 3].url,
@@ -137,6 +142,10 @@ Deno.test({
           30_000,
         );
         assert.ok((done.progress?.step ?? 0) < 20 * 16, "it stopped early");
+        const events = (await stream).split("\n").filter((l) => l.startsWith("data: "))
+          .map((l) => JSON.parse(l.slice(6)) as { job: JobView; points: { step: number }[] });
+        assert.equal(events.at(-1)!.job.state, "cancelled", "the stream ends with the cancel");
+        assert.ok(events.some((e) => e.points.length > 0), "training points arrived on the other sidecar");
       });
 
       await t.step("PostgreSQL restarted mid-job: the sidecars reconnect and the job succeeds", async () => {
