@@ -29,6 +29,7 @@ import type { ServerConfig } from "../../plugins/types.ts";
 import { readAdapterConfig } from "../model/peft.ts";
 import { type RunnerEvent, type RunSummary, writeSpec } from "./protocol.ts";
 import { type RunnerExit, type RunnerHandle, type Spawn, spawnRunner } from "./spawn.ts";
+import { type Follower, followInStore, type JobChange } from "./follow.ts";
 import type { AttachReport } from "./reconcile/operations.ts";
 import type { ReconcileEvent } from "./reconcile/reconciler.ts";
 import {
@@ -102,16 +103,6 @@ export interface JobManagerOptions {
   readonly heartbeatMs?: number;
 }
 
-/**
- * One change of a job: the record, and the history point the change added, if any (`points`: several, for a job
- * another sidecar runs, read from the store at once).
- */
-export interface JobChange {
-  readonly job: JobRecord;
-  readonly point?: HistoryRow;
-  readonly points?: readonly HistoryRow[];
-}
-
 type Listener = (change: JobChange) => void;
 type ManagerSettings = Required<JobManagerOptions>;
 
@@ -134,7 +125,7 @@ const STAGE_STATE: Record<string, JobState> = {
   export: "exporting",
 };
 
-export { RUNNER_DIED };
+export { type JobChange, RUNNER_DIED };
 
 /** The queue and its one worker. */
 export class JobManager {
@@ -144,8 +135,8 @@ export class JobManager {
   readonly #elsewhere = new Set<string>();
   #slot: Slot | null = null;
   #ticker: ReturnType<typeof setInterval> | null = null;
-  /** The pollers of subscriptions to jobs that may run elsewhere; stopped at close. */
-  readonly #polls = new Set<ReturnType<typeof setInterval>>();
+  /** Subscriptions followed through the store (the job may run elsewhere); stopped at close. */
+  readonly #followers = new Set<Follower>();
   #ticking = false;
   #closed = false;
   /** The worker loop is running; {@link #pump} asked for another claim while it was. */
@@ -294,35 +285,15 @@ export class JobManager {
    * at once; those of a job another sidecar runs are read from the store every heartbeat (at most every second).
    */
   subscribe(id: string, listener: Listener): () => void {
-    let seen = { at: "", point: -1 };
-    // Asked now, so no point made after the subscription is missed (the caller reads its snapshot after).
-    const base = this.#o.store.lastPoint(id);
-    base.catch(() => {});
-    const mine: Listener = (change) => {
-      seen = { at: change.job.updatedAt, point: change.point?.id ?? seen.point };
-      listener(change);
-    };
+    const follower = followInStore(this.#o.store, id, listener, {
+      intervalMs: Math.min(this.#o.heartbeatMs, 1000),
+      skip: () => this.#closed || this.#slot?.id === id,
+    });
+    const mine: Listener = (change) => (follower.saw(change), listener(change));
     const set = this.#listeners.get(id) ?? new Set();
     this.#listeners.set(id, set.add(mine));
-    let polling = false;
-    const poll = setInterval(async () => {
-      if (polling || this.#closed || this.#slot?.id === id) return;
-      polling = true;
-      try {
-        const job = await this.#o.store.get(id);
-        if (!job || job.updatedAt === seen.at) return;
-        if (seen.point < 0) seen.point = await base;
-        const points = await this.#o.store.history(id, seen.point, -1);
-        seen = { at: job.updatedAt, point: points.at(-1)?.id ?? seen.point };
-        listener({ job, points });
-      } catch (e) {
-        console.error(`job ${id}: following it failed (${e instanceof Error ? e.message : e}); retrying`);
-      } finally {
-        polling = false;
-      }
-    }, Math.min(this.#o.heartbeatMs, 1000));
-    this.#polls.add(poll);
-    return () => (clearInterval(poll), this.#polls.delete(poll), set.delete(mine));
+    this.#followers.add(follower);
+    return () => (follower.stop(), this.#followers.delete(follower), set.delete(mine));
   }
 
   /**
@@ -367,7 +338,7 @@ export class JobManager {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#ticker !== null) clearInterval(this.#ticker);
-    for (const poll of this.#polls) clearInterval(poll);
+    for (const follower of this.#followers) follower.stop();
     if (this.#slot) this.#stop(this.#slot);
     await this.idle;
     await this.#reconciling;
