@@ -14,8 +14,9 @@
  *   off by 1 and 3 sidecars' job managers, claim latency p50/p99 and jobs per minute ({@link ./queue.ts}, run in
  *   a process of its own with loopback network access).
  *
- * `--vs-torch` also runs each train variant against `../shared/bench/torch_peer.py` in alternating processes and
- * prints the ratios of step time and peak RSS (skipped, saying why, where `/usr/bin/python3` lacks torch).
+ * `--vs-torch` (whatever `--only` names) also runs each train variant against `../shared/bench/torch_peer.py` in
+ * alternating processes and prints the ratios of step time and peak RSS (skipped, saying why, where
+ * `/usr/bin/python3` lacks torch).
  *
  * `--model 1b` runs the 1B shape (TinyLlama's: D 2048, I 5632, L 22, H 32, KV 4, V 32000; 3946 MiB float32)
  * instead of the 100M one, and only the parts that finish in reasonable time there: `matmul`, and `memory` on the
@@ -171,7 +172,7 @@ if (parts.has("matmul")) {
   report.matmul = { results: matmul, best: Math.max(...projections), median: median(projections) };
 }
 
-const needsModel = parts.has("train") || parts.has("memory") || parts.has("generate");
+const needsModel = parts.has("train") || parts.has("memory") || parts.has("generate") || values["vs-torch"];
 const dir = needsModel ? await Deno.makeTempDir({ prefix: "flexora-bench-" }) : undefined;
 try {
   if (dir) {

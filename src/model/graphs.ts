@@ -11,12 +11,13 @@
  * @module
  */
 
-import { flatten, gather, mul, neg, reshape, softmax, softmaxCrossEntropy } from "../graph/build.ts";
+import { flatten, gather, mul, reshape, softmax } from "../graph/build.ts";
 import type { ComputeFloat } from "../graph/dtype.ts";
 import { Graph, type Value } from "../graph/graph.ts";
 import type { Outputs } from "../graph/serialize.ts";
 import type { ModelConfig } from "./config.ts";
-import { decoder, type DecoderInputs, type KvPair, lmHead, type LoraBinding } from "./llama.ts";
+import { decoder, type DecoderInputs, type KvPair, lmHead, lmHeadWeight, type LoraBinding } from "./llama.ts";
+import { tokenLogprobs } from "./lm_loss.ts";
 import { type LoraConfig, loraShapes } from "./lora.ts";
 import type { WeightStore } from "./weights.ts";
 
@@ -48,6 +49,12 @@ export interface AdapterSpec {
 export interface GraphBuildOptions {
   /** Compute type (default: the weight store's, float32 unless the model was loaded otherwise). */
   float?: ComputeFloat;
+}
+
+/** Options of {@link buildScoringGraph}. */
+export interface ScoringGraphOptions extends GraphBuildOptions {
+  /** The LM head's token blocks hold logits of this many classes per token (default `DEFAULT_VOCAB_CHUNK`). */
+  vocabChunk?: number;
 }
 
 /**
@@ -129,22 +136,27 @@ export function buildStepGraph(
 
 /**
  * Per-token log-likelihoods: output `token_logprobs` [B, T] holds log p(targets[b, t] | tokens ≤ t), and 0 where
- * the target is -100 (ignored).
+ * the target is -100 (ignored). The LM head runs in token blocks ({@link tokenLogprobs}): no [B·T, V] logits.
  */
 export function buildScoringGraph(
   cfg: ModelConfig,
   weights: WeightStore,
   adapter?: AdapterSpec,
-  options: GraphBuildOptions = {},
+  options: ScoringGraphOptions = {},
 ): BuiltGraph {
   const g = new Graph({ name: "score", float: options.float ?? weights.dtype });
   const inputs = tokenInputs(g);
   const targets = g.input("targets", "int64", ["B", "T"]);
   const lora = adapter ? loraInputs(g, cfg, adapter) : undefined;
   const { hidden } = decoder(cfg, weights, inputs, lora);
-  const logits = lmHead(cfg, weights, flatten(hidden, 1)); // [B*T, V]
-  const { loss } = softmaxCrossEntropy(logits, flatten(targets, 0), { reduction: "none" }); // [B*T]
-  return { graph: g, outputs: { token_logprobs: reshape(neg(loss), ["B", "T"]) } };
+  const lp = g.scope(
+    "lm_head",
+    () =>
+      tokenLogprobs(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(targets, 0), {
+        chunk: options.vocabChunk,
+      }),
+  ); // [B*T]
+  return { graph: g, outputs: { token_logprobs: reshape(lp, ["B", "T"]) } };
 }
 
 /** Name of the input (or output) holding the residual stream entering layer `l`, [B, T, D]. */

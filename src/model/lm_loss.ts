@@ -33,6 +33,7 @@ import {
   matmul,
   minimum,
   mul,
+  neg,
   not,
   pad,
   reduceMax,
@@ -125,6 +126,42 @@ export function lmHeadLoss(
 }
 
 /**
+ * Log-probabilities [N] of `targets` [N] under hidden [N, D] · weightᵀ (weight [V, D]), in the graph's wide type,
+ * 0 where a target is `ignoreIndex`: scoring's head. Computed in token blocks as {@link lmHeadLoss} is, so that
+ * no [N, V] logits are held whole (scoring a few hundred rows beside a training session's memory would otherwise
+ * set a run's peak); with V ≤ `chunk`, one fused SoftmaxCrossEntropyLoss.
+ */
+export function tokenLogprobs(
+  hidden: Value,
+  weight: Value,
+  targets: Value,
+  options: Omit<LmHeadLossOptions, "lossScale"> = {},
+): Value {
+  const g = hidden.graph;
+  const { chunk = DEFAULT_VOCAB_CHUNK, ignoreIndex = -100 } = options;
+  const V = Number(weight.shape[0]);
+  const logits = (h: Value) => cast(matmul(h, transpose(weight)), g.wide); // h·Wᵀ, widened
+  const K = Math.ceil(V / chunk);
+  if (K === 1) {
+    return neg(softmaxCrossEntropy(logits(hidden), targets, { ignoreIndex, reduction: "none" }).loss);
+  }
+  const classes = g.constant([...Array(V).keys()], [1, V], "int64"); // [1, V]
+  const blocks = tokenBlocks(hidden, K);
+  const [h, y] = [hidden, targets].map(blocks.split);
+  const parts = h.map((hk, k) =>
+    g.scope(`block_${k}`, () => {
+      const l = logits(hk); // [Nk, V]
+      const m = reduceMax(l, [1], true); // [Nk, 1]
+      const s = reduceSum(exp(sub(l, m)), [1], true); // [Nk, 1]
+      const picked = reduceSum(mul(l, cast(equal(unsqueeze(y[k], [1]), classes), g.wide)), [1], true); // [Nk, 1]
+      const valid = cast(not(equal(unsqueeze(y[k], [1]), ignoreIndex)), g.wide); // [Nk, 1]
+      return mul(sub(picked, add(m, log(s))), valid); // [Nk, 1]
+    })
+  );
+  return squeeze(blocks.join(parts), [1]);
+}
+
+/**
  * Rows of each of K token blocks of N tokens, as the graph computes them at run time: ⌈N / K⌉ each, the last
  * blocks shorter or empty.
  */
@@ -135,8 +172,8 @@ export function tokenBlockSizes(n: number, K: number): number[] {
 
 /**
  * K blocks of consecutive rows of values [N, ...]: `split` cuts a value into them, `join` puts blocks shaped
- * [Nk, ...like hidden] back into one [N, ...] value. Sizes are read at run time ({@link tokenBlockSizes}); each
- * block's row count is a symbol of its own, `<hidden>/rows<k>`.
+ * [Nk, ...] (rank 2 at least) back into one [N, ...] value. Sizes are read at run time ({@link tokenBlockSizes});
+ * each block's row count is a symbol of its own, `<hidden>/rows<k>`.
  */
 function tokenBlocks(hidden: Value, K: number) {
   const g = hidden.graph;
@@ -146,15 +183,17 @@ function tokenBlocks(hidden: Value, K: number) {
   const starts = minimum(mul(g.constant([...Array(K).keys()], [K], "int64"), size), n); // [K]
   const sizes = minimum(sub(n, starts), size); // [K]
   const dims = [...Array(K).keys()].map((k) => `${hidden.name}/rows${k}`);
-  const zeros = g.constant(Array(hidden.shape.length - 1).fill(0), [hidden.shape.length - 1], "int64");
   const at = (v: Value, k: number) => gather(v, g.constant([k], [1], "int64")); // [1]
   return {
     split: (v: Value): Value[] => g.apply("Split", [v, sizes], { axis: 0, sizes: dims }),
-    join: (parts: Value[]): Value =>
-      sum(...parts.map((p, k) => {
+    join: (parts: Value[]): Value => {
+      const rest = parts[0].shape.slice(1);
+      const zeros = g.constant(rest.map(() => 0), [rest.length], "int64");
+      return sum(...parts.map((p, k) => {
         const before = at(starts, k), after = sub(sub(n, before), at(sizes, k));
-        return pad(p, concat([before, zeros, after, zeros], 0), hidden.shape);
-      })),
+        return pad(p, concat([before, zeros, after, zeros], 0), [N, ...rest]);
+      }));
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 /**
  * The LM-head loss in token blocks against the fused SoftmaxCrossEntropyLoss op and ordinary autodiff: the
- * blocks are a pure re-arrangement (float64, to rounding), at any token count, including blocks left empty.
+ * blocks are a pure re-arrangement (float64, to rounding), at any token count, including blocks left empty; and
+ * scoring's token log-probabilities, likewise blocked.
  */
 
 import assert from "node:assert/strict";
@@ -8,7 +9,7 @@ import { gradients } from "../../src/graph/autodiff.ts";
 import { Graph } from "../../src/graph/graph.ts";
 import { serialize } from "../../src/graph/serialize.ts";
 import { liveNodes } from "../../src/graph/validate.ts";
-import { lmHeadLoss } from "../../src/model/lm_loss.ts";
+import { lmHeadLoss, tokenLogprobs } from "../../src/model/lm_loss.ts";
 import { createSession, hostTensor } from "../../src/runtime/session.ts";
 import { Rng } from "../../src/util/random.ts";
 
@@ -65,4 +66,41 @@ Deno.test("LM-head loss in token blocks: each logit is computed once (one produc
     );
     assert.equal(products.length, blocks, `chunk ${chunk}`);
   }
+});
+
+Deno.test("scoring's token log-probabilities in token blocks equal the fused op's, for any token count, with no [N, V] value", async () => {
+  const session = async (chunk: number) => {
+    const g = new Graph({ float: "float64" });
+    const hidden = g.input("hidden", "float64", ["N", D]);
+    const weight = g.input("weight", "float64", [V, D]);
+    const lp = tokenLogprobs(hidden, weight, g.input("targets", "int64", ["N"]), { chunk });
+    const whole = liveNodes(g, [lp]).flatMap((n) => n.outputs).filter((v) => v.shape.join() === `N,${V}`);
+    assert.equal(whole.length > 0, chunk >= V, `chunk ${chunk}: [N, V] values ${whole.map((v) => v.name)}`);
+    return await createSession(serialize(g, { lp }), { optimization: "basic" });
+  };
+  const whole = await session(V);
+  const rng = new Rng(5);
+  const weight = hostTensor("float64", [V, D], rng.uniforms(V * D, -1, 1));
+  for (const chunk of [10, 3]) {
+    const blocked = await session(chunk);
+    for (const N of [1, 5, 13]) {
+      const feeds = {
+        hidden: hostTensor("float64", [N, D], rng.uniforms(N * D, -2, 2)),
+        weight,
+        targets: hostTensor(
+          "int64",
+          [N],
+          [...Array(N)].map((_, i) => i % 4 === 1 ? -100 : rng.int(0, V - 1)),
+        ),
+      };
+      const [a, b] = [await whole.run(feeds), await blocked.run(feeds)];
+      assert.deepEqual(b.lp.dims, [N]);
+      const x = a.lp.data as Float64Array, y = b.lp.data as Float64Array;
+      const diff = Math.max(...Array.from(x, (v, i) => Math.abs(v - y[i])));
+      assert.ok(diff < 1e-12, `chunk ${chunk}, N ${N}: log-probabilities differ by ${diff}`);
+      assert.ok(x.every((v, i) => (i % 4 === 1 && N > 1) === (v === 0)), "0 exactly where ignored");
+    }
+    await blocked.release();
+  }
+  await whole.release();
 });
