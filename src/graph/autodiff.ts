@@ -22,19 +22,7 @@
  * @module
  */
 
-import {
-  add,
-  cast,
-  fullLike,
-  gather,
-  greater,
-  mul,
-  reduceMax,
-  reduceSum,
-  reshape,
-  sum,
-  unsqueeze,
-} from "./build.ts";
+import { add, cast, copyAfter, fullLike, mul, reduceMax, reduceSum, reshape, sum } from "./build.ts";
 import { describe, type Graph, GraphError, graphOf, type Node, type Segment, type Value } from "./graph.ts";
 import { isFloat } from "./dtype.ts";
 import type { OpType } from "./ops.ts";
@@ -101,46 +89,46 @@ function isNarrowWeight(v: Value): boolean {
   return v.init !== undefined && (v.dtype === "bfloat16" || v.dtype === "float16");
 }
 
-/**
- * A copy of the 16-bit initializer `w` made when `zero` is computed (a `Gather` of `w` at an index that is 0
- * whatever `zero` holds, NaN included): its cast to the compute type is then made right before the backward
- * reads it and freed after, and onnxruntime's common-subexpression elimination cannot merge it with the
- * forward's cast. Were the backward to read the forward's cast, every trained layer's float32 weights would
- * stay live from the forward to the backward: as much memory as storing them in float32.
- */
-function lateCopy(w: Value, zero: Value): Value {
-  return gather(unsqueeze(w, [0]), cast(greater(zero, 1), "int64"));
+/** The 16-bit initializer `v` is, or is a {@link copyAfter} of; else undefined. */
+function narrowSource(v: Value): Value | undefined {
+  if (isNarrowWeight(v)) return v;
+  const p = v.producer;
+  const source = p?.op === "Gather" ? p.inputs[0].producer : undefined;
+  return source?.op === "Unsqueeze" && isNarrowWeight(source.inputs[0]) ? source.inputs[0] : undefined;
 }
 
 /** The ops a frozen weight passes through between its initializer and the ops that use it. */
 const WEIGHT_VIEWS: ReadonlySet<OpType> = new Set(["Cast", "Transpose", "Reshape", "Unsqueeze", "Squeeze"]);
 
 /**
- * The nodes from a 16-bit initializer to `v` (first the one reading the initializer), when `v` is that weight
- * widened by a `Cast` and maybe transposed or reshaped; else null.
+ * The 16-bit initializer `v` is made from and the nodes from it to `v`, when `v` is that weight (or a
+ * {@link copyAfter} of it) widened by a `Cast` and maybe transposed or reshaped; else null.
  */
-function widenedWeight(v: Value): Node[] | null {
+function widenedWeight(v: Value): { weight: Value; chain: Node[] } | null {
   const chain: Node[] = [];
-  for (let x = v; !isNarrowWeight(x); x = x.producer!.inputs[0]) {
+  let x = v;
+  for (; !narrowSource(x); x = x.producer!.inputs[0]) {
     if (!x.producer || !WEIGHT_VIEWS.has(x.producer.op) || x.producer.inputs.length !== 1) return null;
     chain.unshift(x.producer);
   }
-  return chain.some((n) => n.op === "Cast") ? chain : null;
+  return chain.some((n) => n.op === "Cast") ? { weight: narrowSource(x)!, chain } : null;
 }
 
 /**
  * `node` as its rule should read it: each input that is a 16-bit weight's widened copy replaced by one made
- * after the backward reaches the node ({@link lateCopy}); the node itself otherwise.
+ * after the backward reaches the node ({@link copyAfter} its gradient); the node itself otherwise. Were the
+ * backward to read the forward's cast, every trained layer's float32 weights would stay live from the forward
+ * to the backward: as much memory as storing them in float32.
  */
 function withLateWeights(g: Graph, node: Node, dY: readonly (Value | null)[]): Node {
   const chains = node.inputs.map(widenedWeight);
   if (chains.every((c) => c === null)) return node;
-  const zero = zeroOf(dY.find((d) => d !== null)!);
+  const d = dY.find((d) => d !== null)!;
   const inputs = node.inputs.map((x, i) => {
-    const chain = chains[i];
-    if (!chain) return x;
-    let v = lateCopy(chain[0].inputs[0], zero);
-    for (const n of chain) v = g.apply(n.op, [v], n.attrs)[0];
+    const found = chains[i];
+    if (!found) return x;
+    let v = copyAfter(found.weight, d);
+    for (const n of found.chain) v = g.apply(n.op, [v], n.attrs)[0];
     return v;
   });
   return { ...node, inputs };
@@ -151,8 +139,8 @@ function withLateWeights(g: Graph, node: Node, dY: readonly (Value | null)[]): N
  * inputs, so that the backward reads the copies and the forward's own values die after the forward. `dY`, a
  * gradient reaching the segment, enters every copied input as an added zero (max(dY)·0): that orders the
  * rebuild after the backward reaches the segment, and keeps onnxruntime's common-subexpression elimination
- * from merging the copies back into the forward. A 16-bit weight enters as a {@link lateCopy}, for the same
- * reasons. Returns, per node of the segment, its copy.
+ * from merging the copies back into the forward. A 16-bit weight enters as a {@link copyAfter} dY, for the
+ * same reasons. Returns, per node of the segment, its copy.
  */
 function rebuild(g: Graph, segment: Segment, dY: Value): Map<Node, Node> {
   const copies = new Map<Node, Node>();
@@ -162,7 +150,7 @@ function rebuild(g: Graph, segment: Segment, dY: Value): Map<Node, Node> {
   const entry = (v: Value): Value => {
     let e = values.get(v);
     if (e) return e;
-    if (isNarrowWeight(v)) e = lateCopy(v, zero);
+    if (isNarrowWeight(v)) e = copyAfter(v, dY);
     else if (!v.producer || !isFloat(v.dtype) || inside.has(v.producer)) return v;
     else e = add(v, cast(zero, v.dtype));
     values.set(v, e);
@@ -180,8 +168,8 @@ function rebuild(g: Graph, segment: Segment, dY: Value): Map<Node, Node> {
  * Builds the gradients of `loss` with respect to each of `wrt`, appending the backward nodes to the graph.
  * Throws when the loss does not depend on a requested value (unless `allowUnused`). In a graph built with
  * `recompute`, each checkpointed segment's rules read a copy of its forward, rebuilt in the backward
- * (see {@link rebuild}). Rules never read a 16-bit weight's forward cast: they get their own, made late
- * (see {@link lateCopy}).
+ * (see {@link rebuild}). Rules never read a 16-bit weight's forward cast: they get their own, made from a
+ * {@link copyAfter} the gradient reaching the node (see {@link withLateWeights}).
  */
 export function gradients(loss: Value, wrt: readonly Value[], options: GradientOptions = {}): Value[] {
   const g = graphOf(loss, ...wrt);

@@ -285,6 +285,19 @@ export function shapeOf(x: Value): Value {
   return apply1(x.graph, "Shape", [x], {});
 }
 
+/**
+ * A copy of `x` made once `after` is computed (a Gather of x at an index 0 read from after's run-time shape):
+ * what orders the cast of a 16-bit frozen weight right before its use, so that one layer's float32 weights are
+ * live at a time, and keeps onnxruntime's common-subexpression elimination from merging copies made for
+ * different uses.
+ */
+export function copyAfter(x: Value, after: Value): Value {
+  const g = graphOf(x, after);
+  const dims = shapeOf(after.shape.length ? after : unsqueeze(after, [0])); // [rank] int64
+  const zero = mul(gather(dims, g.constant([0], [], "int64")), 0); // int64 scalar 0
+  return gather(unsqueeze(x, [0]), zero);
+}
+
 /** A tensor of `value` with the run-time shape of `like` (its dtype by default). */
 export function fullLike(like: Value, value: number, dtype: DType = like.dtype): Value {
   return apply1(like.graph, "ConstantOfShape", [shapeOf(like)], { shape: [...like.shape], value, dtype });

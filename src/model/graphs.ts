@@ -152,7 +152,7 @@ export function buildScoringGraph(
   const lp = g.scope(
     "lm_head",
     () =>
-      tokenLogprobs(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(targets, 0), {
+      tokenLogprobs(flatten(hidden, 1), lmHeadWeight(cfg, weights, g, hidden), flatten(targets, 0), {
         chunk: options.vocabChunk,
       }),
   ); // [B*T]

@@ -116,7 +116,7 @@ export function decoder(
     throw new Error(`a decoder pass runs layers [from, until) of ${cfg.numLayers}, got [${from}, ${until})`);
   }
   if (from > 0 && !span.entry) throw new Error(`a decoder pass from layer ${from} needs the layer's input`);
-  const w = (name: string) => weights.weight(g, name);
+  const w = (name: string, after?: Value) => weights.weight(g, name, after);
   const [B, T] = inputs.ids.shape;
   const tables = g.scope("model.rotary_emb", () => ropeTables(inputs.positions, cfg));
   const allowed = g.scope("model.mask", () => attentionMask(cfg, inputs));
@@ -132,7 +132,7 @@ export function decoder(
     const proj = (module: TargetModule, h: Value, bias: boolean): Value => {
       const path = modulePath(l, module);
       return g.scope(path, () => {
-        let y = matmul(h, transpose(w(`${path}.weight`))); // W [out, in]
+        let y = matmul(h, transpose(w(`${path}.weight`, h))); // W [out, in], cast (if 16-bit) once h is there
         if (bias) y = add(y, w(`${path}.bias`));
         const names = loraNames(l, module);
         const a = lora?.params.get(names.a), b = lora?.params.get(names.b);
@@ -236,12 +236,15 @@ function attention(
 }
 
 /** The LM head's weight [V, D]: the tied embedding or `lm_head.weight`. */
-export function lmHeadWeight(cfg: ModelConfig, weights: WeightStore, g: Graph): Value {
-  return weights.weight(g, cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+export function lmHeadWeight(cfg: ModelConfig, weights: WeightStore, g: Graph, after?: Value): Value {
+  return weights.weight(g, cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", after);
 }
 
 /** Logits [..., V] from hidden states, in the graph's wide type. */
 export function lmHead(cfg: ModelConfig, weights: WeightStore, hidden: Value): Value {
   const g = hidden.graph;
-  return g.scope("lm_head", () => cast(matmul(hidden, transpose(lmHeadWeight(cfg, weights, g))), g.wide));
+  return g.scope(
+    "lm_head",
+    () => cast(matmul(hidden, transpose(lmHeadWeight(cfg, weights, g, hidden))), g.wide),
+  );
 }

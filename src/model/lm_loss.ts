@@ -239,7 +239,7 @@ export function lmLoss(
   return g.scope(
     "lm_head",
     () =>
-      lmHeadLoss(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(batch.labels, 0), {
+      lmHeadLoss(flatten(hidden, 1), lmHeadWeight(cfg, weights, g, hidden), flatten(batch.labels, 0), {
         chunk: options.vocabChunk ?? DEFAULT_VOCAB_CHUNK,
         ignoreIndex: IGNORE,
         lossScale: options.lossScale,

@@ -23,7 +23,7 @@
 
 import { join } from "node:path";
 import type { SessionOptions } from "../runtime/session.ts";
-import { cast } from "../graph/build.ts";
+import { cast, copyAfter } from "../graph/build.ts";
 import type { ComputeFloat, DType } from "../graph/dtype.ts";
 import type { Graph, Value } from "../graph/graph.ts";
 import { f32ToBf16, f32ToF16 } from "../util/float16.ts";
@@ -134,15 +134,18 @@ export class WeightStore {
 
   /**
    * The tensor `name` in `g`, in the graph's float type (one initializer per graph, however often asked): stored
-   * in the base dtype (without one: as in the checkpoint, float16 in a float16 graph) and cast to the graph's type
-   * right before use.
+   * in the base dtype (without one: as in the checkpoint, float16 in a float16 graph) and cast to the graph's type.
+   * With `after` (the activation it is used with), a stored 16-bit weight gets a cast of its own, made once
+   * `after` is computed ({@link copyAfter}): onnxruntime would otherwise run a cast that only reads an
+   * initializer whenever it likes, as early as the start of the step, and keep every layer's float32 copy live.
    */
-  weight(g: Graph, name: string): Value {
+  weight(g: Graph, name: string, after?: Value): Value {
+    const init = this.stored(g, name);
+    if (after && init.dtype !== g.float) return g.scope(name, () => cast(copyAfter(init, after), g.float));
     let bound = this.#bound.get(g);
     if (!bound) this.#bound.set(g, bound = new Map());
     let v = bound.get(name);
     if (v) return v;
-    const init = this.stored(g, name);
     v = g.scope(name, () => cast(init, g.float));
     bound.set(name, v);
     return v;
