@@ -21,14 +21,11 @@
  * @module
  */
 
-import { historyPoint } from "../flexora/mod.ts";
 import type { Device } from "../runtime/device.ts";
-import { isAbsolute, join } from "node:path";
-import { z } from "zod";
+import { isAbsolute } from "node:path";
 import type { ServerConfig } from "../../plugins/types.ts";
-import { readAdapterConfig } from "../model/peft.ts";
-import { type RunnerEvent, type RunSummary, writeSpec } from "./protocol.ts";
-import { type RunnerExit, type RunnerHandle, type Spawn, spawnRunner } from "./spawn.ts";
+import { type Spawn, spawnRunner } from "./spawn.ts";
+import { type JobRequest, requestOf, runJob, type Slot } from "./job_run.ts";
 import { type Follower, followInStore, type JobChange } from "./follow.ts";
 import type { AttachReport } from "./reconcile/operations.ts";
 import type { ReconcileEvent } from "./reconcile/reconciler.ts";
@@ -38,27 +35,11 @@ import {
   type HistoryRow,
   type JobFields,
   type JobRecord,
-  type JobState,
   leaseLost,
   LeaseLostError,
   RUNNER_DIED,
   type Store,
 } from "./store/mod.ts";
-import { keepArtifact, readCheckpoints, readFolder, restoreCheckpoints } from "./store/artifacts.ts";
-
-const JobRequestSchema = z.object({
-  model: z.string(),
-  data: z.string(),
-  name: z.string(),
-  options: z.record(z.string(), z.unknown()),
-  padLayers: z.boolean().optional(),
-  /** The concrete device the job trains on (resolved at submit); absent in older records: the manager's. */
-  device: z.enum(["cpu", "webgpu", "cuda"]).optional(),
-  attach: z.object({ server: z.string(), name: z.string().optional() }).optional(),
-});
-
-/** A validated job request. */
-export type JobRequest = z.infer<typeof JobRequestSchema>;
 
 /** Thrown for requests the manager refuses; `status` is the HTTP status to answer with. */
 export class JobError extends Error {
@@ -106,26 +87,7 @@ export interface JobManagerOptions {
 type Listener = (change: JobChange) => void;
 type ManagerSettings = Required<JobManagerOptions>;
 
-/** The worker's hold on one job, from its claim until its runner's end. */
-interface Slot {
-  readonly id: string;
-  runner: RunnerHandle | null;
-  cancelled: boolean;
-  /** Set once the runner was asked to stop; its escalation timers. */
-  stopping: ReturnType<typeof setTimeout>[] | null;
-  /** The lease lapsed and another sidecar may have the job: nothing more is written about it here. */
-  lost: boolean;
-}
-
-/** Stage of a progress event → job state. */
-const STAGE_STATE: Record<string, JobState> = {
-  search: "searching",
-  retrain: "retraining",
-  evaluate: "retraining",
-  export: "exporting",
-};
-
-export { type JobChange, RUNNER_DIED };
+export { type JobChange, type JobRequest, RUNNER_DIED };
 
 /** The queue and its one worker. */
 export class JobManager {
@@ -440,7 +402,15 @@ export class JobManager {
     };
     this.#notify(next);
     try {
-      await this.#run(next, slot);
+      await runJob(
+        {
+          ...this.#o,
+          own: (fields, point) => this.#own(slot, fields, point),
+          closed: () => this.#closed,
+        },
+        next,
+        slot,
+      );
     } catch (e) {
       slot.runner?.kill("SIGKILL");
       if (e instanceof LeaseLostError) this.#lose(slot); // another sidecar resumes it: nothing to record here
@@ -454,128 +424,4 @@ export class JobManager {
       this.#slot = null;
     }
   }
-
-  async #run(job: JobRecord, slot: Slot): Promise<void> {
-    const req = requestOf(job);
-    const dir = join(this.#o.dataDir, "jobs", job.id);
-    const out = join(this.#o.dataDir, "adapters", req.name, job.id);
-    const checkpointDir = join(dir, "checkpoints");
-    // A shared store may hold checkpoints another host wrote: the job continues from the newest.
-    const restored = this.#o.store.shared &&
-      await restoreCheckpoints(this.#o.store.artifacts, job.id, checkpointDir);
-    await Deno.mkdir(dir, { recursive: true });
-    const specFile = join(dir, "spec.json");
-    await writeSpec(specFile, {
-      model: req.model,
-      data: req.data,
-      options: req.options,
-      out,
-      checkpointDir,
-      resume: job.resume || restored,
-      padLayers: req.padLayers,
-      device: req.device ?? this.#o.device,
-    });
-    if (slot.cancelled || this.#closed) {
-      await this.#own(slot, { state: slot.cancelled ? "cancelled" : "interrupted" });
-      return;
-    }
-    // The submit route confines a local model to an absolute path; anything else is a Hub id the job downloads.
-    const runner = slot.runner = this.#o.spawn(specFile, { network: !isAbsolute(req.model) });
-    const warnings: string[] = (job.result?.warnings as string[] | undefined) ?? [];
-    let summary: RunSummary | null = null, last: RunnerEvent | null = null;
-    for await (const e of runner.events) {
-      if (e.type === "download") {
-        const { file, received, total, elapsed, eta } = e;
-        const progress = { stage: "download", file, step: received, total, elapsed, eta };
-        await this.#own(slot, { state: "downloading", progress });
-      } else if (e.type === "start") {
-        // A resumed stage starts from its checkpoint: the points after it will be made again.
-        await this.#o.store.rewindHistory(job.id, e.stage, e.step);
-        await this.#own(slot, { state: STAGE_STATE[e.stage] });
-      } else if (e.type === "checkpoint") {
-        if (this.#o.store.shared) {
-          await keepArtifact(this.#o.store, "checkpoint", job.id, () => readCheckpoints(checkpointDir));
-        }
-      } else if (e.type === "progress") {
-        const point = historyPoint(e.event);
-        const row = point ? await this.#o.store.addPoint(job.id, point) : undefined;
-        await this.#own(slot, { state: STAGE_STATE[e.event.stage], progress: e.event }, row);
-      } else if (e.type === "warning") {
-        warnings.push(e.message);
-        await this.#own(slot, { result: { warnings } });
-      } else if (e.type === "result") summary = e.summary;
-      else last = e;
-    }
-    const exit = await runner.exited;
-    if (summary) return await this.#finish(slot, req, { ...summary, warnings, adapterPath: out });
-    if (slot.cancelled) return void await this.#own(slot, { state: "cancelled" });
-    if (last?.type === "stopped") return void await this.#own(slot, { state: "interrupted" });
-    if (last?.type === "error") {
-      const message = `${last.name}: ${last.message}`;
-      return void await this.#own(slot, { state: "failed", error: { code: "training_failed", message } });
-    }
-    await this.#died(slot, exit);
-  }
-
-  /** A runner that ended without a word: the job is interrupted, and resumed while retries are left. */
-  async #died(slot: Slot, exit: RunnerExit): Promise<void> {
-    const id = slot.id;
-    const how = exit.signal
-      ? `killed by ${exit.signal}${exit.signal === "SIGKILL" ? " (the out-of-memory killer sends it)" : ""}`
-      : `ended with code ${exit.code} before its result`;
-    const retries = (await this.get(id)).retries, max = this.#o.maxRetries;
-    if (this.#closed || retries >= max) {
-      const what = this.#closed ? "" : `; it was resumed ${max} times already: resume it by hand`;
-      const error = { code: RUNNER_DIED, message: `the training process was ${how}${what}` };
-      return void await this.#own(slot, { state: "interrupted", error });
-    }
-    const message = `the training process was ${how}; resuming from its checkpoint (retry ${
-      retries + 1
-    } of ${max})`;
-    await this.#own(slot, {
-      state: "queued",
-      resume: true,
-      retries: retries + 1,
-      error: { code: RUNNER_DIED, message },
-    });
-  }
-
-  async #finish(slot: Slot, req: JobRequest, result: Record<string, unknown> & { adapterPath: string }) {
-    const id = slot.id;
-    if (this.#o.store.shared) {
-      // Any sidecar can serve the adapter now; the checkpoints are done with.
-      await keepArtifact(this.#o.store, "adapter", `${req.name}/${id}`, () => readFolder(result.adapterPath));
-      await this.#o.store.artifacts.delete("checkpoint", id).catch(() => {});
-    }
-    if (!req.attach) {
-      await this.#own(slot, { state: "succeeded", result, error: null });
-      return;
-    }
-    // Recorded as desired state, so a retrained version rolls out through the same swap path as an attach.
-    const attachment: Attachment = {
-      server: req.attach.server,
-      name: req.attach.name ?? req.name,
-      adapter: req.name,
-      version: id,
-      path: result.adapterPath,
-      rank: (await readAdapterConfig(result.adapterPath)).r,
-    };
-    await this.#own(slot, { state: "attaching", result, error: null });
-    try {
-      const attach = await this.#o.attach(attachment);
-      await this.#own(slot, { state: "succeeded", result: { ...result, attach } });
-    } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
-      await this.#own(slot, { state: "attach_failed", result, error: { code: "attach_failed", message } });
-    }
-  }
-}
-
-/** A stored job's request, checked. */
-function requestOf(job: JobRecord): JobRequest {
-  const checked = JobRequestSchema.safeParse(job.request);
-  if (!checked.success) {
-    throw new Error(`job ${job.id}: its stored request is malformed (${checked.error.issues[0].message})`);
-  }
-  return checked.data;
 }
