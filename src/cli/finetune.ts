@@ -154,7 +154,7 @@ export const finetuneCommand: Command = {
     targets: "LIST  comma-separated projections (default q_proj,v_proj)",
     "search-lr": "LR  LoRA learning rate in the search (default: the retraining's --lr)",
     "gate-lr": "LR  gate learning rate (default 0.01)",
-    "search-epochs": "N  search epochs (default 1)",
+    "search-epochs": "F  passes over the training data in the search, a fraction allowed (default 1)",
     hypergradient:
       "H  first-order (default) or unrolled (adds the second-order term; two more passes per step)",
     "gate-form": "F  linear (default: branches scaled by the gate g) or cubed (by g^3, as the authors' code)",

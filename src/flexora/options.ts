@@ -35,7 +35,10 @@ export interface SearchOptions {
   loraLr: number;
   /** Adam learning rate of the gate logits on validation batches (default 0.01). */
   gateLr: number;
-  /** Passes over the training data (default 1). */
+  /**
+   * Passes over the training data (default 1); a fraction searches on that share of an epoch's batches (see
+   * {@link searchSteps}).
+   */
   epochs: number;
   /** Training sequences per step (default 8). */
   batchSize: number;
@@ -165,6 +168,19 @@ export function defaultOptions(): FinetuneOptions {
 /** The most epochs a stage may run. */
 export const MAX_EPOCHS = 1000;
 
+/**
+ * The search's updates: `epochs` (a fraction allowed) times the batches of an epoch, rounded, at least one.
+ *
+ * @example
+ * ```ts
+ * import { searchSteps } from "./options.ts";
+ * if (searchSteps(0.25, 250) !== 63 || searchSteps(0.01, 16) !== 1) throw new Error("rounded, at least 1");
+ * ```
+ */
+export function searchSteps(epochs: number, batchesPerEpoch: number): number {
+  return Math.max(1, Math.round(epochs * batchesPerEpoch));
+}
+
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => {
   const want = max < Number.MAX_SAFE_INTEGER
     ? `an integer in [${min}, ${max}]`
@@ -226,7 +242,10 @@ export const FinetuneInputSchema: z.ZodType<FinetuneInput> = z.strictObject({
     lora: LoraSchema.optional(),
     loraLr: positive().optional(),
     gateLr: positive().optional(),
-    epochs: int(1, MAX_EPOCHS).optional(),
+    epochs: z.number({ error: `a number in (0, ${MAX_EPOCHS}]` }).positive({
+      error: `a number in (0, ${MAX_EPOCHS}]`,
+    })
+      .max(MAX_EPOCHS, { error: `a number in (0, ${MAX_EPOCHS}]` }).optional(),
     batchSize: int(1).optional(),
     valBatchSize: int(1).optional(),
     hypergradient: oneOf(["first-order", "unrolled"]).optional(),

@@ -31,6 +31,7 @@ import {
   type LoraOptions,
   optionsError,
   resolveOptions,
+  searchSteps,
 } from "./options.ts";
 
 /** The most optimizer steps one stage may take. */
@@ -71,7 +72,7 @@ function maxRank(config: ModelConfig, lora: LoraOptions): number {
 function stageSteps(o: FinetuneOptions, facts: RunFacts): { search: number; retrain: number } {
   const n = Math.max(trainCount(o, facts), 0);
   return {
-    search: o.method === "flexora" ? o.search.epochs * Math.ceil(n / o.search.batchSize) : 0,
+    search: o.method === "flexora" ? searchSteps(o.search.epochs, Math.ceil(n / o.search.batchSize)) : 0,
     retrain: o.retrain.epochs * Math.ceil(n / o.retrain.batchSize),
   };
 }

@@ -17,7 +17,7 @@ import { hostTensor } from "../runtime/session.ts";
 import { adamw } from "../train/optim.ts";
 import { stateOutputs, TrainLoop } from "../train/step.ts";
 import { resumePoint, runStage } from "./loop.ts";
-import type { LoraOptions, RunOptions, SearchOptions } from "./options.ts";
+import { type LoraOptions, type RunOptions, type SearchOptions, searchSteps } from "./options.ts";
 import type { RunHooks } from "./progress.ts";
 import type { GateRecord } from "./records.ts";
 
@@ -102,7 +102,7 @@ export async function searchGates(
   });
   const trainPlan = new BatchPlan(data.train, { batchSize: options.batchSize, seed: options.seed });
   const valPlan = new BatchPlan(data.validation, { batchSize: options.valBatchSize, seed: options.seed + 1 });
-  const total = options.epochs * trainPlan.batchesPerEpoch;
+  const total = searchSteps(options.epochs, trainPlan.batchesPerEpoch);
   const pad = model.tokenizer.padTokenId ?? 0;
 
   const resumed = await resumePoint("search", hooks);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { defaultOptions, OptionsError, resolveOptions } from "../../src/flexora/options.ts";
-import { checkFit, planFinetune, type RunFacts } from "../../src/flexora/plan.ts";
+import { checkFit, estimateRun, planFinetune, type RunFacts } from "../../src/flexora/plan.ts";
 import { readConfig } from "../../src/model/config.ts";
 import { ROOT } from "../model/shared.ts";
 
@@ -27,6 +27,16 @@ Deno.test("partial options merge into the defaults at every depth", () => {
   assert.equal(o.retrain.lr, 3e-4);
   assert.equal(o.retrain.epochs, 3);
   assert.deepEqual(o.select, { kind: "top-k", k: 2 });
+});
+
+Deno.test("a fractional search.epochs searches on that share of an epoch's batches", async () => {
+  const o = resolveOptions({ search: { epochs: 0.25 } });
+  const facts: RunFacts = { config: await readConfig(TINY), trainExamples: 800, validationExamples: 50 };
+  assert.equal(estimateRun(o, facts).steps.search, 25, "0.25 of 100 batches");
+  assert.throws(
+    () => resolveOptions({ search: { epochs: 0 } }),
+    /'search\.epochs' must be a number in \(0, 1000\], got 0/,
+  );
 });
 
 Deno.test("the search's LoRA learning rate follows the retraining's unless given", () => {
@@ -55,7 +65,7 @@ const bad: [string, Parameters<typeof resolveOptions>[0], RegExp][] = [
   ["no targets", { retrain: { lora: { targets: [] } } }, /'retrain\.lora\.targets' must be a non-empty list/],
   ["negative lr", { retrain: { lr: -1 } }, /'retrain\.lr' must be a positive number, got -1/],
   ["NaN gate lr", { search: { gateLr: NaN } }, /'search\.gateLr' must be a positive number, got null|NaN/],
-  ["zero epochs", { search: { epochs: 0 } }, /'search\.epochs' must be an integer in \[1, 1000\], got 0/],
+  ["zero epochs", { search: { epochs: 0 } }, /'search\.epochs' must be a number in \(0, 1000\], got 0/],
   [
     "bad schedule",
     { retrain: { schedule: "step" as "cosine" } },
@@ -103,7 +113,7 @@ const bad: [string, Parameters<typeof resolveOptions>[0], RegExp][] = [
   [
     "1e9 search epochs",
     { search: { epochs: 1e9 } },
-    /'search\.epochs' must be an integer in \[1, 1000\], got 1000000000/,
+    /'search\.epochs' must be a number in \(0, 1000\], got 1000000000/,
   ],
   ["a string seed", { seed: "1" as unknown as number }, /'seed' must be an integer, got "1"/],
   ["infinite lr", { retrain: { lr: Infinity } }, /'retrain\.lr' must be a positive number, got Infinity/],
