@@ -4,6 +4,7 @@
  *
  * - `worth`: each layer's worth from retrains: add-one-layer (LoRA on layer l alone) and leave-one-layer-out
  *   (every layer but l), scored by validation loss; writes the table to `--worth FILE`.
+ * - `retrain`: one retrain on `--layers`, scored on validation only (to compare two selections).
  * - `search`: searches with the given settings (several seeds), reporting how far the gates move (per-step
  *   trajectory quantiles), the hypergradient size, the selected layers, and, given `--worth FILE`, Spearman's
  *   rank correlation of the final logits with the add-one and leave-one-out worth.
@@ -50,6 +51,7 @@ const { values, positionals } = parseArgs({
     seeds: { type: "string", default: "0" },
     json: { type: "boolean" },
     resume: { type: "boolean" },
+    layers: { type: "string" },
   },
 });
 const experiment = positionals[0];
@@ -128,6 +130,14 @@ if (experiment === "worth") {
   };
   console.log(JSON.stringify(table));
   if (values.worth) await Deno.writeTextFile(values.worth, JSON.stringify(table));
+} else if (experiment === "retrain") {
+  // One retrain on `--layers`, scored on validation only (to compare two selections).
+  const o = resolveOptions({
+    retrain: { lr: Number(values["retrain-lr"]), epochs: Number(values["retrain-epochs"]) },
+  });
+  const layers = values.layers!.split(",").map(Number);
+  const r = await retrain(model, { train, validation: valRows }, layers, { ...o.retrain, ...run, seed: 0 });
+  console.log(JSON.stringify({ task: values.task, rows: train.length, layers, epochs: r.epochs }));
 } else if (experiment === "search") {
   const worth = values.worth ? JSON.parse(await Deno.readTextFile(values.worth)) : undefined;
   const input: FinetuneInput = {

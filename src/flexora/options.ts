@@ -36,8 +36,9 @@ export interface SearchOptions {
   /** Adam learning rate of the gate logits on validation batches (default 0.01). */
   gateLr: number;
   /**
-   * Passes over the training data (default 1); a fraction searches on that share of an epoch's batches (see
-   * {@link searchSteps}).
+   * Passes over the training data (default 1, the paper's); a fraction searches on that share of an epoch's
+   * batches (see {@link searchSteps}): 0.5 halves the search's time, at a cost in selection quality measured in
+   * BENCHMARKS.md ("Search diagnosis").
    */
   epochs: number;
   /** Training sequences per step (default 8). */
@@ -124,8 +125,8 @@ export type RunOptions =
   & Partial<Pick<FinetuneOptions, "recompute">>;
 
 /**
- * The defaults, as the Flexora authors' code runs (before {@link resolveOptions} ties the ones that follow others:
- * `retrain.microBatchSize` follows `retrain.batchSize`, `search.loraLr` follows `retrain.lr`).
+ * The defaults, as the Flexora authors' code runs them, before {@link resolveOptions} ties the ones that follow
+ * others: `retrain.microBatchSize` follows `retrain.batchSize`, `search.loraLr` follows `retrain.lr`.
  */
 export function defaultOptions(): FinetuneOptions {
   const lora = (): LoraOptions => ({ rank: 8, alpha: 16, rslora: false, targets: ["q_proj", "v_proj"] });
