@@ -125,7 +125,12 @@ export async function retrain(
         after: (_, result) => (epochLosses.push(result.loss), Promise.resolve({})),
         record: () => ({ epochs, epochLosses }),
         endOfEpoch: async (s) => {
-          const scorer = new Scorer(scoring, model.tokenizer, { adapterInputs: await loop.params() });
+          // At most a training micro-batch per run: scoring runs beside the memory the trainer session keeps,
+          // so its activations must stay within what the user sized a training pass for.
+          const scorer = new Scorer(scoring, model.tokenizer, {
+            adapterInputs: await loop.params(),
+            batchSize: Math.min(options.microBatchSize, options.batchSize),
+          });
           const metrics: EpochMetrics = {
             epoch: plan.epochOf(s) + 1,
             trainLoss: epochLosses.reduce((a, b) => a + b, 0) / epochLosses.length,

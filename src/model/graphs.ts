@@ -51,9 +51,16 @@ export interface GraphBuildOptions {
   float?: ComputeFloat;
 }
 
+/**
+ * Scoring's default LM-head chunk: token blocks holding 2048 classes' worth of logits (smaller than training's,
+ * since scoring runs beside a trainer session's memory at the end of each epoch: for 16 sequences of 200 tokens
+ * and V = 32000, 16 blocks of [200, V], 26 MB each, instead of 4 of 102 MB).
+ */
+export const SCORING_VOCAB_CHUNK = 2048;
+
 /** Options of {@link buildScoringGraph}. */
 export interface ScoringGraphOptions extends GraphBuildOptions {
-  /** The LM head's token blocks hold logits of this many classes per token (default `DEFAULT_VOCAB_CHUNK`). */
+  /** The LM head's token blocks hold logits of this many classes per token (default {@link SCORING_VOCAB_CHUNK}). */
   vocabChunk?: number;
 }
 
@@ -153,7 +160,7 @@ export function buildScoringGraph(
     "lm_head",
     () =>
       tokenLogprobs(flatten(hidden, 1), lmHeadWeight(cfg, weights, g, hidden), flatten(targets, 0), {
-        chunk: options.vocabChunk,
+        chunk: options.vocabChunk ?? SCORING_VOCAB_CHUNK,
       }),
   ); // [B*T]
   return { graph: g, outputs: { token_logprobs: reshape(lp, ["B", "T"]) } };

@@ -4,7 +4,7 @@ import { loadDataset } from "../../src/data/dataset.ts";
 import { tokenizeExamples } from "../../src/data/tokenize.ts";
 import { resolveOptions } from "../../src/flexora/options.ts";
 import { retrain, shouldStopEarly } from "../../src/flexora/retrain.ts";
-import { loadModel } from "../../src/model/model.ts";
+import { loadModel, type Model } from "../../src/model/model.ts";
 import { ROOT } from "../model/shared.ts";
 
 const model = await loadModel(join(ROOT, "fixtures/tiny-llama"));
@@ -64,4 +64,28 @@ Deno.test("early stopping ends retraining before its last epoch when validation 
   assert.equal(r.stoppedEarly, true, `validation losses ${losses}`);
   assert.ok(r.epochs.length < 12);
   assert.ok(shouldStopEarly(losses, 1));
+});
+
+Deno.test("the end-of-epoch evaluation scores at most a training micro-batch per run, with the same metrics", async () => {
+  // Scoring runs beside the memory the trainer session keeps: its batches are held to what a training pass takes.
+  const scoredBatches: number[] = [];
+  const counting: Model = {
+    ...model,
+    async session(built, options) {
+      const session = await model.session(built, options);
+      if (built.graph.name !== "score") return session;
+      const run = session.run.bind(session);
+      session.run = (feeds, fetches) => {
+        scoredBatches.push(feeds.input_ids.dims[0]);
+        return run(feeds, fetches);
+      };
+      return session;
+    },
+  };
+  const o = resolveOptions({ retrain: { lr: 1e-2, epochs: 1, batchSize: 4, microBatchSize: 2 } });
+  const options = { ...o.retrain, seed: 3, weightDecay: 0, maxGradNorm: 1, checkpointEvery: 0 };
+  const r = await retrain(counting, { train, test: data.test }, [1], options);
+  assert.ok(scoredBatches.length > 1 && scoredBatches.every((b) => b <= 2), `batches ${scoredBatches}`);
+  const whole = await retrain(model, { train, test: data.test }, [1], { ...options, microBatchSize: 4 });
+  assert.ok(Math.abs(r.epochs[0].test!.loss - whole.epochs[0].test!.loss) < 1e-3);
 });
