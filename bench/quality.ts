@@ -31,7 +31,7 @@ import { type Dataset, loadDataset } from "../src/data/dataset.ts";
 import type { FinetuneInput } from "../src/flexora/options.ts";
 import { loadModel, type Model } from "../src/model/model.ts";
 import { type Method, METHODS, planGroups, type Shift } from "./study/grid.ts";
-import { accuracySvg, markdownTable, summarize, targets } from "./study/render.ts";
+import { accuracySvg, markdownTable, sameLayers, summarize, targets } from "./study/render.ts";
 import { runGroup } from "./study/run.ts";
 import { CellStore } from "./study/store.ts";
 
@@ -147,7 +147,11 @@ const plotted = sweep.filter((s) =>
   s.regime.lr === lr && s.regime.rank === rank && s.options === sweep[0].options
 );
 const table = markdownTable(summaries);
-const verdicts = targets(summaries, STORY_TASKS);
+const [same, pairs] = sameLayers(store.all(), "flexora", "grad-top-k");
+const verdicts = [
+  ...targets(summaries, STORY_TASKS),
+  ...(pairs ? [`Flexora and grad-top-k trained the same layers in ${same} of ${pairs} cells`] : []),
+];
 await Deno.writeTextFile(
   join(out, "study.md"),
   `# Quality study\n\n${table}\n\n## Targets\n\n${verdicts.map((v) => `- ${v}`).join("\n")}\n`,

@@ -67,7 +67,8 @@ export function formatInterval(i: Interval, digits = 3): string {
 
 /** Summaries sorted for reading: by regime (rows, noise, shift, lr, rank), task, method order. */
 function ordered(summaries: readonly Summary[]): Summary[] {
-  const regimeOrder = (r: Regime) => [r.shift, r.noise, r.lr, r.rank, r.rows, r.epochs] as const;
+  const regimeOrder = (r: Regime) =>
+    [r.shift === "none" ? "" : r.shift, r.noise, r.lr, r.rank, r.rows, r.epochs] as const;
   return [...summaries].sort((a, b) => {
     const ra = regimeOrder(a.regime), rb = regimeOrder(b.regime);
     for (let i = 0; i < ra.length; i++) {
@@ -263,4 +264,20 @@ export function accuracySvg(summaries: readonly Summary[], title: string): strin
   });
   parts.push("</svg>");
   return parts.join("\n") + "\n";
+}
+
+/**
+ * How often two methods trained the same layers in the same task, regime, options and seed: `[same, pairs]`
+ * (flexora against grad-top-k says whether the search chose anything a gradient at initialisation does not).
+ */
+export function sameLayers(records: readonly CellRecord[], a: Method, b: Method): [number, number] {
+  const where = (r: CellRecord) => JSON.stringify([r.task, r.regime, r.options, r.flexora, r.seed]);
+  const first = new Map(records.filter((r) => r.method === a).map((r) => [where(r), r.layers.join()]));
+  let same = 0, pairs = 0;
+  for (const r of records) {
+    if (r.method !== b || !first.has(where(r))) continue;
+    pairs++;
+    if (first.get(where(r)) === r.layers.join()) same++;
+  }
+  return [same, pairs];
 }

@@ -14,7 +14,7 @@ import { loadModel } from "../../src/model/model.ts";
 import { Rng } from "../../src/util/random.ts";
 import { tInterval, tQuantile975 } from "../../bench/stats.ts";
 import { cellKey, defaultEpochs, type Method, planGroups, type Regime } from "../../bench/study/grid.ts";
-import { accuracySvg, markdownTable, summarize, targets } from "../../bench/study/render.ts";
+import { accuracySvg, markdownTable, sameLayers, summarize, targets } from "../../bench/study/render.ts";
 import { cellInput, choiceLoss, runGroup } from "../../bench/study/run.ts";
 import { type CellRecord, CellStore } from "../../bench/study/store.ts";
 import { regimeSplits, trainKeys, withNoise } from "../../bench/study/transforms.ts";
@@ -284,6 +284,10 @@ Deno.test("summaries, table, targets and SVG from finished cells", () => {
   assert.match(small, /rows 32, .*: met \(story-place 0\.910 vs 0\.810, 40 %/);
   assert.match(small, /rows 128, .*: not met/);
   assert.match(search, /6 of 6 flexora rows; highest 0\.10/);
+
+  // flexora and random-k both train [1, 3] in every made-up cell; lora trains all five.
+  assert.deepEqual(sameLayers(records, "flexora", "random-k"), [9, 9]);
+  assert.deepEqual(sameLayers(records, "flexora", "lora"), [0, 18]);
 
   const svg = accuracySvg(summaries, "test <accuracy>");
   assert.ok(svg.startsWith("<svg") && svg.trimEnd().endsWith("</svg>"));
