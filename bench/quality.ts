@@ -143,8 +143,9 @@ const commonest = <T>(xs: T[]) =>
     xs[0],
   );
 const lr = commonest(sweep.map((s) => s.regime.lr)), rank = commonest(sweep.map((s) => s.regime.rank));
+// Only cells run without --options or --flexora: a variant gets a table row, not a line.
 const plotted = sweep.filter((s) =>
-  s.regime.lr === lr && s.regime.rank === rank && s.options === sweep[0].options
+  s.regime.lr === lr && s.regime.rank === rank && (s.options === "{}" || s.options === "{} {}")
 );
 const table = markdownTable(summaries);
 const [same, pairs] = sameLayers(store.all(), "flexora", "grad-top-k");

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { FinetuneInput } from "../../src/flexora/options.ts";
+import { type FinetuneInput, type FinetuneOptions, resolveOptions } from "../../src/flexora/options.ts";
 
 /** How training and test differ: not at all, by the story's name, or by the answer. */
 export type Shift = "none" | "name" | "answer";
@@ -57,8 +57,61 @@ export function usesFlexora(method: Method): boolean {
   return method !== "lora";
 }
 
-/** The cell's identity in the results file: every field that changes what it trains. */
-export function cellKey(c: CellSpec): string {
+/** Plain objects merged key by key (`b` wins); anything else is replaced. */
+export function deepMerge<T>(a: T, b: unknown): T {
+  const plain = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  if (!plain(a) || !plain(b)) return (b === undefined ? a : b) as T;
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = deepMerge(out[k], v);
+  return out as T;
+}
+
+/**
+ * A cell's pipeline options: the regime's (retraining lr and epochs, LoRA rank with alpha = 2·rank in search and
+ * retraining, so the LoRA scale stays 2 as at the defaults), the seed, then the study's `options`, then for
+ * flexora and the methods that take its k its `flexora` options.
+ */
+export function cellInput(spec: CellSpec): FinetuneInput {
+  const r = spec.regime;
+  const lora = { rank: r.rank, alpha: 2 * r.rank };
+  const base: FinetuneInput = {
+    seed: spec.seed,
+    checkpointEvery: 0,
+    search: { lora },
+    retrain: { lr: r.lr, epochs: r.epochs, lora },
+  };
+  const merged = deepMerge(base, JSON.parse(spec.options));
+  return spec.method === "lora" ? merged : deepMerge(merged, JSON.parse(spec.flexora));
+}
+
+/** The options a cell's key holds: the resolved retraining (and for all but lora the search), defaults filled in. */
+export type KeyOptions = Partial<Pick<FinetuneOptions, "search" | "retrain">>;
+
+/** {@link KeyOptions} of resolved options, as the cell's method uses them. */
+export function keyOptions(
+  method: Method,
+  resolved: Pick<FinetuneOptions, "search" | "retrain">,
+): KeyOptions {
+  return usesFlexora(method)
+    ? { search: resolved.search, retrain: resolved.retrain }
+    : { retrain: resolved.retrain };
+}
+
+/** The pipeline's options of a planned cell, resolved with today's defaults. */
+export function resolvedOptions(c: CellSpec): FinetuneOptions {
+  return resolveOptions(cellInput(c));
+}
+
+/**
+ * The cell's identity in the results file: every field that changes what it trains, including the resolved
+ * options (so a changed default makes new cells rather than reusing ones trained under the old). `resolved`
+ * defaults to the options the cell resolves to now; a stored cell passes the ones it ran with.
+ */
+export function cellKey(
+  c: CellSpec,
+  resolved: Pick<FinetuneOptions, "search" | "retrain"> = resolvedOptions(c),
+): string {
   const r = c.regime;
   return JSON.stringify([
     c.task,
@@ -72,6 +125,7 @@ export function cellKey(c: CellSpec): string {
     c.seed,
     c.options,
     usesFlexora(c.method) ? c.flexora : "",
+    keyOptions(c.method, resolved),
   ]);
 }
 

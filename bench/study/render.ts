@@ -7,7 +7,8 @@
  */
 
 import { type Interval, tInterval } from "../stats.ts";
-import { type Method, METHODS, type Regime, regimeLabel } from "./grid.ts";
+import { keyOptions, type Method, METHODS, type Regime, regimeLabel } from "./grid.ts";
+import type { FinetuneOptions } from "../../src/flexora/options.ts";
 import type { CellRecord } from "./store.ts";
 
 /** One task, regime and method over its seeds. */
@@ -20,6 +21,8 @@ export interface Summary {
   readonly seeds: number[];
   readonly accuracy: Interval;
   readonly loss: Interval;
+  /** The search the cells ran (for the methods that depend on it), in a few words. */
+  readonly searchSettings: string;
   /** Validation accuracy, when every cell scored validation. */
   readonly validation?: Interval;
   readonly params: number;
@@ -36,7 +39,7 @@ export function summarize(records: readonly CellRecord[]): Summary[] {
   const groups = new Map<string, CellRecord[]>();
   for (const r of records) {
     const options = r.method === "lora" ? r.options : `${r.options} ${r.flexora}`;
-    const key = JSON.stringify([r.task, r.regime, options, r.method]);
+    const key = JSON.stringify([r.task, r.regime, options, r.method, keyOptions(r.method, r.resolved)]);
     (groups.get(key) ?? groups.set(key, []).get(key)!).push(r);
   }
   return [...groups.values()].map((rs) => {
@@ -47,6 +50,7 @@ export function summarize(records: readonly CellRecord[]): Summary[] {
       method: r.method,
       options: r.method === "lora" ? r.options : `${r.options} ${r.flexora}`,
       seeds: rs.map((x) => x.seed).sort((a, b) => a - b),
+      searchSettings: r.method === "lora" ? "-" : describeSearch(r.resolved.search),
       accuracy: tInterval(rs.map((x) => x.test.accuracy)),
       loss: tInterval(rs.map((x) => x.test.loss)),
       ...(rs.every((x) => x.validation) && { validation: tInterval(rs.map((x) => x.validation!.accuracy)) }),
@@ -56,6 +60,17 @@ export function summarize(records: readonly CellRecord[]): Summary[] {
       retrain: tInterval(rs.map((x) => x.seconds.retrain)),
     };
   });
+}
+
+/** A search's settings in a few words: `lr 0.0001, gate 0.01, 1 ep` and what differs from the paper's code. */
+export function describeSearch(s: FinetuneOptions["search"] | undefined): string {
+  if (!s) return "-";
+  const extra = [
+    s.gateForm !== "linear" && s.gateForm,
+    s.gateNormalization !== "per-layer" && `${s.gateNormalization} norm`,
+    s.hypergradient !== "first-order" && s.hypergradient,
+  ].filter(Boolean);
+  return [`lr ${s.loraLr}, gate ${s.gateLr}, ${s.epochs} ep`, ...extra].join(", ");
 }
 
 /** `0.912 ± 0.021` (or `0.912` for one seed). */
@@ -89,6 +104,7 @@ export function markdownTable(summaries: readonly Summary[]): string {
     "task",
     "method",
     ...(showOptions ? ["options"] : []),
+    "search",
     "seeds",
     "test accuracy (95 % CI)",
     "test loss (95 % CI)",
@@ -105,6 +121,7 @@ export function markdownTable(summaries: readonly Summary[]): string {
       s.task,
       s.method,
       ...(showOptions ? [plain(s.options) ? "-" : `\`${s.options}\``] : []),
+      s.searchSettings,
       String(s.seeds.length),
       formatInterval(s.accuracy),
       formatInterval(s.loss),
@@ -211,7 +228,7 @@ export function accuracySvg(summaries: readonly Summary[], title: string): strin
   ];
   tasks.forEach((task, ti) => {
     const ox = ti * W + pad.l, oy = 20 + pad.t, pw = W - pad.l - pad.r, ph = H - pad.t - pad.b;
-    const X = (r: number) => ox + (x1 === x0 ? pw / 2 : ((lx(r) - x0) / (x1 - x0)) * pw);
+    const X = (r: number) => ox + 12 + (x1 === x0 ? (pw - 24) / 2 : ((lx(r) - x0) / (x1 - x0)) * (pw - 24));
     const Y = (a: number) => oy + ph - ((a - yMin) / (yMax - yMin)) * ph;
     parts.push(`<text x="${ox + pw / 2}" y="${oy - 8}" text-anchor="middle">${esc(task)}</text>`);
     parts.push(`<rect x="${ox}" y="${oy}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);

@@ -8,7 +8,6 @@
 
 import { carveValidation, type Dataset } from "../../src/data/dataset.ts";
 import type { Example } from "../../src/data/example.ts";
-import type { FinetuneInput } from "../../src/flexora/options.ts";
 import { Scorer } from "../../src/flexora/score.ts";
 import {
   chooseStage,
@@ -22,7 +21,7 @@ import {
 } from "../../src/flexora/stages.ts";
 import { buildScoringGraph } from "../../src/model/graphs.ts";
 import type { Model } from "../../src/model/model.ts";
-import { cellKey, type CellSpec, type Group, type Regime } from "./grid.ts";
+import { cellInput, cellKey, type CellSpec, deepMerge, type Group, type Regime } from "./grid.ts";
 import { gradientScores, topLayers } from "./heuristic.ts";
 import type { CellOutcome, CellRecord, CellStore } from "./store.ts";
 import { regimeSplits, type Splits } from "./transforms.ts";
@@ -36,34 +35,6 @@ export interface StudyContext {
   /** Test rows scored (the first ones after the shift's filter; default all). */
   readonly testRows?: number;
   readonly log?: (line: string) => void;
-}
-
-/** Plain objects merged key by key (`b` wins); anything else is replaced. */
-export function deepMerge<T>(a: T, b: unknown): T {
-  const plain = (v: unknown): v is Record<string, unknown> =>
-    v !== null && typeof v === "object" && !Array.isArray(v);
-  if (!plain(a) || !plain(b)) return (b === undefined ? a : b) as T;
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) out[k] = deepMerge(out[k], v);
-  return out as T;
-}
-
-/**
- * A cell's pipeline options: the regime's (retraining lr and epochs, LoRA rank with alpha = 2·rank in search and
- * retraining, so the LoRA scale stays 2 as at the defaults), the seed, then the study's `options`, then for
- * flexora and the methods that take its k its `flexora` options.
- */
-export function cellInput(spec: CellSpec): FinetuneInput {
-  const r = spec.regime;
-  const lora = { rank: r.rank, alpha: 2 * r.rank };
-  const base: FinetuneInput = {
-    seed: spec.seed,
-    checkpointEvery: 0,
-    search: { lora },
-    retrain: { lr: r.lr, epochs: r.epochs, lora },
-  };
-  const merged = deepMerge(base, JSON.parse(spec.options));
-  return spec.method === "lora" ? merged : deepMerge(merged, JSON.parse(spec.flexora));
 }
 
 /** A task's splits before the regime: a dataset without validation gets 200 rows (at most a quarter) carved, seed 0. */

@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import type { FinetuneOptions } from "../../src/flexora/options.ts";
-import type { CellSpec, Method, Regime } from "./grid.ts";
+import { cellKey, type CellSpec, type Method, type Regime } from "./grid.ts";
 
 /** Format version of a cell line. */
 export const CELL_FORMAT = 1;
@@ -74,8 +74,9 @@ export class CellStore {
       if (line.trim() === "") return;
       try {
         const r = JSON.parse(line) as CellRecord;
-        if (r.format !== CELL_FORMAT || typeof r.key !== "string") throw new Error(`format ${r.format}`);
-        store.#cells.set(r.key, r);
+        if (r.format !== CELL_FORMAT || !r.resolved) throw new Error(`format ${r.format}`);
+        // Keyed by what it ran with: a cell trained under other defaults does not answer for today's.
+        store.#cells.set(cellKey(r, r.resolved), r);
       } catch (e) {
         onWarning(`${store.file}:${i + 1}: skipped an unreadable cell (${(e as Error).message})`);
       }
@@ -93,7 +94,7 @@ export class CellStore {
     return [...this.#cells.values()];
   }
 
-  /** Records a finished cell: one line appended to the file. */
+  /** Records a finished cell: one line appended to the file; `key` is the cell's {@link cellKey}. */
   async add(spec: CellSpec, key: string, outcome: CellOutcome): Promise<CellRecord> {
     const record: CellRecord = {
       format: CELL_FORMAT,

@@ -13,9 +13,16 @@ import { randomLayers } from "../../src/flexora/stages.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { Rng } from "../../src/util/random.ts";
 import { tInterval, tQuantile975 } from "../../bench/stats.ts";
-import { cellKey, defaultEpochs, type Method, planGroups, type Regime } from "../../bench/study/grid.ts";
+import {
+  cellInput,
+  cellKey,
+  defaultEpochs,
+  type Method,
+  planGroups,
+  type Regime,
+} from "../../bench/study/grid.ts";
 import { accuracySvg, markdownTable, sameLayers, summarize, targets } from "../../bench/study/render.ts";
-import { cellInput, choiceLoss, runGroup } from "../../bench/study/run.ts";
+import { choiceLoss, runGroup } from "../../bench/study/run.ts";
 import { type CellRecord, CellStore } from "../../bench/study/store.ts";
 import { regimeSplits, trainKeys, withNoise } from "../../bench/study/transforms.ts";
 
@@ -105,7 +112,7 @@ Deno.test("planGroups: seeds outermost, flexora first and pulled in by the metho
   assert.deepEqual(groups.slice(0, 4).map((g) => g.seed), [0, 0, 0, 0]);
   assert.deepEqual(groups[0].cells.map((c) => c.method), ["flexora", "lora", "random-k"]);
   assert.equal(groups[1].regime.epochs, defaultEpochs(128));
-  const keys = groups.flatMap((g) => g.cells.map(cellKey));
+  const keys = groups.flatMap((g) => g.cells.map((c) => cellKey(c)));
   assert.equal(new Set(keys).size, keys.length);
   // lora does not depend on flexora's options; the others do.
   const [f, l] = groups[0].cells;
@@ -189,6 +196,24 @@ Deno.test("runGroup: every method on the tiny model; a finished cell is read bac
     await runGroup({ model, store: reopened, testRows: 8 }, data, next);
     const after = await CellStore.open(dir);
     assert.equal(after.all().length, 5);
+
+    // A cell trained under other defaults (here: another gate lr) does not stand for today's: it runs again,
+    // and only it (lora's key holds no search options; random-k and grad-top-k ran under today's).
+    const text = await Deno.readTextFile(join(dir, "cells.jsonl"));
+    const stale = text.split("\n").map((line) => {
+      if (!line.includes('"method":"flexora"')) return line;
+      const r = JSON.parse(line);
+      if (r.method === "flexora") r.resolved.search.gateLr = 0.5;
+      return JSON.stringify(r);
+    }).join("\n");
+    await Deno.writeTextFile(join(dir, "cells.jsonl"), stale);
+    const rerun: string[] = [];
+    await runGroup(
+      { model, store: await CellStore.open(dir), testRows: 8, log: (l) => rerun.push(l) },
+      data,
+      group,
+    );
+    assert.deepEqual(rerun.map((l) => / (\S+): acc /.exec(l)?.[1]), ["flexora"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -276,7 +301,7 @@ Deno.test("summaries, table, targets and SVG from finished cells", () => {
   assert.match(table[0], /\| test loss \(95 % CI\) \| validation accuracy \| params \|/);
   assert.match(
     table[2],
-    /^\| rows 32, lr 0\.001, r 8, 16 ep \| story-mood \| flexora \| 3 \| 0\.910 ± 0\.025 \|/,
+    /^\| rows 32, lr 0\.001, r 8, 16 ep \| story-mood \| flexora \| - \| 3 \| 0\.910 ± 0\.025 \|/,
   );
 
   const [beat, small, search] = targets(summaries, tasks);
