@@ -143,10 +143,13 @@ const commonest = <T>(xs: T[]) =>
     xs[0],
   );
 const lr = commonest(sweep.map((s) => s.regime.lr)), rank = commonest(sweep.map((s) => s.regime.rank));
-// Only cells run without --options or --flexora: a variant gets a table row, not a line.
-const plotted = sweep.filter((s) =>
+// Only cells run without --options or --flexora, and of those the search settings run at most points (the
+// defaults may have changed between runs): a variant gets a table row, not a line.
+const plain = sweep.filter((s) =>
   s.regime.lr === lr && s.regime.rank === rank && (s.options === "{}" || s.options === "{} {}")
 );
+const search = commonest(plain.filter((s) => s.method === "flexora").map((s) => s.searchSettings));
+const plotted = plain.filter((s) => s.method === "lora" || s.searchSettings === search);
 const table = markdownTable(summaries);
 const [same, pairs] = sameLayers(store.all(), "flexora", "grad-top-k");
 const verdicts = [
@@ -160,7 +163,10 @@ await Deno.writeTextFile(
 if (plotted.length) {
   await Deno.writeTextFile(
     join(out, "accuracy.svg"),
-    accuracySvg(plotted, `test accuracy (mean, 95 % CI over seeds), lr ${lr}, rank ${rank}`),
+    accuracySvg(
+      plotted,
+      `test accuracy (mean, 95 % CI over seeds); retrain lr ${lr}, rank ${rank}; search ${search}`,
+    ),
   );
 }
 console.log(table);

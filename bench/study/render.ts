@@ -66,9 +66,10 @@ export function summarize(records: readonly CellRecord[]): Summary[] {
 export function describeSearch(s: FinetuneOptions["search"] | undefined): string {
   if (!s) return "-";
   const extra = [
-    s.gateForm !== "linear" && s.gateForm,
-    s.gateNormalization !== "per-layer" && `${s.gateNormalization} norm`,
-    s.hypergradient !== "first-order" && s.hypergradient,
+    // Cells from before an option existed lack it: they ran its default.
+    (s.gateForm ?? "linear") !== "linear" && s.gateForm,
+    (s.gateNormalization ?? "per-layer") !== "per-layer" && `${s.gateNormalization} norm`,
+    (s.hypergradient ?? "first-order") !== "first-order" && s.hypergradient,
   ].filter(Boolean);
   return [`lr ${s.loraLr}, gate ${s.gateLr}, ${s.epochs} ep`, ...extra].join(", ");
 }
@@ -138,25 +139,28 @@ export function markdownTable(summaries: readonly Summary[]): string {
 
 /** The issue's targets, each checked against the summaries: a verdict line with its numbers. */
 export function targets(summaries: readonly Summary[], storyTasks: readonly string[]): string[] {
+  // A flexora variant: its options and the search they resolved to (defaults may differ between runs).
+  const variant = (s: Summary) => `${s.options} ${s.searchSettings}`;
   const find = (task: string, regime: Regime, options: string, method: Method) =>
     summaries.find((s) =>
       s.task === task && s.method === method && JSON.stringify(s.regime) === JSON.stringify(regime) &&
-      (method === "lora" ? options.startsWith(s.options) : s.options === options)
+      (method === "lora" ? options.startsWith(s.options) : variant(s) === options)
     );
   const flexoras = summaries.filter((s) => s.method === "flexora" && storyTasks.includes(s.task));
-  const regimes = new Map<string, { regime: Regime; options: string }>();
+  const regimes = new Map<string, { regime: Regime; options: string; label: string }>();
   for (const s of flexoras) {
-    regimes.set(JSON.stringify([s.regime, s.options]), { regime: s.regime, options: s.options });
+    const label = `${regimeLabel(s.regime)} [search ${s.searchSettings}]`;
+    regimes.set(JSON.stringify([s.regime, variant(s)]), { regime: s.regime, options: variant(s), label });
   }
   const out: string[] = [];
   // 1. Flexora beats random-k with non-overlapping intervals on >= 2 of 3 story tasks in some regime.
   const beats: string[] = [];
-  for (const { regime, options } of regimes.values()) {
+  for (const { regime, options, label } of regimes.values()) {
     const won = storyTasks.filter((t) => {
       const f = find(t, regime, options, "flexora"), r = find(t, regime, options, "random-k");
       return f && r && f.accuracy.lo > r.accuracy.hi;
     });
-    if (won.length >= 2) beats.push(`${regimeLabel(regime)} (${won.join(", ")})`);
+    if (won.length >= 2) beats.push(`${label} (${won.join(", ")})`);
   }
   out.push(
     `Flexora > random-k, intervals apart, on ≥ 2 of ${storyTasks.length} story tasks in some regime: ` +
@@ -164,7 +168,7 @@ export function targets(summaries: readonly Summary[], storyTasks: readonly stri
   );
   // 2. At <= 128 rows, flexora >= lora on >= 2 tasks with <= 60 % of its parameters.
   const small: string[] = [];
-  for (const { regime, options } of regimes.values()) {
+  for (const { regime, options, label } of regimes.values()) {
     if (regime.rows > 128) continue;
     const ok = storyTasks.filter((t) => {
       const f = find(t, regime, options, "flexora"), l = find(t, regime, options, "lora");
@@ -178,7 +182,7 @@ export function targets(summaries: readonly Summary[], storyTasks: readonly stri
         } %`
         : `${t} -`;
     });
-    small.push(`${regimeLabel(regime)}: ${ok.length >= 2 ? "met" : "not met"} (${ratio.join("; ")})`);
+    small.push(`${label}: ${ok.length >= 2 ? "met" : "not met"} (${ratio.join("; ")})`);
   }
   out.push(
     `At ≤ 128 rows, Flexora ≥ all-layer LoRA on ≥ 2 tasks with ≤ 60 % of its parameters: ${
@@ -288,7 +292,8 @@ export function accuracySvg(summaries: readonly Summary[], title: string): strin
  * (flexora against grad-top-k says whether the search chose anything a gradient at initialisation does not).
  */
 export function sameLayers(records: readonly CellRecord[], a: Method, b: Method): [number, number] {
-  const where = (r: CellRecord) => JSON.stringify([r.task, r.regime, r.options, r.flexora, r.seed]);
+  const where = (r: CellRecord) =>
+    JSON.stringify([r.task, r.regime, r.options, r.flexora, r.resolved?.search, r.seed]);
   const first = new Map(records.filter((r) => r.method === a).map((r) => [where(r), r.layers.join()]));
   let same = 0, pairs = 0;
   for (const r of records) {
