@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import type { FinetuneOptions } from "../../src/flexora/options.ts";
-import { cellKey, type CellSpec, type Method, type Regime } from "./grid.ts";
+import { cellKey, type CellSpec } from "./grid.ts";
 
 /** Format version of a cell line. */
 export const CELL_FORMAT = 1;
@@ -20,15 +20,9 @@ export interface Metrics {
 }
 
 /** A finished cell. */
-export interface CellRecord {
+export interface CellRecord extends CellSpec {
   readonly format: typeof CELL_FORMAT;
   readonly key: string;
-  readonly task: string;
-  readonly regime: Regime;
-  readonly method: Method;
-  readonly seed: number;
-  readonly options: string;
-  readonly flexora: string;
   readonly layers: number[];
   readonly trainableParams: number;
   /** Held-out test metrics. */

@@ -6,77 +6,34 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ROOT } from "../model/shared.ts";
+import { serve, type ServeProcess, TOKEN } from "./fleet.ts";
 
-const TOKEN = "e2e-token";
-const MAIN = join(ROOT, "src/cli/main.ts");
-
-/** Starts `flexora serve` and resolves once it printed its address. */
-async function serve(dataDir: string): Promise<{ url: string; embedded: string; child: Deno.ChildProcess }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-ffi",
-      "--allow-sys",
-      "--allow-net=127.0.0.1",
-      "--allow-run",
-      MAIN,
-      "serve",
-      "--port",
-      "0",
-      "--embedded-port",
-      "0",
-      "--data-dir",
-      dataDir,
-      "--root",
-      ROOT,
-      "--embedded-model",
-      join(ROOT, "fixtures/tiny-llama"),
-    ],
-    cwd: ROOT,
-    env: { FLEXORA_TOKEN: TOKEN, NO_COLOR: "1" },
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let url = "", embedded = "", seen = "";
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const deadline = Date.now() + 60_000;
-  while (!url && Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    seen += value;
-    embedded ||= /embedded inference server for .* on (http:\/\/127\.0\.0\.1:\d+)/.exec(seen)?.[1] ?? "";
-    url = /flexora sidecar on (http:\/\/127\.0\.0\.1:\d+)/.exec(seen)?.[1] ?? "";
-  }
-  if (!url) throw new Error(`the sidecar did not start:\n${seen}`);
-  // Keep draining stderr: a sidecar writing to a closed pipe would die.
-  (async () => {
-    for (;;) {
-      const { done, value } = await reader.read().catch(() => ({ done: true, value: "" }));
-      if (done) break;
-      log.push(value);
-    }
-  })();
-  return { url, embedded, child };
+/** Starts `flexora serve` with the embedded inference server; its URL is read from what the sidecar printed. */
+async function serveEmbedded(dataDir: string): Promise<ServeProcess & { embedded: string }> {
+  const s = await serve(dataDir, [
+    "--embedded-port",
+    "0",
+    "--embedded-model",
+    join(ROOT, "fixtures/tiny-llama"),
+  ]);
+  const embedded = /embedded inference server for .* on (http:\/\/127\.0\.0\.1:\d+)/.exec(s.log.join(""))
+    ?.[1];
+  if (!embedded) throw new Error(`the embedded server did not start:\n${s.log.join("")}`);
+  return { ...s, embedded };
 }
-
-/** Everything the sidecars printed, for a failing test's message. */
-const log: string[] = [];
 
 const auth = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
 
 async function poll(
-  url: string,
+  sidecar: ServeProcess,
   id: string,
   until: (job: { state: string; progress: { stage?: string; step?: number } | null }) => boolean,
 ) {
   for (let i = 0; i < 1200; i++) {
-    const job = await (await fetch(`${url}/v1/jobs/${id}`)).json();
+    const job = await (await fetch(`${sidecar.url}/v1/jobs/${id}`)).json();
     if (until(job)) return job;
     if (["failed", "attach_failed", "cancelled"].includes(job.state)) {
-      throw new Error(`job ended ${job.state}: ${JSON.stringify(job.error)}\n${log.join("")}`);
+      throw new Error(`job ended ${job.state}: ${JSON.stringify(job.error)}\n${sidecar.log.join("")}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -90,7 +47,7 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     const dataDir = await Deno.makeTempDir({ prefix: "flexora-e2e-" });
-    let s = await serve(dataDir);
+    let s = await serveEmbedded(dataDir);
     try {
       const body = {
         model: "fixtures/tiny-llama",
@@ -113,19 +70,18 @@ Deno.test({
       const { id } = await res.json();
       // Kill the sidecar in the middle of retraining, after a checkpoint was written.
       const before = await poll(
-        s.url,
+        s,
         id,
         (j) => j.progress?.stage === "retrain" && (j.progress.step ?? 0) >= 5,
       );
-      s.child.kill("SIGKILL");
-      await s.child.status;
+      await s.stop("SIGKILL");
       const ckpt = JSON.parse(
         await Deno.readTextFile(join(dataDir, "jobs", id, "checkpoints", "retrain", "checkpoint.json")),
       );
       assert.ok(ckpt.step >= 4, `a retrain checkpoint was kept (step ${ckpt.step})`);
 
-      s = await serve(dataDir);
-      const job = await poll(s.url, id, (j) => j.state === "succeeded");
+      s = await serveEmbedded(dataDir);
+      const job = await poll(s, id, (j) => j.state === "succeeded");
       assert.ok(before.progress.step >= 5);
       const history = (await (await fetch(`${s.url}/v1/jobs/${id}/history`)).json()).points as {
         stage: string;
@@ -150,8 +106,7 @@ Deno.test({
       const tuned = await ask("colors");
       assert.notEqual(tuned, base, "the adapter must change the answer");
     } finally {
-      s.child.kill("SIGTERM");
-      await s.child.status;
+      await s.stop();
       await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     }
   },

@@ -1,6 +1,7 @@
 /**
- * Sidecars as users run them, for the multi-host tests: `flexora serve` processes started on port 0 against one
- * store, each with its own data dir, their output kept for a failing test's message; and a few calls to them.
+ * Sidecars as users run them, for the end-to-end and multi-host tests: `flexora serve` processes started on
+ * port 0, each with its own data dir (and store), their output kept for a failing test's message; and a few
+ * calls to them.
  *
  * @module
  */

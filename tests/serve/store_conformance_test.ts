@@ -210,6 +210,9 @@ conformance(
     await store.attach(sql);
     await store.forget("vllm", "sql", tombstone.updatedAt);
     assert.equal((await store.get("vllm", "sql"))?.state, "attached", "an attachment is never forgotten");
+    await store.detach("vllm", "sql");
+    await store.forget("vllm", "sql", (await store.get("vllm", "sql"))!.updatedAt);
+    assert.equal(await store.get("vllm", "sql"), null);
   },
 );
 

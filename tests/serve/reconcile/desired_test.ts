@@ -34,26 +34,3 @@ Deno.test("desired rows live in the sidecar's SQLite file beside the jobs and su
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-Deno.test("restore puts back what an attach or detach replaced; forget drops only the tombstone it was given", async () => {
-  const db = new SqliteStore(":memory:"), store = db.desired;
-  const previous = await store.attach(sql);
-  const replaced = await store.attach({ ...sql, version: "job-2" });
-  await store.restore("vllm", "sql", replaced);
-  assert.equal((await store.get("vllm", "sql") as { version: string }).version, "job-1");
-  await store.restore("vllm", "sql", previous);
-  assert.equal(await store.get("vllm", "sql"), null);
-
-  await store.attach(sql);
-  await store.detach("vllm", "sql");
-  const tombstone = (await store.get("vllm", "sql"))!;
-  await store.forget("vllm", "sql", "1970-01-01T00:00:00.000Z");
-  assert.equal((await store.get("vllm", "sql"))?.state, "detached", "another tombstone's time");
-  await store.attach(sql);
-  await store.forget("vllm", "sql", tombstone.updatedAt);
-  assert.equal((await store.get("vllm", "sql"))?.state, "attached", "an attachment is never forgotten");
-  await store.detach("vllm", "sql");
-  await store.forget("vllm", "sql", (await store.get("vllm", "sql"))!.updatedAt);
-  assert.equal(await store.get("vllm", "sql"), null);
-  await db.close();
-});
