@@ -25,6 +25,8 @@ export interface Summary {
   readonly searchSettings: string;
   /** Validation accuracy, when every cell scored validation. */
   readonly validation?: Interval;
+  /** Accuracy on the training rows as trained, when every cell scored them. */
+  readonly train?: Interval;
   readonly params: number;
   /** Mean layers chosen. */
   readonly layers: number;
@@ -54,6 +56,7 @@ export function summarize(records: readonly CellRecord[]): Summary[] {
       accuracy: tInterval(rs.map((x) => x.test.accuracy)),
       loss: tInterval(rs.map((x) => x.test.loss)),
       ...(rs.every((x) => x.validation) && { validation: tInterval(rs.map((x) => x.validation!.accuracy)) }),
+      ...(rs.every((x) => x.train) && { train: tInterval(rs.map((x) => x.train!.accuracy)) }),
       params: mean(rs.map((x) => x.trainableParams)),
       layers: mean(rs.map((x) => x.layers.length)),
       search: tInterval(rs.map((x) => x.seconds.search)),
@@ -100,6 +103,7 @@ export function markdownTable(summaries: readonly Summary[]): string {
   const plain = (o: string) => o === "{}" || o === "{} {}";
   const showOptions = summaries.some((s) => !plain(s.options));
   const showValidation = summaries.some((s) => s.validation);
+  const showTrain = summaries.some((s) => s.train);
   const head = [
     "regime",
     "task",
@@ -110,6 +114,7 @@ export function markdownTable(summaries: readonly Summary[]): string {
     "test accuracy (95 % CI)",
     "test loss (95 % CI)",
     ...(showValidation ? ["validation accuracy"] : []),
+    ...(showTrain ? ["train accuracy"] : []),
     "params",
     "layers",
     "search s",
@@ -127,6 +132,7 @@ export function markdownTable(summaries: readonly Summary[]): string {
       formatInterval(s.accuracy),
       formatInterval(s.loss),
       ...(showValidation ? [s.validation ? formatInterval(s.validation) : "-"] : []),
+      ...(showTrain ? [s.train ? formatInterval(s.train) : "-"] : []),
       String(Math.round(s.params)),
       s.layers.toFixed(1),
       s.search.mean.toFixed(1),

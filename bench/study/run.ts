@@ -140,16 +140,17 @@ async function runCell(
 }
 
 /**
- * The adapter's accuracy and loss on the test rows and on the validation rows, each from one multiple-choice
+ * The adapter's accuracy and loss on the test, validation and training rows, each from one multiple-choice
  * pass: the loss is the mean cross-entropy of the choice distribution, −log softmax(choice log-likelihoods)[label],
  * so it measures how confidently the right choice wins (the completion loss would take a second pass).
- * Validation is scored so that settings can be chosen on it; test only reports.
+ * Validation is scored so that settings can be chosen on it; train (the rows as trained, label noise included)
+ * so that fit can be told from generalization; test only reports.
  */
 async function scoreFinal(
   { model }: Loaded,
   retrained: Awaited<ReturnType<typeof retrainStage>>,
   splits: Splits,
-): Promise<Pick<CellOutcome, "test" | "validation">> {
+): Promise<Pick<CellOutcome, "test" | "validation" | "train">> {
   const session = await model.session(
     buildScoringGraph(model.config, model.weights, { config: retrained.config }),
   );
@@ -165,7 +166,11 @@ async function scoreFinal(
       const mc = await scorer.multipleChoice(rows);
       return { accuracy: mc.accuracy, loss: choiceLoss(mc.rows, rows), n: rows.length };
     };
-    return { test: await score(splits.test), validation: await score(splits.validation) };
+    return {
+      test: await score(splits.test),
+      validation: await score(splits.validation),
+      train: await score(splits.train),
+    };
   } finally {
     await session.release();
   }

@@ -29,6 +29,11 @@ export interface CellRecord extends CellSpec {
   readonly test: Metrics;
   /** The same on the validation rows (what a choice of settings may look at); absent in cells from before it. */
   readonly validation?: Metrics;
+  /**
+   * The same on the training rows as trained (noisy labels included): how far the adapter fits what it saw, to
+   * set against validation and test; absent in cells from before it.
+   */
+  readonly train?: Metrics;
   /** Seconds: choosing layers (the gate search, or the heuristic's gradients; 0 for lora), retraining, test scoring. */
   readonly seconds: { readonly search: number; readonly retrain: number; readonly evaluate: number };
   /** The search, selection and retraining options the pipeline resolved (its defaults filled in). */

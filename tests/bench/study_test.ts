@@ -170,6 +170,8 @@ Deno.test("runGroup: every method on the tiny model; a finished cell is read bac
     for (const r of first) {
       assert.equal(r.test.n, 8);
       assert.equal(r.validation!.n, data.validation!.length);
+      assert.equal(r.train!.n, 16, "train: the drawn rows, as trained");
+      assert.ok(r.train!.accuracy >= 0 && r.train!.accuracy <= 1 && Number.isFinite(r.train!.loss));
       assert.ok(r.test.accuracy >= 0 && r.test.accuracy <= 1 && Number.isFinite(r.test.loss));
       assert.ok(r.trainableParams > 0 && r.seconds.retrain > 0);
       assert.equal(r.resolved.retrain.epochs, 1);
@@ -257,6 +259,8 @@ function cell(
     trainableParams: params,
     test: { accuracy, loss: 1 - accuracy, n: 200 },
     validation: { accuracy: accuracy - 0.1, loss: 1.1 - accuracy, n: 100 },
+    // Only the 32-row cells scored train (as cells from before it did not).
+    ...(rows === 32 && { train: { accuracy: 1, loss: 0.01, n: rows } }),
     seconds: { search: method === "flexora" ? 1 : 0, retrain: 10, evaluate: 1 },
     resolved: {} as CellRecord["resolved"],
     finished: "2026-12-06T00:00:00.000Z",
@@ -298,7 +302,10 @@ Deno.test("summaries, table, targets and SVG from finished cells", () => {
 
   const table = markdownTable(summaries).split("\n");
   assert.equal(table.length, 2 + 15);
-  assert.match(table[0], /\| test loss \(95 % CI\) \| validation accuracy \| params \|/);
+  assert.match(table[0], /\| test loss \(95 % CI\) \| validation accuracy \| train accuracy \| params \|/);
+  assert.deepEqual(place.train, tInterval([1, 1, 1]));
+  const place128 = summaries.find((s) => s.task === "story-place" && s.regime.rows === 128)!;
+  assert.equal(place128.train, undefined, "a row whose cells did not score train has no train interval");
   assert.match(
     table[2],
     /^\| rows 32, lr 0\.001, r 8, 16 ep \| story-mood \| flexora \| - \| 3 \| 0\.910 ± 0\.025 \|/,
