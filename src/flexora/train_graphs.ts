@@ -39,6 +39,8 @@ export interface TrainGraphOptions {
   float?: ComputeFloat;
   /** LM-head token blocks hold logits of this many classes per token (default `DEFAULT_VOCAB_CHUNK`). */
   vocabChunk?: number;
+  /** Rows of a head weight stored in another type than the compute type cast at a time (`DEFAULT_HEAD_SLICE`). */
+  headSlice?: number;
   /**
    * Start at this layer, from an input `model.layers.<l>.input` [B, T, D] (the residual stream entering it,
    * as `buildPrefixGraph` computes it) instead of the token ids; only for adapters without LoRA below it.
@@ -90,6 +92,7 @@ export function buildLoraTrainStep(
   const builder = new TrainStepBuilder(g);
   const { loss, backward } = lmLoss(cfg, weights, batch, lora, {
     vocabChunk: options.vocabChunk,
+    headSlice: options.headSlice,
     lossScale: builder.lossScale,
     from: startAt(g, cfg, adapter, options),
   });
@@ -116,6 +119,7 @@ export function buildLoraGradGraph(
   const lossScale = lossScaleInput(g);
   const { loss, backward } = lmLoss(cfg, weights, batchInputs(g), binding, {
     vocabChunk: options.vocabChunk,
+    headSlice: options.headSlice,
     lossScale,
     from: startAt(g, cfg, adapter, options),
   });
@@ -170,7 +174,11 @@ export function buildSearchStep(
     ...binding,
     params: new Map(names.map((n, i) => [n, values[i]])),
   });
-  const lossOptions = { vocabChunk: options.vocabChunk, lossScale: builder.lossScale };
+  const lossOptions = {
+    vocabChunk: options.vocabChunk,
+    headSlice: options.headSlice,
+    lossScale: builder.lossScale,
+  };
   const trainLoss = g.scope("train", () => lmLoss(cfg, weights, train, binding, lossOptions));
   const updated = builder.update("lora", trainLoss.loss, params, optimizers.lora, {
     backwardFrom: trainLoss.backward,

@@ -292,10 +292,26 @@ export function shapeOf(x: Value): Value {
  * different uses.
  */
 export function copyAfter(x: Value, after: Value): Value {
+  graphOf(x, after);
+  return gather(unsqueeze(x, [0]), zeroAfter(after));
+}
+
+/**
+ * Rows [start, end) of `x` (axis 0), sliced once `after` is computed: {@link copyAfter} for a part of x (the
+ * slice's start is read as start + 0, the 0 from after's run-time shape). The LM head casts a 16-bit weight one
+ * vocabulary slice at a time with it, each slice right before its product (`src/model/lm_head.ts`).
+ */
+export function rowsAfter(x: Value, start: number, end: number, after: Value): Value {
   const g = graphOf(x, after);
+  const t = (v: number) => g.constant([v], [1], "int64");
+  const starts = add(t(start), zeroAfter(after)); // [1]
+  return apply1(g, "Slice", [x, starts, t(end), t(0)], { starts: [start], ends: [end], axes: [0] });
+}
+
+/** An int64 scalar 0 read from `after`'s run-time shape: what makes a value computed from it wait for `after`. */
+function zeroAfter(after: Value): Value {
   const dims = shapeOf(after.shape.length ? after : unsqueeze(after, [0])); // [rank] int64
-  const zero = mul(gather(dims, g.constant([0], [], "int64")), 0); // int64 scalar 0
-  return gather(unsqueeze(x, [0]), zero);
+  return mul(gather(dims, after.graph.constant([0], [], "int64")), 0);
 }
 
 /** A tensor of `value` with the run-time shape of `like` (its dtype by default). */

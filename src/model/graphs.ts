@@ -62,6 +62,8 @@ export const SCORING_VOCAB_CHUNK = 2048;
 export interface ScoringGraphOptions extends GraphBuildOptions {
   /** The LM head's token blocks hold logits of this many classes per token (default {@link SCORING_VOCAB_CHUNK}). */
   vocabChunk?: number;
+  /** Rows of a head weight stored in another type than the compute type cast at a time (`DEFAULT_HEAD_SLICE`). */
+  headSlice?: number;
 }
 
 /**
@@ -159,8 +161,9 @@ export function buildScoringGraph(
   const lp = g.scope(
     "lm_head",
     () =>
-      tokenLogprobs(flatten(hidden, 1), lmHeadWeight(cfg, weights, g, hidden), flatten(targets, 0), {
+      tokenLogprobs(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(targets, 0), {
         chunk: options.vocabChunk ?? SCORING_VOCAB_CHUNK,
+        slice: options.headSlice,
       }),
   ); // [B*T]
   return { graph: g, outputs: { token_logprobs: reshape(lp, ["B", "T"]) } };

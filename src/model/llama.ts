@@ -39,6 +39,7 @@ import {
 import type { Graph, Value } from "../graph/graph.ts";
 import type { Dim } from "../graph/shape.ts";
 import type { ModelConfig } from "./config.ts";
+import { headLogits } from "./lm_head.ts";
 import { type LoraConfig, loraNames, loraScale, modulePath, type TargetModule } from "./lora.ts";
 import { applyRope, ropeTables } from "./rope.ts";
 import type { WeightStore } from "./weights.ts";
@@ -235,16 +236,16 @@ function attention(
   return { out: proj("o_proj", merged), present: { key: k, value: v } };
 }
 
-/** The LM head's weight [V, D]: the tied embedding or `lm_head.weight`. */
-export function lmHeadWeight(cfg: ModelConfig, weights: WeightStore, g: Graph, after?: Value): Value {
-  return weights.weight(g, cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", after);
+/**
+ * The LM head's weight [V, D] as stored (the tied embedding or `lm_head.weight`): the head's products cast a
+ * 16-bit one a vocabulary slice at a time ({@link headLogits}), never whole.
+ */
+export function lmHeadWeight(cfg: ModelConfig, weights: WeightStore, g: Graph): Value {
+  return weights.stored(g, cfg.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
 }
 
 /** Logits [..., V] from hidden states, in the graph's wide type. */
 export function lmHead(cfg: ModelConfig, weights: WeightStore, hidden: Value): Value {
   const g = hidden.graph;
-  return g.scope(
-    "lm_head",
-    () => cast(matmul(hidden, transpose(lmHeadWeight(cfg, weights, g, hidden))), g.wide),
-  );
+  return g.scope("lm_head", () => cast(headLogits(hidden, lmHeadWeight(cfg, weights, g)), g.wide));
 }

@@ -15,6 +15,10 @@
  * log-sum-exp and loss are in the graph's wide type (float32); the backward's (softmax − onehot) · rowWeight is
  * formed in float32 and multiplied by the loss scale there, before it is cast down for the product with W.
  *
+ * W is passed as stored: a weight stored in another type than the compute type (16-bit base weights) is cast
+ * one vocabulary slice at a time inside each block's products ({@link headLogits}, {@link headBackward}), never
+ * whole, and the blocks then run one after the other (a block's first cast waits for the previous block's end).
+ *
  * Legend: N tokens, D width, V vocab, K blocks, Nk rows of block k.
  *
  * @module
@@ -30,7 +34,6 @@ import {
   flatten,
   gather,
   log,
-  matmul,
   minimum,
   mul,
   neg,
@@ -42,11 +45,11 @@ import {
   squeeze,
   sub,
   sum,
-  transpose,
   unsqueeze,
 } from "../graph/build.ts";
 import type { Graph, Value } from "../graph/graph.ts";
 import type { ModelConfig } from "./config.ts";
+import { headBackward, headLogits } from "./lm_head.ts";
 import { decoder, type DecoderInputs, type LayerSpan, lmHeadWeight, type LoraBinding } from "./llama.ts";
 import type { WeightStore } from "./weights.ts";
 
@@ -76,11 +79,17 @@ export interface LmHeadLossOptions {
   ignoreIndex?: number;
   /** A scalar of the wide type: the backward seed is that of the loss times it (float16 loss scaling). */
   lossScale?: Value;
+  /**
+   * Rows of a weight stored in another type than the compute type cast at a time (default
+   * `DEFAULT_HEAD_SLICE`, see {@link headLogits}).
+   */
+  slice?: number;
 }
 
 /**
- * Mean cross-entropy of hidden [N, D] · weightᵀ (weight [V, D]) against labels [N] (ignoreIndex: no loss), in
- * the graph's wide type. With V ≤ `chunk` this is the fused SoftmaxCrossEntropyLoss op and ordinary autodiff.
+ * Mean cross-entropy of hidden [N, D] · weightᵀ (weight [V, D] as stored) against labels [N] (ignoreIndex: no
+ * loss), in the graph's wide type. With V ≤ `chunk` and the weight in the compute type this is the fused
+ * SoftmaxCrossEntropyLoss op and ordinary autodiff.
  */
 export function lmHeadLoss(
   hidden: Value,
@@ -89,14 +98,15 @@ export function lmHeadLoss(
   options: LmHeadLossOptions = {},
 ): LossWithBackward {
   const g = hidden.graph;
-  const { chunk = DEFAULT_VOCAB_CHUNK, ignoreIndex = -100, lossScale } = options;
+  const { chunk = DEFAULT_VOCAB_CHUNK, ignoreIndex = -100, lossScale, slice: rows } = options;
   const V = Number(weight.shape[0]);
   if (!Number.isInteger(chunk) || chunk <= 0) {
     throw new Error(`'vocabChunk' must be a positive integer, got ${chunk}`);
   }
-  const logits = (h: Value) => cast(matmul(h, transpose(weight)), g.wide); // h·Wᵀ, widened
+  const logits = (h: Value, after?: Value) => cast(headLogits(h, weight, { rows, after }), g.wide); // h·Wᵀ, wide
   const K = Math.ceil(V / chunk);
-  if (K === 1) {
+  // (Autodiff would keep the casts of a weight stored in another type alive from the forward to the backward.)
+  if (K === 1 && weight.dtype === hidden.dtype) {
     const { loss } = softmaxCrossEntropy(logits(hidden), labels, { ignoreIndex });
     return { loss, backward: { value: loss, seed: lossScale ?? g.scalar(1, loss.dtype) } };
   }
@@ -107,9 +117,10 @@ export function lmHeadLoss(
   const blocks = tokenBlocks(hidden, K);
   const [h, y, w, dw] = [hidden, labels, rowWeight, gradWeight].map(blocks.split);
 
-  const parts = h.map((hk, k) =>
-    g.scope(`block_${k}`, () => {
-      const l = logits(hk); // [Nk, V]
+  const parts: { loss: Value; dHidden: Value }[] = [];
+  for (const [k, hk] of h.entries()) {
+    parts.push(g.scope(`block_${k}`, () => {
+      const l = logits(hk, parts.at(-1)?.dHidden); // [Nk, V], its first cast after the previous block's end
       const m = reduceMax(l, [1], true); // [Nk, 1]
       const e = exp(sub(l, m)); // [Nk, V]
       const s = reduceSum(e, [1], true); // [Nk, 1]
@@ -118,18 +129,19 @@ export function lmHeadLoss(
       const rowLoss = squeeze(sub(add(m, log(s)), picked), [1]); // [Nk]
       const loss = reduceSum(mul(rowLoss, w[k]), [0]);
       const dLogits = mul(sub(div(e, s), onehot), unsqueeze(dw[k], [1])); // [Nk, V]
-      return { loss, dHidden: matmul(cast(dLogits, hidden.dtype), weight) }; // [Nk, D]
-    })
-  );
+      return { loss, dHidden: headBackward(cast(dLogits, hidden.dtype), weight, { rows }) }; // [Nk, D]
+    }));
+  }
   const dHidden = g.scope("backward", () => blocks.join(parts.map((p) => p.dHidden)));
   return { loss: sum(...parts.map((p) => p.loss)), backward: { value: hidden, seed: dHidden } };
 }
 
 /**
- * Log-probabilities [N] of `targets` [N] under hidden [N, D] · weightᵀ (weight [V, D]), in the graph's wide type,
- * 0 where a target is `ignoreIndex`: scoring's head. Computed in token blocks as {@link lmHeadLoss} is, so that
- * no [N, V] logits are held whole (scoring a few hundred rows beside a training session's memory would otherwise
- * set a run's peak); with V ≤ `chunk`, one fused SoftmaxCrossEntropyLoss.
+ * Log-probabilities [N] of `targets` [N] under hidden [N, D] · weightᵀ (weight [V, D] as stored, see
+ * {@link headLogits}), in the graph's wide type, 0 where a target is `ignoreIndex`: scoring's head. Computed in
+ * token blocks as {@link lmHeadLoss} is, so that no [N, V] logits are held whole (scoring a few hundred rows
+ * beside a training session's memory would otherwise set a run's peak); with V ≤ `chunk`, one fused
+ * SoftmaxCrossEntropyLoss.
  */
 export function tokenLogprobs(
   hidden: Value,
@@ -138,9 +150,9 @@ export function tokenLogprobs(
   options: Omit<LmHeadLossOptions, "lossScale"> = {},
 ): Value {
   const g = hidden.graph;
-  const { chunk = DEFAULT_VOCAB_CHUNK, ignoreIndex = -100 } = options;
+  const { chunk = DEFAULT_VOCAB_CHUNK, ignoreIndex = -100, slice: rows } = options;
   const V = Number(weight.shape[0]);
-  const logits = (h: Value) => cast(matmul(h, transpose(weight)), g.wide); // h·Wᵀ, widened
+  const logits = (h: Value, after?: Value) => cast(headLogits(h, weight, { rows, after }), g.wide); // h·Wᵀ, wide
   const K = Math.ceil(V / chunk);
   if (K === 1) {
     return neg(softmaxCrossEntropy(logits(hidden), targets, { ignoreIndex, reduction: "none" }).loss);
@@ -148,16 +160,17 @@ export function tokenLogprobs(
   const classes = g.constant([...Array(V).keys()], [1, V], "int64"); // [1, V]
   const blocks = tokenBlocks(hidden, K);
   const [h, y] = [hidden, targets].map(blocks.split);
-  const parts = h.map((hk, k) =>
-    g.scope(`block_${k}`, () => {
-      const l = logits(hk); // [Nk, V]
+  const parts: Value[] = [];
+  for (const [k, hk] of h.entries()) {
+    parts.push(g.scope(`block_${k}`, () => {
+      const l = logits(hk, parts.at(-1)); // [Nk, V]
       const m = reduceMax(l, [1], true); // [Nk, 1]
       const s = reduceSum(exp(sub(l, m)), [1], true); // [Nk, 1]
       const picked = reduceSum(mul(l, cast(equal(unsqueeze(y[k], [1]), classes), g.wide)), [1], true); // [Nk, 1]
       const valid = cast(not(equal(unsqueeze(y[k], [1]), ignoreIndex)), g.wide); // [Nk, 1]
       return mul(sub(picked, add(m, log(s))), valid); // [Nk, 1]
-    })
-  );
+    }));
+  }
   return squeeze(blocks.join(parts), [1]);
 }
 
@@ -217,6 +230,8 @@ export function batchInputs(g: Graph, prefix = ""): { inputs: DecoderInputs; lab
 export interface LmLossOptions {
   /** LM-head token blocks hold logits of this many classes per token (default {@link DEFAULT_VOCAB_CHUNK}). */
   vocabChunk?: number;
+  /** Rows of a head weight stored in another type than the compute type cast at a time (`DEFAULT_HEAD_SLICE`). */
+  headSlice?: number;
   /** Float16 loss scale (a wide scalar): backward's seed is that of the loss times it. */
   lossScale?: Value;
   /** Start the decoder at a layer, from its input (see {@link LayerSpan}); default: from the token ids. */
@@ -239,10 +254,11 @@ export function lmLoss(
   return g.scope(
     "lm_head",
     () =>
-      lmHeadLoss(flatten(hidden, 1), lmHeadWeight(cfg, weights, g, hidden), flatten(batch.labels, 0), {
+      lmHeadLoss(flatten(hidden, 1), lmHeadWeight(cfg, weights, g), flatten(batch.labels, 0), {
         chunk: options.vocabChunk ?? DEFAULT_VOCAB_CHUNK,
         ignoreIndex: IGNORE,
         lossScale: options.lossScale,
+        slice: options.headSlice,
       }),
   );
 }

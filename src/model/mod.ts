@@ -34,6 +34,7 @@ export {
   type LoraBinding,
   rmsNorm,
 } from "./llama.ts";
+export { DEFAULT_HEAD_SLICE, headBackward, headLogits, type HeadSliceOptions } from "./lm_head.ts";
 export {
   batchInputs,
   DEFAULT_VOCAB_CHUNK,

@@ -8,6 +8,10 @@
  * bf16 log-likelihoods differ from float32's by about 1e-2 on average and 1e-1 at most (bounds 3e-2 and 3e-1;
  * bfloat16 keeps 8 significant bits), f16 by about 1e-3 and 1e-2 (bounds 5e-3 and 5e-2). The Flexora search on
  * a story task selects the same layers with bf16 base weights as with float32 ones.
+ *
+ * The LM head casts a 16-bit weight one vocabulary slice at a time (`src/model/lm_head.ts`): with slices smaller
+ * than the vocabulary (`headSlice`), loss, gradients and log-probabilities equal float32's on the bf16-rounded
+ * weights (stories260K and the tiny fixture), and no float32 copy of the whole [V, D] weight is made.
  */
 
 import assert from "node:assert/strict";
@@ -27,8 +31,11 @@ import {
 } from "../../src/model/safetensors.ts";
 import type { BaseDtype } from "../../src/model/weights.ts";
 import { DATA, ROOT, STORIES } from "./shared.ts";
-import { buildLoraGradGraph } from "../../src/flexora/train_graphs.ts";
-import { hostTensor } from "../../src/runtime/session.ts";
+import { buildLoraGradGraph, buildLoraTrainStep } from "../../src/flexora/train_graphs.ts";
+import { type HostTensor, hostTensor } from "../../src/runtime/session.ts";
+import type { Graph } from "../../src/graph/graph.ts";
+import type { BuiltGraph } from "../../src/model/graphs.ts";
+import { adamw } from "../../src/train/optim.ts";
 import { bf16ToF32, f32ToBf16 } from "../../src/util/float16.ts";
 import { nonzeroLora } from "./random_lora.ts";
 
@@ -80,9 +87,10 @@ Deno.test("base weights bf16: 16-bit initializers from one copy, each cast to fl
       assert.equal(v.dtype, "bfloat16", v.name);
       assert.equal(v.init?.kind === "external" && v.init.location, "flexora.bfloat16.bin", v.name);
     }
-    // Only casts compute with 16-bit values: Gather and Unsqueeze just pick from them.
+    // Only casts compute with 16-bit values: Gather, Slice (the LM head's vocabulary slices) and Unsqueeze just
+    // pick from them.
     const readers = graph.nodes.filter((n) => n.inputs.some((v) => v.dtype === "bfloat16"));
-    assert.deepEqual([...new Set(readers.map((n) => n.op))].sort(), ["Cast", "Gather", "Unsqueeze"]);
+    assert.deepEqual([...new Set(readers.map((n) => n.op))].sort(), ["Cast", "Gather", "Slice", "Unsqueeze"]);
     // The embedding's Gather reads the 16-bit table and the rows it picks are cast, not the table; a projection's
     // weight is cast once the projection's input is there (a copy of it made after that input: Gather at an
     // index read from its shape), so that onnxruntime cannot cast every layer's weights at the start.
@@ -103,21 +111,22 @@ Deno.test("base weights bf16: 16-bit initializers from one copy, each cast to fl
 });
 
 /**
- * stories260K's tensors written as a checkpoint of its own, each tensor in the dtype `dtypeOf` gives it, its
- * values passed through `values` first.
+ * stories260K's tensors (or those of the model in `source`) written as a checkpoint of its own, each tensor in the
+ * dtype `dtypeOf` gives it, its values passed through `values` first.
  */
 async function storiesAs(
   name: string,
   dtypeOf: (tensor: string) => TensorToWrite["dtype"],
   values: (x: Float32Array) => Float32Array = (x) => x,
+  source = STORIES,
 ): Promise<string> {
   const dir = join(tmp, name);
   await Deno.mkdir(dir);
   for (const f of ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) {
-    await Deno.copyFile(join(STORIES, f), join(dir, f));
+    await Deno.copyFile(join(source, f), join(dir, f));
   }
   const tensors = [];
-  for (const [n, info] of m32.weights.checkpoint.tensors) {
+  for (const [n, info] of (await openCheckpoint(source)).tensors) {
     tensors.push({ name: n, dtype: dtypeOf(n), shape: info.shape, data: values(await readTensorF32(info)) });
   }
   await writeSafetensors(join(dir, "model.safetensors"), tensors);
@@ -204,6 +213,97 @@ Deno.test("base weights bf16: loss, LoRA and gate gradients equal float32's on t
       const d = Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i])));
       assert.ok(d <= 1e-5, `${name} differs by ${d} (recompute ${recompute})`);
     }
+  }
+});
+
+const TINY = join(ROOT, "fixtures/tiny-llama");
+const round = (x: Float32Array) => bf16ToF32(f32ToBf16(x));
+
+/** The outputs of `built` on `feeds` in a session of `m`. */
+async function runGraph(m: Model, built: BuiltGraph, feeds: Record<string, HostTensor>) {
+  const session = await m.session(built);
+  const out = await session.run(feeds);
+  await session.release();
+  return out;
+}
+
+/** The largest difference between two outputs' elements. */
+function maxDiff(a: HostTensor, b: HostTensor): number {
+  return Math.max(...Array.from(a.data as Float32Array, (v, i) => Math.abs(v - (b.data[i] as number))));
+}
+
+for (
+  const [name, source, layers] of [["stories260K", STORIES, [1, 3]], ["tiny fixture", TINY, [0, 2]]] as const
+) {
+  Deno.test(`base weights bf16 (${name}): the LM head cast in vocabulary slices gives float32's loss, LoRA gradients and log-probabilities on the bf16-rounded weights`, async () => {
+    const rounded = await loadModel(await storiesAs(`head-${name}`, () => "F32", round, source));
+    const bf16 = await loadModel(source, { baseDtype: "bf16", weightCacheDir: join(tmp, "cache-head") });
+    const c = bf16.config;
+    const lora = validateLora(c, {
+      rank: 4,
+      alpha: 8,
+      rslora: false,
+      targets: ["q_proj", "down_proj"],
+      layers,
+    });
+    const seqs = [0, 1, 2].map((b) => ({
+      ids: Array.from({ length: 14 - 3 * b }, (_, t) => 5 + ((7 * t + 11 * b) % (c.vocabSize - 5))),
+    }));
+    const { labels, ...tokens } = batchFeeds(seqs, 0);
+    const feeds = { ...tokens, labels, ...nonzeroLora(c, lora, { seed: 2, range: 0.1 }) };
+    const grads = (m: Model, options = {}) =>
+      runGraph(m, buildLoraGradGraph(c, m.weights, { config: lora }, options), feeds);
+    const score = (m: Model, options = {}) =>
+      runGraph(m, buildScoringGraph(c, m.weights, undefined, options), { ...tokens, targets: labels });
+    // The reference: float32 weights, today's head (one product with the weight as it is stored).
+    const reference = await grads(rounded);
+    const lp = (await score(rounded)).token_logprobs;
+    // Slices of 100 rows (the last one shorter); the tokens in one block, or in 4 (chunk 64) or 2 (chunk 128).
+    for (const [headSlice, vocabChunk] of [[100, undefined], [100, 64], [c.vocabSize, 128]]) {
+      const out = await grads(bf16, { headSlice, vocabChunk });
+      assert.deepEqual(Object.keys(out).sort(), Object.keys(reference).sort());
+      for (const k of Object.keys(reference)) {
+        const d = maxDiff(reference[k], out[k]);
+        assert.ok(d <= 1e-5, `${k} differs by ${d} (slice ${headSlice}, chunk ${vocabChunk})`);
+      }
+      const d = maxDiff(lp, (await score(bf16, { headSlice, vocabChunk })).token_logprobs);
+      assert.ok(d <= 1e-5, `log-probabilities differ by ${d} (slice ${headSlice}, chunk ${vocabChunk})`);
+    }
+  });
+}
+
+Deno.test("base weights bf16: no float32 copy of the whole LM-head weight [V, D] in the train and scoring graphs; float32 weights keep one product per block", async () => {
+  const bf16 = await loadModel(STORIES, { baseDtype: "bf16", weightCacheDir: join(tmp, "cache-head") });
+  const lora = validateLora(cfg, { rank: 4, alpha: 8, rslora: false, targets: ["q_proj"], layers: [4] });
+  const [V, D] = [cfg.vocabSize, cfg.hiddenSize];
+  const headSlice = 128, slices = V / headSlice;
+  const graphs = (m: Model) => ({
+    step: buildLoraTrainStep(cfg, m.weights, { config: lora }, adamw(), { headSlice, vocabChunk: 128 }).graph,
+    grad: buildLoraGradGraph(cfg, m.weights, { config: lora }, { headSlice }).graph,
+    score: buildScoringGraph(cfg, m.weights, undefined, { headSlice, vocabChunk: 256 }).graph,
+  });
+  const head = "model.embed_tokens.weight";
+  // Each block's forward and backward each cast every slice of the head once: the training step's 4 blocks
+  // (chunk 128) 2 · 4 · 4 slices, the gradient graph's one block 2 · 4, scoring's 2 blocks (chunk 256) 2 · 4.
+  const expected = { step: 2 * 4 * slices, grad: 2 * slices, score: 2 * slices };
+  for (const [kind, graph] of Object.entries(graphs(bf16)) as [keyof typeof expected, Graph][]) {
+    const whole = graph.nodes.flatMap((n) => n.outputs).filter((v) => v.shape.join() === `${V},${D}`);
+    assert.deepEqual(whole.map((v) => `${v.name}: ${v.dtype}`), [], kind); // the initializer is no node's output
+    const cut = graph.nodes.filter((n) => n.op === "Slice" && n.inputs[0].name === head);
+    assert.equal(cut.length, expected[kind], kind);
+    for (const n of cut) {
+      assert.deepEqual(n.outputs[0].shape, [headSlice, D], kind);
+      assert.ok(n.inputs[1].producer, `${kind}: a slice's start is computed (it waits for its input)`);
+    }
+  }
+  // float32 weights: the head's products read the weight as it is stored (no slice, no cast), the training
+  // step's 4 blocks a product each in the forward (after a Transpose) and in the backward; the gradient graph's
+  // one block is the fused op (autodiff's product reads the Transpose); scoring's 2 blocks, forward only.
+  const per = { step: ["Transpose", "MatMul"], grad: ["Transpose"], score: ["Transpose"] };
+  const blocks = { step: 4, grad: 1, score: 2 };
+  for (const [kind, graph] of Object.entries(graphs(m32)) as [keyof typeof per, Graph][]) {
+    const readers = graph.nodes.filter((n) => n.inputs.some((v) => v.name === head)).map((n) => n.op);
+    assert.deepEqual(readers, ["Gather", ...Array(blocks[kind]).fill(per[kind]).flat()], kind);
   }
 });
 

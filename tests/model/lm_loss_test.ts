@@ -104,3 +104,45 @@ Deno.test("scoring's token log-probabilities in token blocks equal the fused op'
   }
   await whole.release();
 });
+
+Deno.test("LM head with its weight stored in another type: cast one vocabulary slice at a time, the same loss, d hidden and log-probabilities as the weight in the compute type", async () => {
+  /** Loss, d hidden and log-probabilities with the weight given as `weightType` (float32: cast in slices). */
+  const session = async (weightType: "float32" | "float64", chunk: number, slice: number) => {
+    const g = new Graph({ float: "float64" });
+    const hidden = g.input("hidden", "float64", ["N", D]);
+    const weight = g.input("weight", weightType, [V, D]);
+    const labels = g.input("labels", "int64", ["N"]);
+    const { loss, backward } = lmHeadLoss(hidden, weight, labels, { chunk, slice });
+    const [dHidden] = gradients(backward.value, [hidden], { seed: backward.seed });
+    const lp = tokenLogprobs(hidden, weight, labels, { chunk, slice });
+    // The float32 weight is only ever cast a slice of at most `slice` rows at a time.
+    const casts = liveNodes(g, [loss, dHidden, lp]).filter((n) =>
+      n.op === "Cast" && n.inputs[0].dtype === "float32"
+    );
+    assert.equal(casts.length > 0, weightType === "float32");
+    assert.ok(casts.every((n) => Number(n.outputs[0].shape[0]) <= slice), `slice ${slice}`);
+    return await createSession(serialize(g, { loss, dHidden, lp }), { optimization: "basic" });
+  };
+  const rng = new Rng(7);
+  const values = Float32Array.from(rng.uniforms(V * D, -1, 1)); // float32 values, exact in float64 too
+  for (const [chunk, slice] of [[10, 7], [40, 7], [40, 40], [3, 16]]) {
+    const [wide, narrow] = [await session("float64", chunk, slice), await session("float32", chunk, slice)];
+    for (const N of [1, 5, 13]) {
+      const feeds = {
+        hidden: hostTensor("float64", [N, D], rng.uniforms(N * D, -2, 2)),
+        labels: hostTensor("int64", [N], [...Array(N)].map((_, i) => i % 4 === 1 ? -100 : rng.int(0, V - 1))),
+      };
+      if (N === 1) feeds.labels.data[0] = 7n;
+      const a = await wide.run({ ...feeds, weight: hostTensor("float64", [V, D], Array.from(values)) });
+      const b = await narrow.run({ ...feeds, weight: hostTensor("float32", [V, D], values) });
+      for (const name of ["loss", "dHidden", "lp"]) {
+        const d = Math.max(
+          ...Array.from(a[name].data as Float64Array, (x, i) => Math.abs(x - (b[name].data[i] as number))),
+        );
+        assert.ok(d < 1e-12, `chunk ${chunk}, slice ${slice}, N ${N}: ${name} differs by ${d}`);
+      }
+    }
+    await wide.release();
+    await narrow.release();
+  }
+});
