@@ -81,9 +81,12 @@ export async function divergence(
   worst: () => Promise<{ name: string; value: number }>,
 ): Promise<string | null> {
   const losses = Object.entries(result.losses);
-  const bad = losses.find(([, v]) => !Number.isFinite(v));
+  // float16: when the loss scaler dropped the update (its gradients overflowed), the losses of later groups were
+  // taken at the updated weights (the search's gate loss, at w′) and say nothing; the first group's loss, taken
+  // before any update, still must be finite.
+  const bad = (result.skipped ? losses.slice(0, 1) : losses).find(([, v]) => !Number.isFinite(v));
   if (bad) return `the ${bad[0]} loss became ${bad[1]}`;
-  if (result.skipped) return null; // float16: the loss scaler dropped this update and handles the overflow
+  if (result.skipped) return null; // the loss scaler handles the overflow
   const norm = Object.entries(result.gradNorms).find(([, v]) => !Number.isFinite(v));
   if (norm) return `the ${norm[0]} gradient norm became ${norm[1]}`;
   const past = Object.values(result.paramMaxes ?? {}).some((v) => !(v <= MAX_TRAINED_MAGNITUDE));

@@ -21,6 +21,11 @@ export interface GateRecord {
   readonly valLoss: number;
   /** Norm of the gate-logit hypergradient the step took (absent in records written before it was kept). */
   readonly gateGradNorm?: number;
+  /**
+   * True when the float16 loss scaler dropped the step's update (its gradients overflowed): `valLoss` and
+   * `gateGradNorm`, taken at weights the step did not keep, are then not finite.
+   */
+  readonly skipped?: boolean;
 }
 /** Reads a {@link GateRecord}. */
 export const GateRecord: z.ZodType<GateRecord> = z.object({
@@ -30,6 +35,7 @@ export const GateRecord: z.ZodType<GateRecord> = z.object({
   trainLoss: jsonNumber,
   valLoss: jsonNumber,
   gateGradNorm: jsonNumber.optional(),
+  skipped: z.boolean().optional(),
 });
 
 /** Metrics of one evaluation. */

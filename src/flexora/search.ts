@@ -136,8 +136,9 @@ export async function searchGates(
             trainLoss: result.losses.lora,
             valLoss: result.losses.gates,
             gateGradNorm: result.gradNorms.gates,
+            ...(result.skipped ? { skipped: true } : {}),
           });
-          return { valLoss: result.losses.gates, gates, logits };
+          return { valLoss: result.skipped ? undefined : result.losses.gates, gates, logits };
         },
         record: () => ({ history }),
       },

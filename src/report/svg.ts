@@ -94,9 +94,11 @@ function gateBars(r: RunRecord, y0: number): string {
 function curves(
   label: string,
   xLabel: string,
-  series: readonly { name: string; points: readonly (readonly [number, number])[] }[],
+  drawn: readonly { name: string; points: readonly (readonly [number, number])[] }[],
   y0: number,
 ): string {
+  // A point that is not finite (a float16 step whose update was dropped) is left out, not drawn at NaN.
+  const series = drawn.map((s) => ({ ...s, points: s.points.filter((p) => p.every(Number.isFinite)) }));
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) return "";
   const x0 = PAD, w = W - 2 * PAD - 110, h = PANEL_H - 40;

@@ -71,3 +71,19 @@ Deno.test("divergence: a non-finite trained value is named; values within the bo
   assert.equal(await divergence(step(NaN), worst), "x became NaN");
   assert.equal(await divergence(step(MAX_TRAINED_MAGNITUDE / 2), worst), null);
 });
+
+Deno.test("divergence: a dropped float16 update excuses the later groups' losses, not the first group's", async () => {
+  const worst = () => Promise.resolve({ name: "x", value: 0 });
+  // The search: the gate loss is taken at the updated LoRA weights, NaN when the update's gradients overflowed.
+  const search = (lora: number, skipped: boolean): StepResult => ({
+    loss: lora,
+    gradNorm: NaN,
+    losses: { lora, gates: NaN },
+    gradNorms: { lora: NaN, gates: NaN },
+    outputs: {},
+    skipped,
+  });
+  assert.equal(await divergence(search(7.9, true), worst), null);
+  assert.equal(await divergence(search(7.9, false), worst), "the gates loss became NaN");
+  assert.equal(await divergence(search(Infinity, true), worst), "the lora loss became Infinity");
+});

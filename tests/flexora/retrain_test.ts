@@ -52,8 +52,11 @@ Deno.test("early stopping: stop once `patience` epochs bring no improvement over
 });
 
 Deno.test("early stopping ends retraining before its last epoch when validation stops improving", async () => {
-  const o = resolveOptions({ retrain: { lr: 1, epochs: 12, earlyStoppingPatience: 1 } });
-  const r = await retrain(model, { train, validation: data.validation, test: null }, [1], {
+  // Validation completions that training teaches against (" question" where a color follows): their loss falls
+  // while the adapter learns the rows' form, then rises by a clear margin as it learns to answer with a color.
+  const validation = data.validation!.map((r) => ({ prompt: r.prompt, completion: " question" }));
+  const o = resolveOptions({ retrain: { lr: 1e-2, epochs: 12, earlyStoppingPatience: 1 } });
+  const r = await retrain(model, { train, validation, test: null }, [1], {
     ...o.retrain,
     seed: 0,
     weightDecay: 0,
