@@ -12,9 +12,10 @@
  * [--val-rows N] [--threads N] [--report]`
  *
  * Test accuracy and loss are scored on the first `--test-rows` (default 150) test rows after the shift's filter;
- * the loss is the multiple-choice cross-entropy (see `./study/run.ts`). The validation rows and the training
- * rows as trained (label noise included) are scored the same way, so that settings are chosen on validation and
- * fit can be told from generalization. Sessions run `--threads` (default 1) intra-op threads.
+ * the loss is the multiple-choice cross-entropy (see `./study/run.ts`). The validation rows and the first
+ * `--test-rows` training rows as trained (label noise included) are scored the same way, so that settings are
+ * chosen on validation and fit can be told from generalization. Sessions run `--threads` (default 1) intra-op
+ * threads.
  *
  * A task is a folder under `../shared/data` (`winogrande` is `benchmarks/winogrande`: train_s, validation carved
  * from it, dev as test) or a path. `--options` is a pipeline input (`FinetuneInput`) merged into every method's;

@@ -32,7 +32,10 @@ export interface StudyContext {
   readonly store: CellStore;
   /** Validation rows kept (the first ones; default all). */
   readonly valRows?: number;
-  /** Test rows scored (the first ones after the shift's filter; default all). */
+  /**
+   * Test rows scored (the first ones after the shift's filter; default all); at most as many training rows
+   * (the first of the seeded draw) are scored, so scoring does not grow with the training set.
+   */
   readonly testRows?: number;
   readonly log?: (line: string) => void;
 }
@@ -124,7 +127,10 @@ async function runCell(
   // The final retraining is scored once at the end, not after every epoch.
   const retrained = await retrainStage(loaded, { ...prepared, validationRows: [] }, selected, hooks);
   const started = performance.now();
-  const scored = await scoreFinal(loaded, retrained, splits);
+  const scored = await scoreFinal(loaded, retrained, {
+    ...splits,
+    train: splits.train.slice(0, ctx.testRows ?? Infinity),
+  });
   return {
     layers: selected.layers,
     trainableParams: Object.values(retrained.params).reduce((s, t) => s + t.data.length, 0),
@@ -143,8 +149,8 @@ async function runCell(
  * The adapter's accuracy and loss on the test, validation and training rows, each from one multiple-choice
  * pass: the loss is the mean cross-entropy of the choice distribution, −log softmax(choice log-likelihoods)[label],
  * so it measures how confidently the right choice wins (the completion loss would take a second pass).
- * Validation is scored so that settings can be chosen on it; train (the rows as trained, label noise included)
- * so that fit can be told from generalization; test only reports.
+ * Validation is scored so that settings can be chosen on it; train (rows as trained, label noise included: the
+ * caller passes a seeded sample) so that fit can be told from generalization; test only reports.
  */
 async function scoreFinal(
   { model }: Loaded,

@@ -170,7 +170,7 @@ Deno.test("runGroup: every method on the tiny model; a finished cell is read bac
     for (const r of first) {
       assert.equal(r.test.n, 8);
       assert.equal(r.validation!.n, data.validation!.length);
-      assert.equal(r.train!.n, 16, "train: the drawn rows, as trained");
+      assert.equal(r.train!.n, 8, "train: the first test-rows of the 16 drawn, as trained");
       assert.ok(r.train!.accuracy >= 0 && r.train!.accuracy <= 1 && Number.isFinite(r.train!.loss));
       assert.ok(r.test.accuracy >= 0 && r.test.accuracy <= 1 && Number.isFinite(r.test.loss));
       assert.ok(r.trainableParams > 0 && r.seconds.retrain > 0);
