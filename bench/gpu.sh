@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with an NVIDIA GPU (also runs, slowly, on lavapipe): the parity suite
-# (tests/model/webgpu_test.ts) on WebGPU and, when onnxruntime-node's CUDA provider is installed, on CUDA; then
+# (tests/model/webgpu_*_test.ts) on WebGPU and, when onnxruntime-node's CUDA provider is installed, on CUDA; then
 # the train-step bench (seeded ~100M Llama, batch 8 × 256, LoRA on all layers and on the top 3, float32 and
 # float16, state on the device) per available device, with tokens/s and device memory; one summary table.
 #
@@ -45,7 +45,7 @@ fi
 
 # 1. Parity: every graph against the CPU provider, with the placement assertion.
 for d in "${devices[@]}"; do
-  FLEXORA_PARITY_DEVICE=$d timeout "$(limit 200)" "${deno[@]}" test -A tests/model/webgpu_test.ts >"$work/parity-$d.log" 2>&1
+  FLEXORA_PARITY_DEVICE=$d timeout "$(limit 200)" "${deno[@]}" test -A tests/model/webgpu_*_test.ts >"$work/parity-$d.log" 2>&1
   rows+=("parity $d|$(grep -E '^(ok|FAILED) \|' "$work/parity-$d.log" | tail -1 || echo "no result (timeout?)")")
 done
 

@@ -3,7 +3,7 @@
  * On a machine without a GPU that is Mesa's lavapipe from `tools/lavapipe.sh`, whose `.lavapipe/` folder this
  * module points the Vulkan loader at when `VK_ICD_FILENAMES` is unset (before any WebGPU session opens).
  *
- * The parity suite (tests/model/webgpu_test.ts) runs on {@link PARITY_DEVICE}: WebGPU, or CUDA with
+ * The parity suite (tests/model/webgpu_*_test.ts) runs on {@link PARITY_DEVICE}: WebGPU, or CUDA with
  * `FLEXORA_PARITY_DEVICE=cuda` (what bench/gpu.sh does on a machine with the CUDA provider).
  *
  * @module
