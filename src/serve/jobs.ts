@@ -10,23 +10,22 @@
  * that dies without a word (the OOM killer's SIGKILL) leaves its job `interrupted`, resumed from its checkpoint
  * automatically a bounded number of times.
  *
- * Leases ({@link JobStore.claim}): a claimed job is held by this sidecar (`owner`) until its lease lapses; a
- * heartbeat renews it while the job runs and reads whether another sidecar asked to cancel it. The same tick takes
- * back the jobs no sidecar works on ({@link JobStore.recover}: a lapsed lease, its host died; or interrupted by a
- * stopped sidecar) and claims queued jobs submitted elsewhere. At start the sidecar takes back the jobs its
- * previous life held: on one host with SQLite, that is the whole of "jobs found running at start-up are queued
- * again to resume from their last checkpoint". Writes about a running job are fenced by the lease, so a sidecar
- * that lost it (cut off longer than the lease) stops its runner and overwrites nothing.
+ * The worker, its leases and heartbeat are in {@link ./job_worker.ts}; subscriptions in {@link ./job_events.ts};
+ * following the reconcile loop in {@link ./job_reconcile.ts}. At start the sidecar takes back the jobs its previous
+ * life held: on one host with SQLite, that is the whole of "jobs found running at start-up are queued again to
+ * resume from their last checkpoint".
  *
  * @module
  */
 
 import type { Device } from "../runtime/device.ts";
-import { isAbsolute } from "node:path";
 import type { ServerConfig } from "../../plugins/types.ts";
 import { type Spawn, spawnRunner } from "./spawn.ts";
-import { type JobRequest, requestOf, runJob, type Slot } from "./job_run.ts";
-import { type Follower, followInStore, type JobChange } from "./follow.ts";
+import type { JobRequest } from "./job_run.ts";
+import type { JobChange } from "./follow.ts";
+import { JobEvents, type Listener } from "./job_events.ts";
+import { followReconcile } from "./job_reconcile.ts";
+import { JobWorker } from "./job_worker.ts";
 import type { AttachReport } from "./reconcile/operations.ts";
 import type { ReconcileEvent } from "./reconcile/reconciler.ts";
 import {
@@ -35,8 +34,6 @@ import {
   type HistoryRow,
   type JobFields,
   type JobRecord,
-  leaseLost,
-  LeaseLostError,
   RUNNER_DIED,
   type Store,
 } from "./store/mod.ts";
@@ -84,7 +81,6 @@ export interface JobManagerOptions {
   readonly heartbeatMs?: number;
 }
 
-type Listener = (change: JobChange) => void;
 type ManagerSettings = Required<JobManagerOptions>;
 
 export { type JobChange, type JobRequest, RUNNER_DIED };
@@ -92,22 +88,10 @@ export { type JobChange, type JobRequest, RUNNER_DIED };
 /** The queue and its one worker. */
 export class JobManager {
   readonly #o: ManagerSettings;
-  readonly #listeners = new Map<string, Set<Listener>>();
-  /** Queued jobs whose model or data this host lacks: left to other sidecars. */
-  readonly #elsewhere = new Set<string>();
-  #slot: Slot | null = null;
-  #ticker: ReturnType<typeof setInterval> | null = null;
-  /** Subscriptions followed through the store (the job may run elsewhere); stopped at close. */
-  readonly #followers = new Set<Follower>();
-  #ticking = false;
-  #closed = false;
-  /** The worker loop is running; {@link #pump} asked for another claim while it was. */
-  #busy = false;
-  #wanted = false;
+  readonly #events: JobEvents;
+  readonly #worker: JobWorker;
   /** Follow-ups of reconcile events, one after another. */
   #reconciling: Promise<void> = Promise.resolve();
-  /** Settles when the worker is idle (for tests and shutdown). */
-  idle: Promise<void> = Promise.resolve();
 
   constructor(options: JobManagerOptions) {
     this.#o = {
@@ -120,6 +104,8 @@ export class JobManager {
       owner: options.owner ?? crypto.randomUUID(),
       heartbeatMs: options.heartbeatMs ?? 5000,
     };
+    this.#events = new JobEvents(this.#o.store);
+    this.#worker = new JobWorker(this.#o, (job, point) => this.#events.notify(job, point));
   }
 
   /** This sidecar's id in the store. */
@@ -127,56 +113,17 @@ export class JobManager {
     return this.#o.owner;
   }
 
-  get #leaseMs(): number {
-    return 3 * this.#o.heartbeatMs;
+  /** Settles when the worker is idle (for tests and shutdown). */
+  get idle(): Promise<void> {
+    return this.#worker.idle;
   }
 
   /**
    * Queues again, to resume, the jobs this sidecar held before it restarted and those no sidecar works on
    * (interrupted ones too, except those whose automatic retries ran out); starts the worker and the heartbeat.
    */
-  async start(): Promise<void> {
-    for (const job of await this.#o.store.recover(this.#o.maxRetries, this.#o.owner)) this.#notify(job);
-    this.#ticker = setInterval(() => void this.#tick(), this.#o.heartbeatMs);
-    this.#pump();
-  }
-
-  /**
-   * The heartbeat: renews the running job's lease (a lost one stops it; a cancel asked on another sidecar is
-   * carried out here), takes back jobs no sidecar works on, and looks for queued work. A failing database is
-   * logged, and the next tick tries again.
-   */
-  async #tick(): Promise<void> {
-    if (this.#ticking || this.#closed) return;
-    this.#ticking = true;
-    const slot = this.#slot;
-    try {
-      if (slot && !slot.lost) {
-        const beat = await this.#o.store.heartbeat(slot.id, this.#o.owner, this.#leaseMs);
-        const current = this.#slot === slot; // it may have ended meanwhile
-        if (current && !beat.held) this.#lose(slot);
-        else if (current && beat.cancelRequested && !slot.cancelled) {
-          slot.cancelled = true;
-          this.#stop(slot);
-        }
-      }
-      for (const job of await this.#o.store.recover(this.#o.maxRetries)) this.#notify(job);
-      this.#pump();
-    } catch (e) {
-      console.error(
-        `sidecar ${this.#o.owner}: heartbeat failed (${e instanceof Error ? e.message : e}); retrying`,
-      );
-    } finally {
-      this.#ticking = false;
-    }
-  }
-
-  /** The lease lapsed (this sidecar was cut off): another sidecar resumes the job; the runner here is ended. */
-  #lose(slot: Slot): void {
-    if (slot.lost) return;
-    slot.lost = true;
-    console.error(`job ${slot.id}: this sidecar lost its lease; another sidecar resumes it`);
-    slot.runner?.kill("SIGKILL");
+  start(): Promise<void> {
+    return this.#worker.start();
   }
 
   async get(id: string): Promise<JobRecord> {
@@ -209,7 +156,7 @@ export class JobManager {
       throw new JobError(404, `no server '${request.attach.server}' is configured`);
     }
     const job = await this.#o.store.create(crypto.randomUUID(), { ...request });
-    this.#pump();
+    this.#worker.pump();
     return job;
   }
 
@@ -220,15 +167,11 @@ export class JobManager {
   async cancel(id: string): Promise<JobRecord> {
     const job = await this.get(id);
     if (FINAL_STATES.includes(job.state)) throw new JobError(409, `job '${id}' already ${job.state}`);
-    if (this.#slot?.id === id) {
-      this.#slot.cancelled = true;
-      this.#stop(this.#slot);
-      return job;
-    }
+    if (this.#worker.cancel(id)) return job;
     // Queued or interrupted: cancelled at once. Running on another sidecar: its heartbeat sees the request.
     const asked = await this.#o.store.requestCancel(id);
     if (!asked) throw new JobError(409, `job '${id}' already ${(await this.get(id)).state}`);
-    return this.#notify(asked);
+    return this.#events.notify(asked);
   }
 
   /** Queues an interrupted or cancelled job again, to continue from its checkpoint; 409 otherwise. */
@@ -237,8 +180,8 @@ export class JobManager {
     if (job.state !== "interrupted" && job.state !== "cancelled") {
       throw new JobError(409, `job '${id}' is ${job.state}; only interrupted or cancelled jobs resume`);
     }
-    const queued = await this.#requeue(id, { retries: 0, error: null });
-    this.#pump();
+    const queued = await this.#set(id, { state: "queued", resume: true, retries: 0, error: null });
+    this.#worker.pump();
     return queued;
   }
 
@@ -247,15 +190,10 @@ export class JobManager {
    * at once; those of a job another sidecar runs are read from the store every heartbeat (at most every second).
    */
   subscribe(id: string, listener: Listener): () => void {
-    const follower = followInStore(this.#o.store, id, listener, {
+    return this.#events.subscribe(id, listener, {
       intervalMs: Math.min(this.#o.heartbeatMs, 1000),
-      skip: () => this.#closed || this.#slot?.id === id,
+      skip: () => this.#worker.closed || this.#worker.running === id,
     });
-    const mine: Listener = (change) => (follower.saw(change), listener(change));
-    const set = this.#listeners.get(id) ?? new Set();
-    this.#listeners.set(id, set.add(mine));
-    this.#followers.add(follower);
-    return () => (follower.stop(), this.#followers.delete(follower), set.delete(mine));
   }
 
   /**
@@ -264,9 +202,11 @@ export class JobManager {
    * {@link reconciling} settles when all so far were.
    */
   reconciled(e: ReconcileEvent): void {
-    this.#reconciling = this.#reconciling.then(() => this.#followReconcile(e)).catch((err) => {
-      console.error(`following a reconcile pass failed: ${err instanceof Error ? err.message : err}`);
-    });
+    this.#reconciling = this.#reconciling
+      .then(() => followReconcile(this.#o.store, e, (id, fields) => this.#set(id, fields)))
+      .catch((err) => {
+        console.error(`following a reconcile pass failed: ${err instanceof Error ? err.message : err}`);
+      });
   }
 
   /** Settles once the reconcile events so far were followed. */
@@ -274,154 +214,15 @@ export class JobManager {
     return this.#reconciling;
   }
 
-  async #followReconcile(e: ReconcileEvent): Promise<void> {
-    for (const outcome of e.outcomes) {
-      if (!outcome.ok || outcome.version === null) continue;
-      const job = await this.#o.store.get(outcome.version);
-      if (job?.state !== "attach_failed") continue;
-      const req = requestOf(job);
-      if (req.attach?.server !== e.server || (req.attach.name ?? req.name) !== outcome.name) continue;
-      const attach = {
-        server: e.server,
-        adapter: outcome.name,
-        version: outcome.version,
-        complete: false,
-        desired: true,
-        replicas: [{ url: e.url, ...outcome }],
-        attempts: outcome.attempts ?? 1,
-        millis: outcome.millis ?? e.millis,
-        by: "the reconcile loop, after the attach at the job's end failed",
-      };
-      await this.#set(job.id, { state: "succeeded", result: { ...job.result, attach }, error: null });
-    }
-  }
-
   /** Stops the running job (it checkpoints and becomes interrupted) and the worker. */
   async close(): Promise<void> {
-    this.#closed = true;
-    if (this.#ticker !== null) clearInterval(this.#ticker);
-    for (const follower of this.#followers) follower.stop();
-    if (this.#slot) this.#stop(this.#slot);
-    await this.idle;
+    this.#worker.close();
+    this.#events.close();
+    await this.#worker.idle;
     await this.#reconciling;
   }
 
-  /** Asks the runner to stop, then ends it: SIGTERM after the grace period, SIGKILL after another. */
-  #stop(slot: Slot): void {
-    if (slot.stopping || !slot.runner) return;
-    const runner = slot.runner, grace = this.#o.stopGraceMs;
-    runner.stop();
-    slot.stopping = [
-      setTimeout(() => runner.kill("SIGTERM"), grace),
-      setTimeout(() => runner.kill("SIGKILL"), 2 * grace),
-    ];
-  }
-
-  #requeue(id: string, fields: { retries?: number; error?: JobRecord["error"] } = {}): Promise<JobRecord> {
-    return this.#set(id, { state: "queued", resume: true, ...fields });
-  }
-
-  async #set(id: string, fields: JobFields, point?: HistoryRow): Promise<JobRecord> {
-    return this.#notify(await this.#o.store.update(id, fields), point);
-  }
-
-  /** A change to the job `slot` runs, fenced by its lease: throws {@link LeaseLostError} once it is lost. */
-  async #own(slot: Slot, fields: JobFields, point?: HistoryRow): Promise<JobRecord> {
-    if (slot.lost) throw leaseLost(slot.id, this.#o.owner);
-    return this.#notify(await this.#o.store.update(slot.id, fields, this.#o.owner), point);
-  }
-
-  #notify(job: JobRecord, point?: HistoryRow): JobRecord {
-    for (const l of this.#listeners.get(job.id) ?? []) {
-      // A failing subscriber (a stream whose client left, a test's probe) is its own problem, never the job's.
-      try {
-        l(point ? { job, point } : { job });
-      } catch (e) {
-        console.error(`job ${job.id}: a subscriber failed: ${e instanceof Error ? e.message : e}`);
-      }
-    }
-    return job;
-  }
-
-  /**
-   * Starts the worker when it is free: it takes queued jobs one by one through the store's claim (the only way a
-   * job starts) until none is left.
-   */
-  #pump(): void {
-    this.#wanted = true;
-    if (this.#busy || this.#closed) return;
-    this.#busy = true;
-    this.idle = this.#work();
-  }
-
-  async #work(): Promise<void> {
-    try {
-      while (!this.#closed) {
-        this.#wanted = false;
-        const next = await this.#o.store.claim({
-          owner: this.#o.owner,
-          leaseMs: this.#leaseMs,
-          devices: [...new Set([this.#o.device, "cpu"])],
-          exclude: [...this.#elsewhere],
-        });
-        if (next && !(await this.#canServe(next))) continue;
-        if (next) await this.#take(next);
-        else if (!this.#wanted) return; // nothing was submitted while the claim ran
-      }
-    } finally {
-      this.#busy = false; // at once, before anything else runs: a submit from now on starts the worker
-    }
-  }
-
-  /**
-   * Whether this host has the job's model and data (a local path; a Hub id is downloaded by the job). One it lacks
-   * goes back to the queue for another sidecar, and this one claims it no more.
-   */
-  async #canServe(job: JobRecord): Promise<boolean> {
-    const req = requestOf(job);
-    const paths = [...(isAbsolute(req.model) ? [req.model] : []), req.data];
-    const missing = (await Promise.all(paths.map((p) => Deno.stat(p).then(() => null, () => p)))).find((p) =>
-      p
-    );
-    if (!missing) return true;
-    this.#elsewhere.add(job.id);
-    if (this.#elsewhere.size > 1000) this.#elsewhere.delete(this.#elsewhere.values().next().value!);
-    console.error(`job ${job.id}: ${missing} is not on this host; left in the queue for another sidecar`);
-    this.#notify(await this.#o.store.update(job.id, { state: "queued" }, this.#o.owner));
-    return false;
-  }
-
-  /** Runs a claimed job to its end; whatever goes wrong fails this job only, and the sidecar keeps serving. */
-  async #take(next: JobRecord): Promise<void> {
-    const slot: Slot = this.#slot = {
-      id: next.id,
-      runner: null,
-      cancelled: false,
-      stopping: null,
-      lost: false,
-    };
-    this.#notify(next);
-    try {
-      await runJob(
-        {
-          ...this.#o,
-          own: (fields, point) => this.#own(slot, fields, point),
-          closed: () => this.#closed,
-        },
-        next,
-        slot,
-      );
-    } catch (e) {
-      slot.runner?.kill("SIGKILL");
-      if (e instanceof LeaseLostError) this.#lose(slot); // another sidecar resumes it: nothing to record here
-      else {
-        const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-        await this.#own(slot, { state: "failed", error: { code: "internal", message } })
-          .catch((e2) => console.error(`job ${next.id}: could not record its failure (${message}): ${e2}`));
-      }
-    } finally {
-      for (const t of slot.stopping ?? []) clearTimeout(t);
-      this.#slot = null;
-    }
+  async #set(id: string, fields: JobFields): Promise<JobRecord> {
+    return this.#events.notify(await this.#o.store.update(id, fields));
   }
 }
