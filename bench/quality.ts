@@ -32,8 +32,16 @@ import { fileURLToPath } from "node:url";
 import { type Dataset, loadDataset } from "../src/data/dataset.ts";
 import type { FinetuneInput } from "../src/flexora/options.ts";
 import { loadModel, type Model } from "../src/model/model.ts";
-import { type Method, METHODS, planGroups, type Shift } from "./study/grid.ts";
-import { accuracySvg, markdownTable, sameLayers, summarize, targets } from "./study/render.ts";
+import { type Method, METHODS, planGroups, resolvedOptions, type Shift } from "./study/grid.ts";
+import {
+  accuracySvg,
+  describeSearch,
+  markdownTable,
+  plotSelection,
+  sameLayers,
+  summarize,
+  targets,
+} from "./study/render.ts";
 import { runGroup } from "./study/run.ts";
 import { CellStore } from "./study/store.ts";
 
@@ -137,21 +145,19 @@ if (!values.report) {
 }
 
 const summaries = summarize(store.all());
-const sweep = summaries.filter((s) => s.regime.noise === 0 && s.regime.shift === "none");
-// The plot's setting: the commonest learning rate and rank among the plain regimes.
-const commonest = <T>(xs: T[]) =>
-  xs.reduce(
-    (best, x) => (xs.filter((y) => y === x).length > xs.filter((y) => y === best).length ? x : best),
-    xs[0],
+// Today's default search for a plain flexora cell at that lr and rank: the plot prefers it where it ran.
+const defaultSearch = (lr: number, rank: number) =>
+  describeSearch(
+    resolvedOptions({
+      task: "",
+      regime: { rows: 1, noise: 0, shift: "none", lr, rank, epochs: 1 },
+      method: "flexora",
+      seed: 0,
+      options: "{}",
+      flexora: "{}",
+    }).search,
   );
-const lr = commonest(sweep.map((s) => s.regime.lr)), rank = commonest(sweep.map((s) => s.regime.rank));
-// Only cells run without --options or --flexora, and of those the search settings run at most points (the
-// defaults may have changed between runs): a variant gets a table row, not a line.
-const plain = sweep.filter((s) =>
-  s.regime.lr === lr && s.regime.rank === rank && (s.options === "{}" || s.options === "{} {}")
-);
-const search = commonest(plain.filter((s) => s.method === "flexora").map((s) => s.searchSettings));
-const plotted = plain.filter((s) => s.method === "lora" || s.searchSettings === search);
+const plot = plotSelection(summaries, defaultSearch);
 const table = markdownTable(summaries);
 const [same, pairs] = sameLayers(store.all(), "flexora", "grad-top-k");
 const verdicts = [
@@ -162,12 +168,12 @@ await Deno.writeTextFile(
   join(out, "study.md"),
   `# Quality study\n\n${table}\n\n## Targets\n\n${verdicts.map((v) => `- ${v}`).join("\n")}\n`,
 );
-if (plotted.length) {
+if (plot) {
   await Deno.writeTextFile(
     join(out, "accuracy.svg"),
     accuracySvg(
-      plotted,
-      `test accuracy (mean, 95 % CI over seeds); retrain lr ${lr}, rank ${rank}; search ${search}`,
+      plot.summaries,
+      `test accuracy (mean, 95 % CI over seeds); retrain lr ${plot.lr}, rank ${plot.rank}; search ${plot.search}`,
     ),
   );
 }

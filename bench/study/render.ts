@@ -7,7 +7,7 @@
  */
 
 import { type Interval, tInterval } from "../stats.ts";
-import { keyOptions, type Method, METHODS, type Regime, regimeLabel } from "./grid.ts";
+import { defaultEpochs, keyOptions, type Method, METHODS, type Regime, regimeLabel } from "./grid.ts";
 import type { FinetuneOptions } from "../../src/flexora/options.ts";
 import type { CellRecord } from "./store.ts";
 
@@ -207,6 +207,57 @@ export function targets(summaries: readonly Summary[], storyTasks: readonly stri
       : "Search ≤ 0.3 × retrain: no flexora rows",
   );
   return out;
+}
+
+/** What the accuracy plot shows: its summaries and the setting they share. */
+export interface PlotSelection {
+  readonly summaries: Summary[];
+  readonly lr: number;
+  readonly rank: number;
+  /** The search (in {@link describeSearch}'s words) of the flexora and k-method lines. */
+  readonly search: string;
+}
+
+/**
+ * The accuracy plot's summaries: the plain regimes (no noise, no shift, default epochs, no `--options` or
+ * `--flexora`) at the commonest learning rate and rank; flexora and the k methods under one search, today's
+ * default (`defaultSearch` of that lr and rank) where it ran, else the one run at most points (defaults change
+ * between runs: a variant gets a table row, not a line); and every method only at the tasks and row counts
+ * where that search ran, so the lines compare like with like (all-layer LoRA has no search, and would otherwise
+ * show points, or a whole task, that no flexora line shares). Undefined when no plain flexora row exists.
+ */
+export function plotSelection(
+  summaries: readonly Summary[],
+  defaultSearch: (lr: number, rank: number) => string,
+): PlotSelection | undefined {
+  const commonest = <T>(xs: readonly T[]) =>
+    xs.reduce(
+      (best, x) => (xs.filter((y) => y === x).length > xs.filter((y) => y === best).length ? x : best),
+      xs[0],
+    );
+  const sweep = summaries.filter((s) =>
+    s.regime.noise === 0 && s.regime.shift === "none" && s.regime.epochs === defaultEpochs(s.regime.rows) &&
+    (s.options === "{}" || s.options === "{} {}")
+  );
+  const flexoras = sweep.filter((s) => s.method === "flexora");
+  if (flexoras.length === 0) return undefined;
+  const lr = commonest(flexoras.map((s) => s.regime.lr));
+  const rank = commonest(flexoras.filter((s) => s.regime.lr === lr).map((s) => s.regime.rank));
+  const plain = sweep.filter((s) => s.regime.lr === lr && s.regime.rank === rank);
+  const searches = plain.filter((s) => s.method === "flexora").map((s) => s.searchSettings);
+  const search = searches.includes(defaultSearch(lr, rank)) ? defaultSearch(lr, rank) : commonest(searches);
+  const point = (s: Summary) => `${s.task} ${s.regime.rows}`;
+  const points = new Set(
+    plain.filter((s) => s.method === "flexora" && s.searchSettings === search).map(point),
+  );
+  return {
+    summaries: plain.filter((s) =>
+      points.has(point(s)) && (s.method === "lora" || s.searchSettings === search)
+    ),
+    lr,
+    rank,
+    search,
+  };
 }
 
 const COLORS: Record<Method, string> = {

@@ -21,7 +21,15 @@ import {
   planGroups,
   type Regime,
 } from "../../bench/study/grid.ts";
-import { accuracySvg, markdownTable, sameLayers, summarize, targets } from "../../bench/study/render.ts";
+import {
+  accuracySvg,
+  describeSearch,
+  markdownTable,
+  plotSelection,
+  sameLayers,
+  summarize,
+  targets,
+} from "../../bench/study/render.ts";
 import { choiceLoss, runGroup } from "../../bench/study/run.ts";
 import { type CellRecord, CellStore } from "../../bench/study/store.ts";
 import { regimeSplits, trainKeys, withNoise } from "../../bench/study/transforms.ts";
@@ -328,4 +336,55 @@ Deno.test("summaries, table, targets and SVG from finished cells", () => {
   assert.equal(svg.match(/<polyline/g)?.length, 3 * 3);
   assert.equal(svg.match(/<circle/g)?.length, 15);
   assert.equal(svg.match(/<line [^>]*stroke="#(d62728|1f77b4|7f7f7f)"\/>/g)?.length, 15);
+});
+
+Deno.test("plotSelection: today's search where it ran, and every method only where that search ran", () => {
+  // A made-up cell whose flexora-side methods ran the search with LoRA lr `loraLr`.
+  const searched = (task: string, rows: number, method: Method, seed: number, loraLr: number) => {
+    const r = cell(task, rows, method, seed, 0.5, 1000);
+    const search = { loraLr, gateLr: 0.01, epochs: 1 } as CellRecord["resolved"]["search"];
+    return { ...r, resolved: { ...r.resolved, search } };
+  };
+  const records: CellRecord[] = [];
+  for (const seed of [0, 1]) {
+    for (const task of ["story-place", "story-mood"]) {
+      for (const rows of [32, 128, 512]) {
+        records.push(searched(task, rows, "flexora", seed, 1e-4), searched(task, rows, "lora", seed, 0));
+        if (rows < 512) records.push(searched(task, rows, "flexora", seed, 1e-3));
+      }
+    }
+    // All-layer LoRA alone on a task (as a run with --methods lora would leave it), and a noisy regime.
+    records.push(searched("winogrande", 32, "lora", seed, 0));
+    records.push({
+      ...searched("story-place", 32, "flexora", seed, 1e-3),
+      regime: { ...records[0].regime, noise: 0.3 },
+    });
+  }
+  const summaries = summarize(records);
+  const today = describeSearch({ loraLr: 1e-3, gateLr: 0.01, epochs: 1 } as CellRecord["resolved"]["search"]);
+  const now = plotSelection(summaries, () => today)!;
+  assert.equal(now.search, today);
+  assert.deepEqual([now.lr, now.rank], [1e-3, 8]);
+  const points = (p: typeof now) =>
+    p.summaries.map((s) => `${s.task} ${s.regime.rows} ${s.method} ${s.searchSettings}`).sort();
+  // At 512 rows today's search did not run: no point there, all-layer LoRA's neither; no winogrande panel.
+  assert.deepEqual(points(now), [
+    `story-mood 128 flexora ${today}`,
+    "story-mood 128 lora -",
+    `story-mood 32 flexora ${today}`,
+    "story-mood 32 lora -",
+    `story-place 128 flexora ${today}`,
+    "story-place 128 lora -",
+    `story-place 32 flexora ${today}`,
+    "story-place 32 lora -",
+  ]);
+  // When today's search never ran, the one run at most points: the 512-row points come back.
+  const older = plotSelection(summaries, () => "lr 0.5, gate 0.01, 1 ep")!;
+  assert.equal(
+    older.search,
+    describeSearch({ loraLr: 1e-4, gateLr: 0.01, epochs: 1 } as CellRecord["resolved"]["search"]),
+  );
+  assert.equal(older.summaries.length, 2 * 3 * 2);
+  assert.ok(older.summaries.every((s) => s.task !== "winogrande" && s.regime.noise === 0));
+  assert.equal(plotSelection(summaries.filter((s) => s.method === "lora"), () => today), undefined);
 });
