@@ -220,10 +220,11 @@ export function maxMagnitude(xs: readonly Value[]): Value {
  * Many parameters as one: each parameter, gradient and slot flattened, and the group's joined into one vector
  * [P] (P the group's element count), with `unpack` cutting an update of that vector back into the parameters'
  * shapes. For an elementwise optimizer this is a pure re-arrangement that makes the update, the gradient norm,
- * the clipping and the magnitude check one chain of nodes for the whole group instead of one per tensor: a 1B
- * model's all-layer LoRA step (88 tensors) has 6,384 nodes instead of 7,849, and onnxruntime's session creation, whose
- * allocation planner costs more than linearly in the number of values, is that much shorter (BENCHMARKS.md,
- * "Time to the first step"). Null when the tensors' shapes are not all static or their types differ.
+ * the clipping and the magnitude check one chain of nodes per packed group instead of one per tensor
+ * ({@link applyOptimizer} packs {@link PACKED_TENSORS} at a time): a 1B model's all-layer LoRA step (88 tensors)
+ * has 6,694 nodes instead of 7,849, and onnxruntime's session creation, whose allocation planner costs more than
+ * linearly in the number of values, is that much shorter (BENCHMARKS.md, "Step time against the peer on this
+ * machine"). Null when the tensors' shapes are not all static or their types differ.
  */
 export function packStates(
   states: readonly ParamState[],
@@ -255,17 +256,42 @@ export function packStates(
 }
 
 /**
+ * Tensors per packed vector. A Split or Concat binds one buffer per tensor, and onnxruntime's WebGPU kernels take
+ * at most 16 storage buffers (a Split of 42 parameters failed there with "Too many storage buffers in shader").
+ */
+export const PACKED_TENSORS = 8;
+
+/**
+ * States packed {@link PACKED_TENSORS} at a time ({@link packStates}), in order; a lone tensor stays as it is.
+ * Null when some group cannot be packed.
+ */
+function packInGroups(
+  states: readonly ParamState[],
+): { packed: ParamState; unpack: (update: ParamUpdate) => ParamUpdate[] }[] | null {
+  const groups = [];
+  for (let i = 0; i < states.length; i += PACKED_TENSORS) {
+    const group = states.slice(i, i + PACKED_TENSORS);
+    const packing = group.length === 1
+      ? { packed: group[0], unpack: (update: ParamUpdate) => [update] }
+      : packStates(group);
+    if (!packing) return null;
+    groups.push(packing);
+  }
+  return groups;
+}
+
+/**
  * Clips (when the optimizer asks for it) and applies the update; also returns the pre-clip gradient norm and the
- * largest magnitude among the updated parameters. An elementwise optimizer updates the group as one packed
- * vector ({@link packStates}).
+ * largest magnitude among the updated parameters. An elementwise optimizer updates the group as packed vectors
+ * of {@link PACKED_TENSORS} tensors each ({@link packStates}).
  */
 export function applyOptimizer(
   optimizer: Optimizer,
   states: readonly ParamState[],
   inputs: StepInputs,
 ): { updates: ParamUpdate[]; gradNorm: Value; paramMax: Value } {
-  const packing = optimizer.elementwise && states.length > 1 ? packStates(states) : null;
-  const work = packing ? [packing.packed] : states;
+  const packings = optimizer.elementwise ? packInGroups(states) : null;
+  const work = packings ? packings.map((p) => p.packed) : states;
   let gradNorm: Value, updates: ParamUpdate[];
   if (optimizer.maxGradNorm === undefined) {
     gradNorm = globalNorm(work.map((s) => s.grad));
@@ -276,7 +302,7 @@ export function applyOptimizer(
     updates = optimizer.update(work.map((s, i) => ({ ...s, grad: grads[i] })), inputs);
   }
   return {
-    updates: packing ? packing.unpack(updates[0]) : updates,
+    updates: packings ? packings.flatMap((p, i) => p.unpack(updates[i])) : updates,
     gradNorm,
     paramMax: maxMagnitude(updates.map((u) => u.param)),
   };
