@@ -6,8 +6,9 @@
  *   (every layer but l), scored by validation loss; writes the table to `--worth FILE`.
  * - `retrain`: one retrain on `--layers`, scored on validation only (to compare two selections).
  * - `search`: searches with the given settings (several seeds), reporting how far the gates move (per-step
- *   trajectory quantiles), the hypergradient size, the selected layers, and, given `--worth FILE`, Spearman's
- *   rank correlation of the final logits with the add-one and leave-one-out worth.
+ *   trajectory quantiles), the hypergradient size, the selected layers, the step from which every later step's
+ *   gates select those same layers (`settled`: how much of the search the selection needed), and, given
+ *   `--worth FILE`, Spearman's rank correlation of the final logits with the add-one and leave-one-out worth.
  *
  * Usage:
  * `deno run -A bench/search_diagnosis.ts worth --task story-place --rows 256 --worth /tmp/worth.json`
@@ -67,6 +68,13 @@ const tok = (rows: readonly Example[]) =>
   tokenizeExamples(rows, model.tokenizer, { maxLength: 512, appendEos: true }).sequences;
 const train = tok(trainRows), validation = tok(valRows);
 const run = { weightDecay: 0, maxGradNorm: 1, checkpointEvery: 0 };
+
+/** The 1-based step from which every selection (one per step, the last the search's) equals the last one. */
+function settledStep(selections: readonly string[]): number {
+  let k = selections.length;
+  while (k > 1 && selections[k - 2] === selections.at(-1)) k--;
+  return k;
+}
 
 /** Spearman's rank correlation (average ranks for ties). */
 function spearman(a: readonly number[], b: readonly number[]): number {
@@ -167,6 +175,7 @@ if (experiment === "worth") {
       logits: r.logits,
       gates: r.gates,
       selected: selectLayers(r.logits).layers,
+      settled: settledStep(h.map((x) => selectLayers(x.logits).layers.join())),
       firstValLoss: h[0].valLoss,
       lastValLoss: h.slice(-10).reduce((s, x) => s + x.valLoss, 0) / Math.min(10, h.length),
       rhoAddOne: worth ? spearman(r.logits, worth.addOneWorth) : undefined,
@@ -179,9 +188,9 @@ if (experiment === "worth") {
           fmt(Object.values(row.spread))
         }; |hypergrad| median ${row.gateGradNormMedian.toExponential(1)}; logits ${
           fmt(r.logits)
-        }; selected ${row.selected}; rho add-one ${row.rhoAddOne?.toFixed(2)}, leave-out ${
-          row.rhoLeaveOut?.toFixed(2)
-        }`,
+        }; selected ${row.selected} from step ${row.settled} of ${r.steps}; rho add-one ${
+          row.rhoAddOne?.toFixed(2)
+        }, leave-out ${row.rhoLeaveOut?.toFixed(2)}`,
       );
     }
   }
