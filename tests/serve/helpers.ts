@@ -11,6 +11,7 @@ import { PLUGINS } from "../../plugins/mod.ts";
 import type { AdapterRef, CallContext, ServerKind, ServerPlugin } from "../../plugins/types.ts";
 import { AttachError } from "../../plugins/types.ts";
 import { createSidecar, type Sidecar } from "../../src/serve/app.ts";
+import { SqliteStore } from "../../src/serve/store/mod.ts";
 import { writeFlexoraJson } from "../flexora/report_fixture.ts";
 import type { SidecarConfig } from "../../src/serve/deps.ts";
 import type { DeploymentConfig } from "../../src/serve/deployments.ts";
@@ -282,4 +283,24 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`job ${id} did not reach ${states}`);
+}
+
+/**
+ * A data dir (`<dir>/state`) whose store holds job "crashed" as a sidecar that died mid-run left it: created, never
+ * finished. The store stays open for the test to add points and a state, and to close.
+ */
+export async function crashedJobStore(
+  prefix: string,
+): Promise<{ dir: string; dataDir: string; store: SqliteStore }> {
+  const dir = await Deno.makeTempDir({ prefix });
+  const dataDir = join(dir, "state");
+  await Deno.mkdir(dataDir, { recursive: true });
+  const store = new SqliteStore(join(dataDir, "jobs.sqlite"));
+  await store.create("crashed", {
+    model: join(dir, "models/m"),
+    data: join(dir, "datasets/d"),
+    name: "demo",
+    options: {},
+  });
+  return { dir, dataDir, store };
 }

@@ -8,9 +8,16 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type RunnerHandle, type Spawn, spawnRunner } from "../../src/serve/spawn.ts";
 import type { RunnerSpec } from "../../src/serve/protocol.ts";
-import { SqliteStore } from "../../src/serve/store/mod.ts";
 import { ROOT } from "../model/shared.ts";
-import { fakeRunner, fakeSummary, progress, type TestSidecar, testSidecar, waitFor } from "./helpers.ts";
+import {
+  crashedJobStore,
+  fakeRunner,
+  fakeSummary,
+  progress,
+  type TestSidecar,
+  testSidecar,
+  waitFor,
+} from "./helpers.ts";
 import { withManager } from "./lifecycle_shared.ts";
 
 Deno.test("a runner killed by SIGKILL leaves its job interrupted with the reason, resumed automatically a bounded number of times, then by hand", async () => {
@@ -45,16 +52,7 @@ Deno.test("a runner killed by SIGKILL leaves its job interrupted with the reason
 });
 
 Deno.test("a resumed job reports the stage it resumes in, and its history is cut back to the checkpoint", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "flexora-rewind-" });
-  const dataDir = join(dir, "state");
-  await Deno.mkdir(dataDir, { recursive: true });
-  const store = new SqliteStore(join(dataDir, "jobs.sqlite"));
-  await store.create("crashed", {
-    model: join(dir, "models/m"),
-    data: join(dir, "datasets/d"),
-    name: "demo",
-    options: {},
-  });
+  const { dir, dataDir, store } = await crashedJobStore("flexora-rewind-");
   for (let step = 1; step <= 4; step++) await store.addPoint("crashed", { stage: "search", step, loss: 3 });
   for (let step = 1; step <= 8; step++) await store.addPoint("crashed", { stage: "retrain", step, loss: 2 });
   await store.addPoint("crashed", { stage: "evaluate", step: 4, valLoss: 2 });

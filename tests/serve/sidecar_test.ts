@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { SqliteStore } from "../../src/serve/store/mod.ts";
-import { fakeSpawn, testSidecar, TOKEN, waitFor } from "./helpers.ts";
+import { crashedJobStore, fakeSpawn, testSidecar, TOKEN, waitFor } from "./helpers.ts";
 
 Deno.test("a job is queued (202), runs through search and retraining, and succeeds with its adapter listed", async () => {
   const s = await testSidecar();
@@ -114,16 +112,7 @@ Deno.test("cancel stops a running job (checkpointing), cancel twice is 409, resu
 });
 
 Deno.test("jobs found running at start-up are marked interrupted and resumed from their checkpoint", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "flexora-restart-" });
-  const dataDir = join(dir, "state");
-  await Deno.mkdir(dataDir, { recursive: true });
-  const store = new SqliteStore(join(dataDir, "jobs.sqlite"));
-  await store.create("crashed", {
-    model: join(dir, "models/m"),
-    data: join(dir, "datasets/d"),
-    name: "demo",
-    options: {},
-  });
+  const { dataDir, store } = await crashedJobStore("flexora-restart-");
   await store.update("crashed", { state: "retraining" });
   await store.close();
   const specs: string[] = [];
