@@ -121,12 +121,8 @@ export function lmHeadLoss(
   for (const [k, hk] of h.entries()) {
     parts.push(g.scope(`block_${k}`, () => {
       const l = logits(hk, parts.at(-1)?.dHidden); // [Nk, V], its first cast after the previous block's end
-      const m = reduceMax(l, [1], true); // [Nk, 1]
-      const e = exp(sub(l, m)); // [Nk, V]
-      const s = reduceSum(e, [1], true); // [Nk, 1]
-      const onehot = cast(equal(unsqueeze(y[k], [1]), classes), g.wide); // [Nk, V]
-      const picked = reduceSum(mul(l, onehot), [1], true); // [Nk, 1]
-      const rowLoss = squeeze(sub(add(m, log(s)), picked), [1]); // [Nk]
+      const { e, s, onehot, picked, lse } = blockSoftmax(l, y[k], classes);
+      const rowLoss = squeeze(sub(lse, picked), [1]); // [Nk]
       const loss = reduceSum(mul(rowLoss, w[k]), [0]);
       const dLogits = mul(sub(div(e, s), onehot), unsqueeze(dw[k], [1])); // [Nk, V]
       return { loss, dHidden: headBackward(cast(dLogits, hidden.dtype), weight, { rows }) }; // [Nk, D]
@@ -164,14 +160,27 @@ export function tokenLogprobs(
   for (const [k, hk] of h.entries()) {
     parts.push(g.scope(`block_${k}`, () => {
       const l = logits(hk, parts.at(-1)); // [Nk, V]
-      const m = reduceMax(l, [1], true); // [Nk, 1]
-      const s = reduceSum(exp(sub(l, m)), [1], true); // [Nk, 1]
-      const picked = reduceSum(mul(l, cast(equal(unsqueeze(y[k], [1]), classes), g.wide)), [1], true); // [Nk, 1]
+      const { picked, lse } = blockSoftmax(l, y[k], classes);
       const valid = cast(not(equal(unsqueeze(y[k], [1]), ignoreIndex)), g.wide); // [Nk, 1]
-      return mul(sub(picked, add(m, log(s))), valid); // [Nk, 1]
+      return mul(sub(picked, lse), valid); // [Nk, 1]
     }));
   }
   return squeeze(blocks.join(parts), [1]);
+}
+
+/**
+ * One token block's softmax over its logits l [Nk, V] (wide) with labels y [Nk]: e = exp(l − max) and its row
+ * sums s, the labels' one-hot rows, the labels' logits (`picked`) and the rows' log-sum-exp (`lse`), so that a
+ * label's log-probability is picked − lse. Shared by the loss ({@link lmHeadLoss}) and scoring
+ * ({@link tokenLogprobs}).
+ */
+function blockSoftmax(l: Value, y: Value, classes: Value) {
+  const m = reduceMax(l, [1], true); // [Nk, 1]
+  const e = exp(sub(l, m)); // [Nk, V]
+  const s = reduceSum(e, [1], true); // [Nk, 1]
+  const onehot = cast(equal(unsqueeze(y, [1]), classes), l.dtype); // [Nk, V]
+  const picked = reduceSum(mul(l, onehot), [1], true); // [Nk, 1]
+  return { e, s, onehot, picked, lse: add(m, log(s)) };
 }
 
 /**

@@ -216,19 +216,24 @@ export function maxMagnitude(xs: readonly Value[]): Value {
   return sqrt(add(max, mul(sum(...squares.map((q) => reduceSum(q, axes(q)))), 0)));
 }
 
+/** Parameters updated as one ({@link packStates}): the joined state, and how to cut its update back apart. */
+export interface Packing {
+  readonly packed: ParamState;
+  unpack(update: ParamUpdate): ParamUpdate[];
+}
+
 /**
  * Many parameters as one: each parameter, gradient and slot flattened, and the group's joined into one vector
  * [P] (P the group's element count), with `unpack` cutting an update of that vector back into the parameters'
- * shapes. For an elementwise optimizer this is a pure re-arrangement that makes the update, the gradient norm,
- * the clipping and the magnitude check one chain of nodes per packed group instead of one per tensor
- * ({@link applyOptimizer} packs {@link PACKED_TENSORS} at a time): a 1B model's all-layer LoRA step (88 tensors)
- * has 6,694 nodes instead of 7,849, and onnxruntime's session creation, whose allocation planner costs more than
- * linearly in the number of values, is that much shorter (BENCHMARKS.md, "Step time against the peer on this
- * machine"). Null when the tensors' shapes are not all static or their types differ.
+ * shapes; a lone parameter stays as it is. For an elementwise optimizer this is a pure re-arrangement that makes
+ * the update, the gradient norm, the clipping and the magnitude check one chain of nodes per packed group instead
+ * of one per tensor ({@link applyOptimizer} packs {@link PACKED_TENSORS} at a time): a 1B model's all-layer LoRA
+ * step (88 tensors) has 6,694 nodes instead of 7,849, and onnxruntime's session creation, whose allocation
+ * planner costs more than linearly in the number of values, is that much shorter (BENCHMARKS.md, "Step time
+ * against the peer on this machine"). Null when the tensors' shapes are not all static or their types differ.
  */
-export function packStates(
-  states: readonly ParamState[],
-): { packed: ParamState; unpack: (update: ParamUpdate) => ParamUpdate[] } | null {
+export function packStates(states: readonly ParamState[]): Packing | null {
+  if (states.length === 1) return { packed: states[0], unpack: (update) => [update] };
   const sizes = states.map((s) =>
     s.param.shape.reduce<number | null>((n, d) => n === null || typeof d !== "number" ? null : n * d, 1)
   );
@@ -261,19 +266,11 @@ export function packStates(
  */
 export const PACKED_TENSORS = 8;
 
-/**
- * States packed {@link PACKED_TENSORS} at a time ({@link packStates}), in order; a lone tensor stays as it is.
- * Null when some group cannot be packed.
- */
-function packInGroups(
-  states: readonly ParamState[],
-): { packed: ParamState; unpack: (update: ParamUpdate) => ParamUpdate[] }[] | null {
-  const groups = [];
+/** States packed {@link PACKED_TENSORS} at a time, in order; null when some group cannot be packed. */
+function packInGroups(states: readonly ParamState[]): Packing[] | null {
+  const groups: Packing[] = [];
   for (let i = 0; i < states.length; i += PACKED_TENSORS) {
-    const group = states.slice(i, i + PACKED_TENSORS);
-    const packing = group.length === 1
-      ? { packed: group[0], unpack: (update: ParamUpdate) => [update] }
-      : packStates(group);
+    const packing = packStates(states.slice(i, i + PACKED_TENSORS));
     if (!packing) return null;
     groups.push(packing);
   }
@@ -292,18 +289,15 @@ export function applyOptimizer(
 ): { updates: ParamUpdate[]; gradNorm: Value; paramMax: Value } {
   const packings = optimizer.elementwise ? packInGroups(states) : null;
   const work = packings ? packings.map((p) => p.packed) : states;
-  let gradNorm: Value, updates: ParamUpdate[];
-  if (optimizer.maxGradNorm === undefined) {
-    gradNorm = globalNorm(work.map((s) => s.grad));
-    updates = optimizer.update(work, inputs);
-  } else {
-    const { grads, norm } = clipByGlobalNorm(work.map((s) => s.grad), optimizer.maxGradNorm);
-    gradNorm = norm;
-    updates = optimizer.update(work.map((s, i) => ({ ...s, grad: grads[i] })), inputs);
-  }
-  return {
+  const done = (updates: ParamUpdate[], gradNorm: Value) => ({
     updates: packings ? packings.flatMap((p, i) => p.unpack(updates[i])) : updates,
     gradNorm,
     paramMax: maxMagnitude(updates.map((u) => u.param)),
-  };
+  });
+  if (optimizer.maxGradNorm === undefined) {
+    return done(optimizer.update(work, inputs), globalNorm(work.map((s) => s.grad)));
+  }
+  const { grads, norm } = clipByGlobalNorm(work.map((s) => s.grad), optimizer.maxGradNorm);
+  const clipped = work.map((s, i) => ({ ...s, grad: grads[i] }));
+  return done(optimizer.update(clipped, inputs), norm);
 }
