@@ -304,3 +304,22 @@ export async function crashedJobStore(
   });
   return { dir, dataDir, store };
 }
+
+/**
+ * A test sidecar with one job submitted, held in its search (state "searching") by a fake runner until `release`
+ * is called. The caller releases and closes it; it is closed here only when the job could not be started.
+ */
+export async function heldJob(): Promise<{ s: TestSidecar; id: string; release: () => void }> {
+  let release: () => void = () => {};
+  const hold = new Promise<void>((r) => (release = r));
+  const s = await testSidecar({ spawn: fakeSpawn({ hold }) });
+  try {
+    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
+    await waitFor(s.request, id, ["searching"]);
+    return { s, id, release };
+  } catch (e) {
+    release();
+    await s.close();
+    throw e;
+  }
+}

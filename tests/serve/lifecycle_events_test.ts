@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fakeSpawn, testSidecar, waitFor } from "./helpers.ts";
+import { fakeSpawn, heldJob, testSidecar, waitFor } from "./helpers.ts";
 import { withManager } from "./lifecycle_shared.ts";
 
 Deno.test("a subscriber that throws does not fail the job: the error is its own", async () => {
@@ -46,12 +46,8 @@ Deno.test("a subscriber that throws does not fail the job: the error is its own"
 });
 
 Deno.test("SSE events carry the job and the new points only; a late subscriber gets a snapshot, and Last-Event-ID replays what it missed", async () => {
-  let release: () => void = () => {};
-  const hold = new Promise<void>((r) => (release = r));
-  const s = await testSidecar({ spawn: fakeSpawn({ hold }) });
+  const { s, id, release } = await heldJob();
   try {
-    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
-    await waitFor(s.request, id, ["searching"]);
     const live = s.request(`/v1/jobs/${id}/events`).then((r) => r.text());
     await new Promise((r) => setTimeout(r, 50));
     release();

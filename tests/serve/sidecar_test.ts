@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { crashedJobStore, fakeSpawn, testSidecar, TOKEN, waitFor } from "./helpers.ts";
+import { crashedJobStore, fakeSpawn, heldJob, testSidecar, TOKEN, waitFor } from "./helpers.ts";
 
 Deno.test("a job is queued (202), runs through search and retraining, and succeeds with its adapter listed", async () => {
   const s = await testSidecar();
@@ -85,12 +85,8 @@ Deno.test("a failing run ends failed with the runner's message", async () => {
 });
 
 Deno.test("cancel stops a running job (checkpointing), cancel twice is 409, resume continues it", async () => {
-  let release: () => void = () => {};
-  const hold = new Promise<void>((r) => (release = r));
-  const s = await testSidecar({ spawn: fakeSpawn({ hold }) });
+  const { s, id, release } = await heldJob();
   try {
-    const { id } = await (await s.request("/v1/jobs", { method: "POST", body: s.body() })).json();
-    await waitFor(s.request, id, ["searching"]);
     assert.equal((await s.request(`/v1/jobs/${id}/cancel`, { method: "POST" })).status, 200);
     assert.equal((await waitFor(s.request, id)).state, "cancelled");
     const again = await s.request(`/v1/jobs/${id}/cancel`, { method: "POST" });
